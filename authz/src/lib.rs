@@ -1,0 +1,1 @@
+//! MPS authz (filled by a later issue).

@@ -1,0 +1,1 @@
+//! MPS gateway (filled by a later issue).

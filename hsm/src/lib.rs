@@ -1,0 +1,1 @@
+//! MPS hsm (filled by a later issue).

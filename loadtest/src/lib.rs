@@ -1,0 +1,1 @@
+//! MPS loadtest (filled by a later issue).

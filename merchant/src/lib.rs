@@ -1,0 +1,1 @@
+//! MPS merchant (filled by a later issue).

@@ -1,0 +1,1 @@
+//! MPS pki (filled by a later issue).

@@ -1,0 +1,1 @@
+//! MPS protocol (filled by a later issue).

@@ -1,0 +1,1 @@
+//! MPS settlement (filled by a later issue).

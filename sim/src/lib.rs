@@ -1,0 +1,1 @@
+//! MPS sim (filled by a later issue).
