@@ -1,1 +1,17 @@
-//! MPS protocol (filled by a later issue).
+//! MPS wire protocol and key schedule: the shared language of every party.
+//!
+//! Pure code, no I/O. [`ids`] holds the typed identifiers of DESIGN.md section 2, [`keys`] the
+//! key schedule of section 3 in software, [`wire`] the payer packet (section 4) and the
+//! issuer's answer (section 5), [`perso`] the personalisation record (section 9).
+#![forbid(unsafe_code)]
+
+pub mod ids;
+pub mod keys;
+pub mod perso;
+pub mod wire;
+
+pub use ids::{Account, Amount, Counter, Currency, IdError, Iin, MerchantId, OrderNo, Password, Rsn, SimId};
+pub use keys::{AesKey, CryptoError, SessionKeys};
+pub use wire::{
+    AnswerPlain, AuthCode, ClearFields, PayerAnswer, PayerPacket, PaymentSecret, ResponseCode, TxnId, WireError,
+};
