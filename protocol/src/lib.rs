@@ -2,9 +2,11 @@
 //!
 //! Pure code, no I/O. [`ids`] holds the typed identifiers of DESIGN.md section 2, [`keys`] the
 //! key schedule of section 3 in software, [`wire`] the payer packet (section 4) and the
-//! issuer's answer (section 5), [`perso`] the personalisation record (section 9).
+//! issuer's answer (section 5), [`perso`] the personalisation record (section 9), and [`config`] the
+//! TOML-with-environment-overrides overlay every binary reads its configuration with.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod ids;
 pub mod keys;
 pub mod perso;

@@ -156,7 +156,8 @@ fn every_single_bit_flip_of_a_fixed_packet_and_answer_fails() {
         amount: Amount::from_minor(1),
         currency: Currency::EUR,
     };
-    let secret = PaymentSecret { account: Account::new("123456789012").unwrap(), password: Password::new("1234").unwrap() };
+    let secret =
+        PaymentSecret { account: Account::new("123456789012").unwrap(), password: Password::new("1234").unwrap() };
     let packet = PayerPacket::seal(&keys, fields, &secret, [1; 16]).encode();
     for bit in 0..PACKET_LEN * 8 {
         let mut bytes = packet;
