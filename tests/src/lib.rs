@@ -1,1 +1,532 @@
-//! End-to-end test helpers.
+//! End-to-end harness: the issuing bank's authorization server started in-process on loopback
+//! with a real SoftHSM token, a real PKI and a real SQLite ledger; the gateway's mTLS client; a
+//! merchant that signs requests; SIMs from the sim library. Tests in `tests/tests/` use it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use mps_authz::app::{self, Parts, RunningServer};
+use mps_authz::config::AuthzConfig;
+use mps_authz::ledger::{AccountKind, Ledger, NewAccount};
+use mps_hsm::Hsm;
+use mps_hsm::testing::TestToken;
+use mps_pki::ca::{self, CaLevel, CertificateAuthority, IssueRequest};
+use mps_pki::{PkiConfig, Role, SoftwareSigner, TrustStore};
+use mps_protocol::keys::AesKey;
+use mps_protocol::{Account, Amount, Currency, Iin, MerchantId, OrderNo, Password, SimId};
+use mps_sim::{MerchantEntry, PaymentRequest, Profile};
+use rustls_pki_types::CertificateDer;
+use time::OffsetDateTime;
+
+/// Our issuer's IIN.
+pub const IIN: &str = "400012";
+/// The merchant's acquirer.
+pub const ACQUIRER_IIN: &str = "500001";
+/// The test merchant.
+pub const MERCHANT_ID: &str = "SHOP-0001";
+/// The merchant's account at its acquirer.
+pub const MERCHANT_ACCOUNT: &str = "DE89370400440532013000";
+
+/// A certificate and key written to files.
+pub struct Leaf {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub serial_hex: String,
+    pub key_pem: String,
+    pub chain_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// The scheme's CA in a directory, with file keys.
+pub struct Pki {
+    pub dir: PathBuf,
+    pub authority: CertificateAuthority,
+    intermediate_key: rcgen::KeyPair,
+}
+
+impl Pki {
+    pub fn new(dir: &Path) -> Self {
+        let authority =
+            CertificateAuthority::init(&dir.join("ca"), &PkiConfig::default(), OffsetDateTime::now_utc()).unwrap();
+        let intermediate_key = authority.load_file_key(CaLevel::Intermediate).unwrap();
+        Self { dir: dir.to_owned(), authority, intermediate_key }
+    }
+
+    pub fn root_file(&self) -> PathBuf {
+        self.authority.cert_path(CaLevel::Root)
+    }
+
+    pub fn crls_file(&self) -> PathBuf {
+        self.authority.crls_path()
+    }
+
+    /// Issues a certificate with a fresh file key.
+    pub fn issue(&mut self, name: &str, request: &IssueRequest) -> Leaf {
+        let key = ca::generate_key().unwrap();
+        let issued = self.authority.issue(request, &key, &self.intermediate_key, OffsetDateTime::now_utc()).unwrap();
+        let prefix = self.dir.join(name);
+        let key_pem = key.serialize_pem();
+        ca::write_issued(&prefix, &issued, Some(&key_pem)).unwrap();
+        Leaf {
+            chain: issued.chain.clone(),
+            serial_hex: issued.serial_hex.clone(),
+            key_pem,
+            chain_file: ca::with_suffix(&prefix, "crt"),
+            key_file: ca::with_suffix(&prefix, "key"),
+        }
+    }
+
+    /// Issues a certificate for a key held elsewhere (the HSM's mps-sign).
+    pub fn issue_for_key(&mut self, name: &str, request: &IssueRequest, key: &dyn rcgen::PublicKeyData) -> PathBuf {
+        let issued = self.authority.issue(request, key, &self.intermediate_key, OffsetDateTime::now_utc()).unwrap();
+        let prefix = self.dir.join(name);
+        ca::write_issued(&prefix, &issued, None).unwrap();
+        ca::with_suffix(&prefix, "crt")
+    }
+
+    /// Revokes a certificate and rewrites the CRL files.
+    pub fn revoke(&mut self, leaf: &Leaf) {
+        let now = OffsetDateTime::now_utc();
+        let level = self.authority.revoke(&leaf.serial_hex, ca::RevocationReason::KeyCompromise, now).unwrap();
+        self.authority.write_crl(level, &self.intermediate_key, now).unwrap();
+    }
+
+    pub fn trust_store(&self) -> TrustStore {
+        TrustStore::from_pem_files(&[&self.root_file()], &[&self.crls_file()]).unwrap()
+    }
+}
+
+/// A certificate request for a role with the names the tests use.
+pub fn request(role: Role, name: &str) -> IssueRequest {
+    let mut request = IssueRequest::new(role, name);
+    match role {
+        Role::AuthzServer | Role::GatewayServer => {
+            request.dns_names.push("localhost".to_owned());
+            request.ip_addresses.push("127.0.0.1".parse().unwrap());
+        }
+        Role::Merchant => request.merchant_id = Some(MERCHANT_ID.to_owned()),
+        Role::BankSigning => request.iin = Some(IIN.to_owned()),
+        Role::GatewayClient => {}
+    }
+    request
+}
+
+/// A merchant that signs its requests.
+pub struct Merchant {
+    pub id: MerchantId,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub signer: SoftwareSigner,
+}
+
+impl Merchant {
+    pub fn from_leaf(id: &str, leaf: &Leaf) -> Self {
+        Self {
+            id: MerchantId::new(id).unwrap(),
+            chain: leaf.chain.clone(),
+            signer: SoftwareSigner::from_pkcs8_pem(&leaf.key_pem).unwrap(),
+        }
+    }
+
+    /// The body of an authorization request for `packet`, with its detached JWS.
+    pub fn request(&self, packet: &[u8], order_no: &str, amount: u64, currency: u16) -> (Vec<u8>, String) {
+        let body = serde_json::json!({
+            "payer_packet": BASE64.encode(packet),
+            "merchant_id": self.id.as_str(),
+            "order_no": order_no,
+            "amount": amount,
+            "currency": currency,
+            "acquirer_iin": ACQUIRER_IIN,
+            "merchant_account": MERCHANT_ACCOUNT,
+            "merchant_time": "2026-11-26T12:00:00Z",
+        });
+        let body = serde_json::to_vec(&body).unwrap();
+        let jws = self.sign(&body);
+        (body, jws)
+    }
+
+    pub fn sign(&self, body: &[u8]) -> String {
+        mps_pki::jws::sign_detached(body, &self.chain, &self.signer).unwrap()
+    }
+}
+
+/// What the server answered.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub json: serde_json::Value,
+    pub jws: Option<String>,
+    pub content_type: Option<String>,
+}
+
+impl Answer {
+    pub fn code(&self) -> &str {
+        self.json["response_code"].as_str().unwrap_or("")
+    }
+
+    pub fn payer_answer(&self) -> Option<Vec<u8>> {
+        self.json["payer_answer"].as_str().map(|b| BASE64.decode(b).unwrap())
+    }
+}
+
+/// An account to create.
+pub struct AccountSpec {
+    pub number: &'static str,
+    pub password: &'static str,
+    pub kind: AccountKind,
+    pub currency: Currency,
+    pub balance: u64,
+    pub credit_limit: u64,
+    pub per_txn_limit: u64,
+    pub daily_limit: u64,
+}
+
+impl AccountSpec {
+    /// A debit account in EUR with generous limits.
+    pub fn debit(number: &'static str, password: &'static str, balance: u64) -> Self {
+        Self {
+            number,
+            password,
+            kind: AccountKind::Debit,
+            currency: Currency::EUR,
+            balance,
+            credit_limit: 0,
+            per_txn_limit: 100_000,
+            daily_limit: 1_000_000,
+        }
+    }
+}
+
+/// The bank, its server and a gateway client.
+pub struct Bank {
+    pub dir: tempfile::TempDir,
+    pub pki: Pki,
+    pub config: AuthzConfig,
+    pub hsm: Hsm,
+    pub ledger: Ledger,
+    pub server: Option<RunningServer>,
+    pub gateway_leaf: Leaf,
+    /// A gateway certificate of our CA, revoked before the server started.
+    pub revoked_gateway_leaf: Leaf,
+    /// A gateway certificate from another CA.
+    pub foreign_gateway_leaf: Leaf,
+    pub merchant: Merchant,
+    pub url: String,
+    pub admin_url: String,
+    pub bank_certificate_pem: String,
+}
+
+/// Options of [`Bank::start_with`].
+#[derive(Default)]
+pub struct BankOptions {
+    /// Extra TOML appended to the generated configuration's `[server]` table.
+    pub server_extra: String,
+}
+
+impl Bank {
+    pub async fn start() -> Bank {
+        Self::start_with(BankOptions::default()).await
+    }
+
+    pub async fn start_with(options: BankOptions) -> Bank {
+        // Plain-HTTP helpers (reqwest::get on the admin listener) need a process provider.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let token = TestToken::shared().unwrap();
+        let hsm = token.hsm().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (pki, gateway_leaf, merchant_leaf, server_leaf, bank_cert, revoked_gateway_leaf, foreign_gateway_leaf) = {
+            let dir_path = dir.path().to_owned();
+            let hsm = hsm.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut pki = Pki::new(&dir_path);
+                let gateway = pki.issue("gateway-client", &request(Role::GatewayClient, "gateway"));
+                let revoked = pki.issue("gateway-revoked", &request(Role::GatewayClient, "gateway revoked"));
+                pki.revoke(&revoked);
+                let foreign_dir = dir_path.join("foreign");
+                std::fs::create_dir_all(&foreign_dir).unwrap();
+                let mut foreign_pki = Pki::new(&foreign_dir);
+                let foreign = foreign_pki.issue("gateway-foreign", &request(Role::GatewayClient, "gateway"));
+                let merchant = pki.issue("merchant", &request(Role::Merchant, "merchant"));
+                let server = pki.issue("authz-server", &request(Role::AuthzServer, "authz"));
+                let signer = mps_pki::hsm::HsmSigner::new(hsm);
+                let bank = pki.issue_for_key("bank-signing", &request(Role::BankSigning, "bank"), &signer);
+                (pki, gateway, merchant, server, bank, revoked, foreign)
+            })
+            .await
+            .unwrap()
+        };
+        let config_text = authz_config_text(dir.path(), &pki, &server_leaf, &bank_cert, &token.config, &options);
+        let config = AuthzConfig::from_parts(&config_text, Vec::new()).unwrap();
+        let ledger = Ledger::open(&config.ledger.path, config.ledger.tuning.clone()).unwrap();
+        let server = app::start(&config, Parts { hsm: hsm.clone(), ledger: ledger.clone() }).await.unwrap();
+        let url = format!("https://127.0.0.1:{}", server.address.port());
+        let admin_url = format!("http://{}", server.admin_address);
+        let bank_certificate_pem = std::fs::read_to_string(&bank_cert).unwrap();
+        Bank {
+            merchant: Merchant::from_leaf(MERCHANT_ID, &merchant_leaf),
+            dir,
+            pki,
+            config,
+            hsm,
+            ledger,
+            server: Some(server),
+            gateway_leaf,
+            revoked_gateway_leaf,
+            foreign_gateway_leaf,
+            url,
+            admin_url,
+            bank_certificate_pem,
+        }
+    }
+
+    /// A gateway client presenting `leaf` (None: no client certificate).
+    pub fn client(&self, leaf: Option<&Leaf>) -> reqwest::Client {
+        let trust = self.pki.trust_store();
+        let verifier = mps_pki::tls::server_cert_verifier(&trust, Role::AuthzServer).unwrap();
+        let identity = leaf.map(|leaf| (leaf.chain_file.as_path(), leaf.key_file.as_path()));
+        let mut tls = mps_pki::tls::client_config(verifier, identity).unwrap();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        reqwest::Client::builder().use_preconfigured_tls(tls).build().unwrap()
+    }
+
+    /// The gateway's client.
+    pub fn gateway(&self) -> reqwest::Client {
+        self.client(Some(&self.gateway_leaf))
+    }
+
+    /// Creates an account.
+    pub async fn create_account(&self, spec: &AccountSpec) -> Account {
+        let account = Account::new(spec.number).unwrap();
+        let new = NewAccount {
+            account: account.clone(),
+            holder_name: "Test Holder".to_owned(),
+            kind: spec.kind,
+            currency: spec.currency,
+            opening_balance: Amount::from_minor(spec.balance),
+            credit_limit: Amount::from_minor(spec.credit_limit),
+            per_txn_limit: Amount::from_minor(spec.per_txn_limit),
+            daily_limit: Amount::from_minor(spec.daily_limit),
+            password_verification_value: [0; 32],
+        };
+        let password = Password::new(spec.password).unwrap();
+        mps_authz::registration::create_account(&self.hsm, &self.ledger, new, &password).await.unwrap();
+        account
+    }
+
+    /// Registers a SIM bound to `accounts` and personalises a SIM profile with its record.
+    pub async fn new_sim(&self, sim_id: &str, accounts: &[&Account]) -> TestSim {
+        let sim_id = SimId::new(sim_id).unwrap();
+        let bound: Vec<Account> = accounts.iter().map(|a| (*a).clone()).collect();
+        let token = TestToken::shared().unwrap();
+        let record = mps_authz::registration::register_sim(
+            &self.hsm,
+            &self.ledger,
+            Iin::new(IIN).unwrap(),
+            &sim_id,
+            &bound,
+            &token.transport_key_label,
+            &self.bank_certificate_pem,
+        )
+        .await
+        .unwrap();
+        let mut profile = Profile::new();
+        profile.personalise(&record, &transport_key(), false).unwrap();
+        for account in &bound {
+            profile.add_account(account.clone(), Iin::new(IIN).unwrap(), None).unwrap();
+        }
+        profile.add_merchant(MerchantEntry::new(self.merchant.id, None, None).unwrap()).unwrap();
+        TestSim { sim_id, profile }
+    }
+
+    /// A SIM personalised with a record the bank never issued (its SIM id is unknown to the bank).
+    pub fn unregistered_sim(&self, sim_id: &str, account: &Account) -> TestSim {
+        let sim_id = SimId::new(sim_id).unwrap();
+        let chain_key = AesKey::from_bytes(rand_bytes());
+        let wrapped = mps_protocol::perso::wrap_key(&transport_key(), &chain_key);
+        let record = mps_protocol::perso::PersoRecord::new(
+            Iin::new(IIN).unwrap(),
+            &sim_id,
+            "mps-tk-test",
+            &wrapped,
+            mps_protocol::Rsn([7; 8]),
+            &self.bank_certificate_pem,
+        );
+        let mut profile = Profile::new();
+        profile.personalise(&record, &transport_key(), false).unwrap();
+        profile.add_account(account.clone(), Iin::new(IIN).unwrap(), None).unwrap();
+        profile.add_merchant(MerchantEntry::new(self.merchant.id, None, None).unwrap()).unwrap();
+        TestSim { sim_id, profile }
+    }
+
+    /// The running server's metrics.
+    pub fn metrics(&self) -> &mps_authz::ops::metrics::Metrics {
+        &self.server.as_ref().expect("server running").metrics
+    }
+
+    /// Posts a body with a JWS header through `client`.
+    pub async fn post(
+        &self,
+        client: &reqwest::Client,
+        body: Vec<u8>,
+        jws: Option<&str>,
+    ) -> Result<Answer, reqwest::Error> {
+        let mut request = client
+            .post(format!("{}/v1/authorizations", self.url))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(jws) = jws {
+            request = request.header("x-jws-signature", jws);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let jws = response.headers().get("x-jws-signature").map(|v| v.to_str().unwrap().to_owned());
+        let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+        let body = response.bytes().await?.to_vec();
+        let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        Ok(Answer { status, body, json, jws, content_type })
+    }
+
+    /// The merchant signs and the gateway posts a payment for `packet`.
+    pub async fn authorize(&self, packet: &[u8], order_no: &str, amount: u64) -> Answer {
+        let (body, jws) = self.merchant.request(packet, order_no, amount, Currency::EUR.code());
+        self.post(&self.gateway(), body, Some(&jws)).await.unwrap()
+    }
+
+    /// Available funds of an account, from the ledger.
+    pub async fn available(&self, account: &Account) -> i64 {
+        self.ledger.account(account).await.unwrap().unwrap().available()
+    }
+
+    /// The bank's answer signature checked against the bank's certificate.
+    pub fn verify_bank_signature(&self, answer: &Answer) {
+        let jws = answer.jws.as_deref().expect("a processed answer carries x-jws-signature");
+        let trust = self.pki.trust_store();
+        let identity = mps_pki::jws::verify_detached(
+            jws,
+            &answer.body,
+            &trust,
+            Role::BankSigning,
+            rustls_pki_types::UnixTime::now(),
+        )
+        .unwrap();
+        assert_eq!(identity.bank_iin.as_deref(), Some(IIN));
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+}
+
+/// A SIM personalised from the bank's record.
+pub struct TestSim {
+    pub sim_id: SimId,
+    pub profile: Profile,
+}
+
+impl TestSim {
+    /// Builds a payment packet (it stays pending in the profile until its answer is read).
+    pub fn pay(&mut self, account: &Account, order_no: &str, amount: u64, password: &str) -> Vec<u8> {
+        let request = PaymentRequest {
+            account: account.clone(),
+            merchant_id: MerchantId::new(MERCHANT_ID).unwrap(),
+            order_no: OrderNo::new(order_no).unwrap(),
+            amount: Amount::from_minor(amount),
+            currency: Currency::EUR,
+        };
+        let iv: [u8; 16] = rand_iv();
+        let packet = self.profile.prepare_payment(&request, &Password::new(password).unwrap(), iv).unwrap();
+        packet.encode().to_vec()
+    }
+
+    /// Opens the issuer's answer and advances the ratchet.
+    pub fn read_answer(&mut self, answer: &Answer) -> mps_sim::AnswerOutcome {
+        let bytes = answer.payer_answer().expect("the answer carries a payer_answer");
+        self.profile.open_answer(&bytes, Some(Iin::new(IIN).unwrap())).unwrap()
+    }
+}
+
+fn rand_iv() -> [u8; 16] {
+    rand_bytes()
+}
+
+fn rand_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut out);
+    out
+}
+
+/// The test token's transport key, as the SIM vendor holds it.
+pub fn transport_key() -> AesKey {
+    AesKey::from_bytes(mps_hsm::testing::TRANSPORT_KEY_VALUE)
+}
+
+fn authz_config_text(
+    dir: &Path,
+    pki: &Pki,
+    server: &Leaf,
+    bank_cert: &Path,
+    hsm: &mps_hsm::HsmConfig,
+    options: &BankOptions,
+) -> String {
+    let hsm_toml = toml_of_hsm(hsm);
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+certificate = "{cert}"
+private_key = "{key}"
+client_ca = ["{root}"]
+client_crls = ["{crls}"]
+request_timeout_ms = 20000
+{server_extra}
+
+[admin]
+listen = "127.0.0.1:0"
+
+[issuer]
+iin = "{IIN}"
+signing_certificate = "{bank}"
+
+[merchants]
+scheme_ca = ["{root}"]
+crls = ["{crls}"]
+
+{hsm_toml}
+
+[ledger]
+path = "{ledger}"
+
+[log]
+level = "debug"
+"#,
+        cert = server.chain_file.display(),
+        key = server.key_file.display(),
+        root = pki.root_file().display(),
+        crls = pki.crls_file().display(),
+        bank = bank_cert.display(),
+        ledger = dir.join("authz.db").display(),
+        server_extra = options.server_extra,
+    )
+}
+
+fn toml_of_hsm(hsm: &mps_hsm::HsmConfig) -> String {
+    let pin = match &hsm.pin_file {
+        Some(path) => format!("pin_file = \"{}\"", path.display()),
+        None => format!("pin_env = \"{}\"", hsm.pin_env),
+    };
+    format!(
+        "[hsm]\nmodule_path = \"{}\"\ntoken_label = \"{}\"\n{pin}\npool_size = {}\nreconnect_backoff_min_ms = {}\nreconnect_backoff_max_ms = {}\n",
+        hsm.module_path.display(),
+        hsm.token_label,
+        hsm.pool_size,
+        hsm.reconnect_backoff_min_ms,
+        hsm.reconnect_backoff_max_ms,
+    )
+}
+
+/// Shared handle type for tests that spawn many tasks.
+pub type SharedBank = Arc<Bank>;

@@ -1,0 +1,183 @@
+//! Start-up and shutdown of the server: reads every part from the configuration, connects the
+//! HSM, opens the ledger, serves until SIGTERM or Ctrl-C, then drains.
+
+use std::sync::Arc;
+
+use mps_hsm::Hsm;
+use mps_pki::TrustStore;
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::AuthzConfig;
+use crate::decision::business_day::Cutoff;
+use crate::decision::merchant::MerchantVerifier;
+use crate::decision::signature::AnswerSigner;
+use crate::decision::{Authorizer, DecisionSettings};
+use crate::front::{admin, routes, server, tls};
+use crate::ledger::Ledger;
+use crate::ops::metrics::Metrics;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppError {
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// HSM connection at start-up.
+    #[error("HSM: {0} (check hsm.module_path, hsm.token_label and the PIN in the environment)")]
+    Hsm(#[from] mps_hsm::HsmError),
+    /// Ledger.
+    #[error("ledger: {0} (check ledger.path and its directory's permissions)")]
+    Ledger(#[from] crate::ledger::LedgerError),
+    /// Certificates and trust.
+    #[error("{0}")]
+    Pki(String),
+    /// TLS set-up.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsSetupError),
+    /// Sockets.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Metrics registry.
+    #[error(transparent)]
+    Metrics(#[from] crate::ops::metrics::MetricsError),
+}
+
+/// The parts every command that touches the bank needs.
+pub struct Parts {
+    /// HSM handle.
+    pub hsm: Hsm,
+    /// Ledger handle.
+    pub ledger: Ledger,
+}
+
+/// Connects the HSM and opens the ledger.
+pub async fn open_parts(config: &AuthzConfig) -> Result<Parts, AppError> {
+    let hsm = Hsm::connect(config.hsm.clone()).await?;
+    let ledger = Ledger::open(&config.ledger.path, config.ledger.tuning.clone())?;
+    Ok(Parts { hsm, ledger })
+}
+
+/// Builds the decision from the configuration and open parts.
+pub fn authorizer(config: &AuthzConfig, parts: &Parts, metrics: Arc<Metrics>) -> Result<Authorizer, AppError> {
+    let anchors: Vec<&std::path::Path> = config.merchants.scheme_ca.iter().map(|p| p.as_path()).collect();
+    let crls: Vec<&std::path::Path> = config.merchants.crls.iter().map(|p| p.as_path()).collect();
+    let trust = TrustStore::from_pem_files(&anchors, &crls)
+        .map_err(|e| AppError::Pki(format!("merchant trust (merchants.scheme_ca / merchants.crls): {e}")))?;
+    let chain = mps_pki::pem::load_certificates(&config.issuer.signing_certificate)
+        .map_err(|e| AppError::Pki(format!("issuer.signing_certificate: {e}")))?;
+    let cutoff = Cutoff::parse(&config.issuer.business_day_cutoff)
+        .map_err(|e| AppError::Pki(format!("issuer.business_day_cutoff: {e}")))?;
+    let settings =
+        DecisionSettings { iin: config.issuer.iin, cutoff, password_tries_max: config.issuer.password_tries_max };
+    Ok(Authorizer::new(
+        parts.hsm.clone(),
+        parts.ledger.clone(),
+        MerchantVerifier::new(trust),
+        AnswerSigner::new(&chain),
+        settings,
+        metrics,
+    ))
+}
+
+/// A server that is running: its bound addresses, a way to stop it, and its task.
+pub struct RunningServer {
+    /// The mTLS listener's address (useful when configured with port 0).
+    pub address: std::net::SocketAddr,
+    /// The admin listener's address.
+    pub admin_address: std::net::SocketAddr,
+    /// The metrics the server records.
+    pub metrics: Arc<Metrics>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Asks the server to stop accepting and waits until in-flight work is done and the
+    /// ledger has drained.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Waits for the server to end (after a signal, or [`RunningServer::shutdown`] elsewhere).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    /// A sender that stops the server when `true` is sent.
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+/// Binds both listeners and starts serving with already open parts.
+pub async fn start(config: &AuthzConfig, parts: Parts) -> Result<RunningServer, AppError> {
+    let metrics = Arc::new(Metrics::new()?);
+    let authorizer = Arc::new(authorizer(config, &parts, Arc::clone(&metrics))?);
+    let tls = tls::server_config(&config.server)?;
+    let state = Arc::new(routes::AppState {
+        authorizer: Arc::clone(&authorizer),
+        metrics: Arc::clone(&metrics),
+        in_flight: Semaphore::new(config.server.in_flight_max),
+        request_timeout: config.server.request_timeout(),
+    });
+    let router = routes::router(state, config.server.body_bytes_max);
+    let admin_router = admin::router(Arc::new(admin::AdminState { authorizer, metrics: Arc::clone(&metrics) }));
+    let listener = server::bind(config.server.listen).await?;
+    let admin_listener = server::bind(config.admin.listen).await?;
+    let address = listener.local_addr()?;
+    let admin_address = admin_listener.local_addr()?;
+    let limits = server::ListenerLimits {
+        handshake_timeout: config.server.handshake_timeout(),
+        header_read_timeout: config.server.header_read_timeout(),
+        connections_max: config.server.connections_max,
+        shutdown_grace: config.server.shutdown_grace(),
+    };
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let admin_task = tokio::spawn(server::serve_admin(admin_listener, admin_router, shutdown.clone()));
+        server::serve_tls(listener, tls, router, limits, shutdown).await;
+        let _ = admin_task.await;
+        parts.ledger.close().await;
+        tracing::info!("authorization server stopped");
+    });
+    tracing::info!(%address, admin = %admin_address, iin = %config.issuer.iin, "authorization server ready");
+    Ok(RunningServer { address, admin_address, metrics, stop, task })
+}
+
+/// Runs the server until SIGTERM or Ctrl-C.
+pub async fn serve(config: AuthzConfig) -> Result<(), AppError> {
+    let parts = open_parts(&config).await?;
+    let running = start(&config, parts).await?;
+    let stop = running.stopper();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        let _ = stop.send(true);
+    });
+    running.wait().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = terminate.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,334 @@
+//! The authorization server's configuration: one typed struct, parsed once at start-up from a
+//! TOML file with `MPS_AUTHZ__SECTION__KEY` environment overrides. Secrets (the HSM PIN) never
+//! come from here: `hsm.pin_env` / `hsm.pin_file` say where to read them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mps_protocol::Iin;
+use serde::Deserialize;
+
+use crate::ledger::LedgerConfig;
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "MPS_AUTHZ";
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML or override syntax.
+    #[error(transparent)]
+    Overlay(#[from] mps_protocol::config::ConfigError),
+    /// A key is missing, unknown or of the wrong type.
+    #[error("configuration is invalid: {0} (see config/authz.example.toml)")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthzConfig {
+    /// The gateway-facing mTLS listener.
+    pub server: ServerConfig,
+    /// The admin listener (metrics, health).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// The bank as issuer.
+    pub issuer: IssuerConfig,
+    /// Trust for merchant JWS signatures.
+    pub merchants: MerchantTrustConfig,
+    /// The HSM.
+    pub hsm: mps_hsm::HsmConfig,
+    /// The ledger.
+    pub ledger: LedgerSection,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// TLS version floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3.
+    #[serde(rename = "1.2")]
+    Tls12,
+    /// TLS 1.3 only (default).
+    #[default]
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// The gateway-facing listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Server certificate chain, PEM (leaf first).
+    pub certificate: PathBuf,
+    /// Server private key, PKCS#8 PEM.
+    pub private_key: PathBuf,
+    /// Trust anchors for client (gateway) certificates, PEM files.
+    pub client_ca: Vec<PathBuf>,
+    /// CRLs of the client CAs, PEM files; revoked gateway certificates are refused in the handshake.
+    #[serde(default)]
+    pub client_crls: Vec<PathBuf>,
+    /// Lowest TLS version accepted.
+    #[serde(default)]
+    pub tls_min_version: TlsVersion,
+    /// Largest request body accepted.
+    #[serde(default = "defaults::body_bytes_max")]
+    pub body_bytes_max: usize,
+    /// Time allowed to read a request's headers.
+    #[serde(default = "defaults::header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Time allowed for a whole authorization, from headers read to answer.
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// TLS handshake timeout.
+    #[serde(default = "defaults::handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// Authorizations in flight at once; more get 503.
+    #[serde(default = "defaults::in_flight_max")]
+    pub in_flight_max: usize,
+    /// Connections at once; more wait in the accept queue.
+    #[serde(default = "defaults::connections_max")]
+    pub connections_max: usize,
+    /// Time granted to in-flight authorizations at shutdown.
+    #[serde(default = "defaults::shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+}
+
+impl ServerConfig {
+    /// Header read timeout.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+    /// Whole-request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+    /// TLS handshake timeout.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+    /// Shutdown grace period.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// The admin listener: plain HTTP, loopback by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of /metrics, /healthz, /readyz.
+    #[serde(default = "defaults::admin_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { listen: defaults::admin_listen() }
+    }
+}
+
+/// The bank as issuer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Our issuer identification number; packets for another IIN are refused (code 12).
+    pub iin: Iin,
+    /// The bank's signing certificate chain (mps-sign), PEM: x5c of every signed answer.
+    pub signing_certificate: PathBuf,
+    /// Label of the SIM vendor's transport key used by `sim register`.
+    #[serde(default = "defaults::transport_key")]
+    pub transport_key: String,
+    /// End of the business day, UTC, "HH:MM".
+    #[serde(default = "defaults::cutoff")]
+    pub business_day_cutoff: String,
+    /// Consecutive wrong passwords that lock payments (code 75 at the last one).
+    #[serde(default = "defaults::password_tries_max")]
+    pub password_tries_max: u32,
+}
+
+/// Trust for merchant signatures.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantTrustConfig {
+    /// Scheme CA certificates (PEM) that merchant chains must reach.
+    pub scheme_ca: Vec<PathBuf>,
+    /// CRLs (PEM) of the scheme CAs.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+}
+
+/// The ledger.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSection {
+    /// The SQLite file.
+    pub path: PathBuf,
+    /// Tuning.
+    #[serde(flatten)]
+    pub tuning: LedgerConfig,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Filter, e.g. "info" or "mps_authz=debug,info".
+    #[serde(default = "defaults::log_level")]
+    pub level: String,
+    /// "json" (default) or "text".
+    #[serde(default = "defaults::log_format")]
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: defaults::log_level(), format: defaults::log_format() }
+    }
+}
+
+mod defaults {
+    use std::net::SocketAddr;
+
+    pub fn body_bytes_max() -> usize {
+        8 * 1024
+    }
+    pub fn header_read_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn request_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn handshake_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn in_flight_max() -> usize {
+        1_024
+    }
+    pub fn connections_max() -> usize {
+        4_096
+    }
+    pub fn shutdown_grace_ms() -> u64 {
+        15_000
+    }
+    pub fn admin_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9464))
+    }
+    pub fn transport_key() -> String {
+        "mps-tk-demo".to_owned()
+    }
+    pub fn cutoff() -> String {
+        "00:00".to_owned()
+    }
+    pub fn password_tries_max() -> u32 {
+        3
+    }
+    pub fn log_level() -> String {
+        "info".to_owned()
+    }
+    pub fn log_format() -> String {
+        "json".to_owned()
+    }
+}
+
+impl AuthzConfig {
+    /// Reads `path` and applies the process environment's overrides.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_parts(&text, std::env::vars())
+    }
+
+    /// Parses TOML text with the given environment.
+    pub fn from_parts(text: &str, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let merged = mps_protocol::config::overlay(text, ENV_PREFIX, vars)?;
+        let config: Self = merged.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
+        if !(512..=1024 * 1024).contains(&self.server.body_bytes_max) {
+            return invalid("server.body_bytes_max must be 512 to 1048576");
+        }
+        if self.server.in_flight_max == 0 || self.server.connections_max == 0 {
+            return invalid("server.in_flight_max and server.connections_max must be at least 1");
+        }
+        if self.server.client_ca.is_empty() {
+            return invalid("server.client_ca must name at least one CA file: clients must present certificates");
+        }
+        if self.merchants.scheme_ca.is_empty() {
+            return invalid("merchants.scheme_ca must name at least one CA file");
+        }
+        if !(1..=10).contains(&self.issuer.password_tries_max) {
+            return invalid("issuer.password_tries_max must be 1 to 10");
+        }
+        crate::decision::business_day::Cutoff::parse(&self.issuer.business_day_cutoff)
+            .map_err(|e| ConfigError::Invalid(format!("issuer.business_day_cutoff: {e}")))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/authz.example.toml")).unwrap()
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let config = AuthzConfig::from_parts(&example(), Vec::new()).unwrap();
+        assert_eq!(config.issuer.iin.as_str(), "400012");
+        assert_eq!(config.ledger.tuning.batch_max, 64);
+        assert_eq!(config.server.body_bytes_max, 8192);
+    }
+
+    #[test]
+    fn environment_overrides_apply() {
+        let vars = vec![
+            ("MPS_AUTHZ__LEDGER__BATCH_MAX".to_owned(), "8".to_owned()),
+            ("MPS_AUTHZ__SERVER__LISTEN".to_owned(), "127.0.0.1:9999".to_owned()),
+        ];
+        let config = AuthzConfig::from_parts(&example(), vars).unwrap();
+        assert_eq!(config.ledger.tuning.batch_max, 8);
+        assert_eq!(config.server.listen.port(), 9999);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_in_every_section() {
+        for (section, key) in [("server", "listne"), ("ledger", "batch_maxx"), ("issuer", "colour"), ("hsm", "pin")] {
+            let vars = vec![(format!("MPS_AUTHZ__{}__{}", section.to_uppercase(), key.to_uppercase()), "1".to_owned())];
+            let error = AuthzConfig::from_parts(&example(), vars);
+            assert!(error.is_err(), "unknown key {section}.{key} was accepted");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let vars = vec![("MPS_AUTHZ__ISSUER__BUSINESS_DAY_CUTOFF".to_owned(), "25:00".to_owned())];
+        assert!(AuthzConfig::from_parts(&example(), vars).is_err());
+        let vars = vec![("MPS_AUTHZ__SERVER__BODY_BYTES_MAX".to_owned(), "10".to_owned())];
+        assert!(AuthzConfig::from_parts(&example(), vars).is_err());
+        let vars = vec![("MPS_AUTHZ__ISSUER__IIN".to_owned(), "12345".to_owned())];
+        assert!(AuthzConfig::from_parts(&example(), vars).is_err());
+    }
+}

@@ -1,0 +1,52 @@
+//! Step 3 of the decision: the merchant's detached JWS over the exact body bytes, its x5c chain
+//! to the scheme CA (validity, usage, revocation, through `pki`), and the certificate's
+//! merchant id equal to the body's. Any failure is 401 with code 63.
+
+use mps_pki::jws::{self, JwsError};
+use mps_pki::{Role, TrustStore};
+use mps_protocol::MerchantId;
+use rustls_pki_types::UnixTime;
+
+/// Why the merchant's signature was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MerchantRefusal {
+    /// No `x-jws-signature` header.
+    #[error("the x-jws-signature header is missing")]
+    Missing,
+    /// The JWS, its chain or its signature failed.
+    #[error("merchant signature refused: {0}")]
+    Jws(#[from] JwsError),
+    /// The certificate names another merchant.
+    #[error("the signing certificate is for merchant {certificate:?}, the body names {body:?}")]
+    OtherMerchant {
+        /// From the certificate.
+        certificate: String,
+        /// From the body.
+        body: String,
+    },
+}
+
+/// Checks merchant signatures against the scheme's trust anchors and CRLs.
+pub struct MerchantVerifier {
+    trust: TrustStore,
+}
+
+impl MerchantVerifier {
+    /// Over the given trust store.
+    pub fn new(trust: TrustStore) -> Self {
+        Self { trust }
+    }
+
+    /// Step 3.
+    pub fn check(&self, jws: Option<&str>, body: &[u8], merchant_id: &MerchantId) -> Result<(), MerchantRefusal> {
+        let jws = jws.ok_or(MerchantRefusal::Missing)?;
+        let identity = jws::verify_detached(jws, body, &self.trust, Role::Merchant, UnixTime::now())?;
+        match identity.merchant_id.as_deref() {
+            Some(id) if id == merchant_id.as_str() => Ok(()),
+            other => Err(MerchantRefusal::OtherMerchant {
+                certificate: other.unwrap_or("").to_owned(),
+                body: merchant_id.as_str().to_owned(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! The issuer's decision of DESIGN.md section 7, in order, first failure wins. Each step lives
+//! in its own file, named for what it checks; this file runs them and turns the outcome into
+//! a [`Reply`]. Nothing here knows HTTP: `front/` maps a [`Reply`] to a response.
+//!
+//! Order of work for one authorization: parse (2), merchant signature (3), packet (4), then
+//! under the SIM's lock: SIM and counter (5, 6), the HSM opens the session (7); then under the
+//! order's and the account's locks: account (8), password (9), limits (10), duplicate order (11), funds (12),
+//! approval (13); the HSM seals the SIM's answer and advances the chain key, the HSM signs the
+//! answer body, and one ledger transaction stores it all. Only after that commit is durable
+//! does the answer leave.
+
+pub mod account;
+pub mod approve;
+pub mod business_day;
+pub mod duplicate;
+pub mod funds;
+pub mod limits;
+pub mod locks;
+pub mod merchant;
+pub mod packet;
+pub mod password;
+pub mod request;
+pub mod response;
+pub mod signature;
+pub mod sim;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use mps_hsm::{AnswerContent, Hsm, OpenedSession, SessionError};
+use mps_protocol::wire::PayerPacket;
+use mps_protocol::{Amount, AuthCode, Currency, ResponseCode};
+use time::OffsetDateTime;
+
+use crate::ledger::{AccountRecord, Ledger, LedgerError, PasswordEffect, SessionCommit, SimRecord};
+use crate::ops::metrics::{Metrics, Stage};
+
+use self::business_day::Cutoff;
+use self::locks::LockTable;
+use self::request::AuthorizationRequest;
+use self::signature::AnswerSigner;
+
+/// What the front end sends back.
+#[derive(Debug)]
+pub enum Reply {
+    /// HTTP 200: a processed authorization, approved or declined, signed.
+    Processed {
+        /// The exact body bytes.
+        body: Vec<u8>,
+        /// The detached JWS for `x-jws-signature`.
+        signature: String,
+        /// The ISO 8583 code inside, for metrics and logs.
+        code: ResponseCode,
+    },
+    /// HTTP 4xx with an RFC 7807 problem.
+    Refused {
+        /// 400 or 401.
+        status: u16,
+        /// ISO 8583 code (30, 12 or 63).
+        code: ResponseCode,
+        /// What the client should fix.
+        detail: String,
+    },
+    /// HTTP 503: the HSM or the ledger could not answer; nothing was approved.
+    Unavailable {
+        /// Which dependency.
+        dependency: &'static str,
+    },
+}
+
+/// Fixed settings of the decision.
+#[derive(Debug, Clone)]
+pub struct DecisionSettings {
+    /// Our IIN.
+    pub iin: mps_protocol::Iin,
+    /// End of the business day.
+    pub cutoff: Cutoff,
+    /// Consecutive wrong passwords that lock payments.
+    pub password_tries_max: u32,
+}
+
+/// Runs authorizations. Cheap to share (`Arc`).
+pub struct Authorizer {
+    hsm: Hsm,
+    ledger: Ledger,
+    merchants: merchant::MerchantVerifier,
+    signer: AnswerSigner,
+    settings: DecisionSettings,
+    sim_locks: LockTable,
+    order_locks: LockTable,
+    account_locks: LockTable,
+    metrics: Arc<Metrics>,
+}
+
+/// A step that ended the authorization early with a reply.
+type Early<T> = Result<T, Reply>;
+
+const LOCK_SLOTS: usize = 4096;
+
+impl Authorizer {
+    /// Assembles an authorizer from its parts.
+    pub fn new(
+        hsm: Hsm,
+        ledger: Ledger,
+        merchants: merchant::MerchantVerifier,
+        signer: AnswerSigner,
+        settings: DecisionSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            hsm,
+            ledger,
+            merchants,
+            signer,
+            settings,
+            sim_locks: LockTable::new(LOCK_SLOTS),
+            order_locks: LockTable::new(LOCK_SLOTS),
+            account_locks: LockTable::new(LOCK_SLOTS),
+            metrics,
+        }
+    }
+
+    /// The HSM handle (readiness).
+    pub fn hsm(&self) -> &Hsm {
+        &self.hsm
+    }
+
+    /// The ledger handle (readiness).
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Decides one authorization from the exact body bytes and the `x-jws-signature` header.
+    pub async fn authorize(&self, body: &[u8], jws: Option<&str>) -> Reply {
+        match self.run(body, jws).await {
+            Ok(reply) | Err(reply) => reply,
+        }
+    }
+
+    async fn run(&self, body: &[u8], jws: Option<&str>) -> Early<Reply> {
+        let request = request::parse(body).map_err(|e| Reply::Refused {
+            status: 400,
+            code: ResponseCode::FormatError,
+            detail: e.0,
+        })?;
+        self.timed(Stage::Jws, async { self.merchants.check(jws, body, &request.merchant_id) }).await.map_err(|e| {
+            tracing::info!(reason = %e, "merchant signature refused");
+            Reply::Refused { status: 401, code: ResponseCode::SecurityViolation, detail: e.to_string() }
+        })?;
+        let packet = packet::check(&request, self.settings.iin).map_err(|e| Reply::Refused {
+            status: 400,
+            code: e.response_code(),
+            detail: e.to_string(),
+        })?;
+        let _sim_guard = self.sim_locks.lock(packet.fields.sim_id.as_str()).await;
+        let sim = self.ledger_call(self.ledger.sim(&packet.fields.sim_id)).await?;
+        match sim::check(sim.as_ref(), &packet, &request.payer_packet) {
+            Err(code) => return self.unauthenticated(&request, code).await,
+            Ok(sim::CounterVerdict::Retransmission) => return Ok(Self::stored_answer(sim.as_ref())),
+            Ok(sim::CounterVerdict::NextSession) => {}
+        }
+        let Some(sim) = sim else { return self.unauthenticated(&request, ResponseCode::UnknownSim).await };
+        let opened = match self.open_session(&sim, &packet).await? {
+            Ok(opened) => opened,
+            Err(code) => return self.unauthenticated(&request, code).await,
+        };
+        // Fixed order of the three tables (SIM, order, account) rules out deadlocks; the order
+        // lock keeps two SIMs from approving one merchant order at once (step 11).
+        let _order_guard = self.order_locks.lock(&(request.merchant_id, request.order_no)).await;
+        let _account_guard = self.account_locks.lock(opened.account.expose()).await;
+        self.authenticated(&request, &packet, &sim, opened).await
+    }
+
+    /// Step 7: unwrap, derive, verify the MAC, decrypt; bad MAC is 63 with the state kept.
+    async fn open_session(&self, sim: &SimRecord, packet: &PayerPacket) -> Early<Result<OpenedSession, ResponseCode>> {
+        let opened = self
+            .timed(
+                Stage::Hsm,
+                self.hsm.open_session(&sim.wrapped_chain_key, packet.fields.counter, sim.next_rsn, packet),
+            )
+            .await;
+        match opened {
+            Ok(opened) => Ok(Ok(opened)),
+            Err(SessionError::BadMac) => {
+                self.metrics.mac_failures.inc();
+                tracing::warn!(sim = %sim.sim_id, counter = packet.fields.counter.value(), "packet MAC does not verify");
+                Ok(Err(ResponseCode::SecurityViolation))
+            }
+            Err(SessionError::BadSecret) => {
+                self.metrics.mac_failures.inc();
+                tracing::warn!(sim = %sim.sim_id, "packet MAC verifies but its secret is malformed");
+                Ok(Err(ResponseCode::SecurityViolation))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "HSM failed while opening a session");
+                Err(Reply::Unavailable { dependency: "hsm" })
+            }
+        }
+    }
+
+    /// Steps 8 to 13 and the durable booking, for a session whose MAC verified.
+    async fn authenticated(
+        &self,
+        request: &AuthorizationRequest,
+        packet: &PayerPacket,
+        sim: &SimRecord,
+        opened: OpenedSession,
+    ) -> Early<Reply> {
+        let now = OffsetDateTime::now_utc();
+        let business_day = self.settings.cutoff.business_day(now);
+        let account = self.ledger_call(self.ledger.account(&opened.account)).await?;
+        let decision = self.decide(request, sim, &opened, account.as_ref(), business_day).await?;
+        let approved = decision.code == ResponseCode::Approved;
+        let auth_code = if approved { approve::new_auth_code() } else { AuthCode::NONE };
+        let txn_id = approve::new_txn_id();
+        let (balance, currency) = Self::answer_balance(account.as_ref(), &decision, request);
+        let content = AnswerContent { response_code: decision.code, auth_code, balance, currency, txn_id };
+        let sealed = self.timed(Stage::Hsm, self.hsm.seal_answer(opened.ticket, content)).await.map_err(|e| {
+            tracing::error!(error = %e, "HSM failed while sealing an answer");
+            Reply::Unavailable { dependency: "hsm" }
+        })?;
+        let answer_bytes = sealed.answer.encode();
+        let body = response::body(request, decision.code, auth_code, txn_id, now, Some(&answer_bytes));
+        let signature = self.sign(&body).await?;
+        let commit = SessionCommit {
+            txn_id,
+            sim_id: sim.sim_id.clone(),
+            counter: packet.fields.counter,
+            account: opened.account.clone(),
+            merchant_id: request.merchant_id,
+            order_no: request.order_no,
+            acquirer_iin: request.acquirer_iin,
+            merchant_account: request.merchant_account.as_str().to_owned(),
+            amount: request.amount,
+            currency: request.currency,
+            response_code: decision.code,
+            auth_code: approved.then_some(auth_code),
+            business_day,
+            created_at: now,
+            password_effect: decision.password_effect,
+            wrapped_next_chain_key: sealed.wrapped_next_chain_key,
+            next_rsn: sealed.next_rsn,
+            packet: request.payer_packet.clone(),
+            response_body: body.clone(),
+            response_signature: signature.clone(),
+        };
+        self.ledger_call(self.ledger.commit_session(commit)).await?;
+        tracing::info!(
+            txn_id = %txn_id.to_hex(),
+            sim = %sim.sim_id,
+            account = %opened.account,
+            counter = packet.fields.counter.value(),
+            code = decision.code.as_str(),
+            "authorization decided"
+        );
+        Ok(Reply::Processed { body, signature, code: decision.code })
+    }
+
+    /// Steps 8 to 12 on the account, in order; the first refusal wins.
+    async fn decide(
+        &self,
+        request: &AuthorizationRequest,
+        sim: &SimRecord,
+        opened: &OpenedSession,
+        account: Option<&AccountRecord>,
+        business_day: time::Date,
+    ) -> Early<Decision> {
+        let refuse = |code| Ok(Decision { code, password_effect: PasswordEffect::None, password_verified: false });
+        if let Err(code) = account::check(sim, &opened.account, account, request.currency) {
+            return refuse(code);
+        }
+        let Some(account) = account else { return refuse(ResponseCode::NotPermitted) };
+        let password = password::check(account, &opened.password_verification_value, self.settings.password_tries_max);
+        if let Err(code) = password.result {
+            return Ok(Decision { code, password_effect: password.effect, password_verified: false });
+        }
+        let verified = |code| Decision { code, password_effect: password.effect, password_verified: true };
+        let approved_today = self.ledger_call(self.ledger.daily_approved_total(&opened.account, business_day)).await?;
+        if let Err(code) = limits::check(account, request.amount, approved_today) {
+            return Ok(verified(code));
+        }
+        let seen = self.ledger_call(self.ledger.order_authorized(&request.merchant_id, &request.order_no)).await?;
+        if let Err(code) = duplicate::check(seen) {
+            return Ok(verified(code));
+        }
+        if let Err(code) = funds::check(account, request.amount) {
+            return Ok(verified(code));
+        }
+        Ok(verified(ResponseCode::Approved))
+    }
+
+    /// The balance the SIM is told: the available funds after this session, but only once
+    /// the password has been verified (a wrong password must not reveal the balance).
+    fn answer_balance(
+        account: Option<&AccountRecord>,
+        decision: &Decision,
+        request: &AuthorizationRequest,
+    ) -> (i64, Currency) {
+        match account {
+            Some(account) if decision.password_verified => {
+                let available = account.available();
+                let spent = if decision.code == ResponseCode::Approved { Self::signed(request.amount) } else { 0 };
+                (available.saturating_sub(spent), account.currency)
+            }
+            Some(account) => (0, account.currency),
+            None => (0, request.currency),
+        }
+    }
+
+    fn signed(amount: Amount) -> i64 {
+        i64::try_from(amount.minor()).unwrap_or(i64::MAX)
+    }
+
+    /// A processed answer without a SIM answer: the packet could not be authenticated (14, 62
+    /// for a blocked SIM, 63). Nothing is stored and the SIM's state does not move.
+    async fn unauthenticated(&self, request: &AuthorizationRequest, code: ResponseCode) -> Early<Reply> {
+        let txn_id = approve::new_txn_id();
+        let body = response::body(request, code, AuthCode::NONE, txn_id, OffsetDateTime::now_utc(), None);
+        let signature = self.sign(&body).await?;
+        tracing::info!(txn_id = %txn_id.to_hex(), code = code.as_str(), "authorization refused before authentication");
+        Ok(Reply::Processed { body, signature, code })
+    }
+
+    /// The byte-identical stored answer of a retransmitted packet.
+    fn stored_answer(sim: Option<&SimRecord>) -> Reply {
+        match sim.and_then(|sim| sim.last_answer.as_ref()) {
+            Some(stored) => Reply::Processed {
+                body: stored.response_body.clone(),
+                signature: stored.response_signature.clone(),
+                code: stored.response_code,
+            },
+            // sim::check only reports a retransmission when a stored answer exists.
+            None => Reply::Unavailable { dependency: "ledger" },
+        }
+    }
+
+    async fn sign(&self, body: &[u8]) -> Early<String> {
+        self.timed(Stage::Hsm, self.signer.sign(&self.hsm, body)).await.map_err(|e| {
+            tracing::error!(error = %e, "HSM failed while signing an answer");
+            Reply::Unavailable { dependency: "hsm" }
+        })
+    }
+
+    async fn ledger_call<T>(&self, call: impl Future<Output = Result<T, LedgerError>>) -> Early<T> {
+        self.timed(Stage::Ledger, call).await.map_err(|e| {
+            tracing::error!(error = %e, "ledger failed");
+            Reply::Unavailable { dependency: "ledger" }
+        })
+    }
+
+    async fn timed<T>(&self, stage: Stage, work: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let out = work.await;
+        self.metrics.observe_stage(stage, started.elapsed());
+        out
+    }
+}
+
+/// The outcome of steps 8 to 12.
+#[derive(Debug, Clone, Copy)]
+struct Decision {
+    code: ResponseCode,
+    password_effect: PasswordEffect,
+    password_verified: bool,
+}
+
+/// The authorization future must be Send to run on any tokio worker.
+#[allow(dead_code)]
+fn authorize_is_send(authorizer: &Authorizer) -> impl Send + '_ {
+    authorizer.authorize(&[], None)
+}

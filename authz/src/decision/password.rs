@@ -1,0 +1,36 @@
+//! Step 9 of the decision: the payment password. The HSM turned the clear password into its
+//! verification value (HMAC-SHA256 under mps-pvk) right after decryption and zeroized it; here
+//! only the two 32-byte values are compared, in constant time. Consecutive wrong tries are
+//! counted; the last allowed one locks payments (75) until the bank resets the count.
+
+use mps_protocol::ResponseCode;
+use subtle::ConstantTimeEq;
+
+use crate::ledger::{AccountRecord, PasswordEffect};
+
+/// The verdict of step 9 and what it does to the account's try counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordVerdict {
+    /// Err with 55 or 75 when refused.
+    pub result: Result<(), ResponseCode>,
+    /// What the commit does to the try counter.
+    pub effect: PasswordEffect,
+}
+
+/// Step 9.
+pub fn check(account: &AccountRecord, received_verification_value: &[u8; 32], tries_max: u32) -> PasswordVerdict {
+    if account.password_locked {
+        return PasswordVerdict { result: Err(ResponseCode::PasswordTriesExceeded), effect: PasswordEffect::None };
+    }
+    let matches: bool = account.password_verification_value.ct_eq(received_verification_value).into();
+    if matches {
+        let effect = if account.password_failures > 0 { PasswordEffect::Reset } else { PasswordEffect::None };
+        return PasswordVerdict { result: Ok(()), effect };
+    }
+    let failures = account.password_failures.saturating_add(1);
+    let locked = failures >= tries_max;
+    PasswordVerdict {
+        result: Err(if locked { ResponseCode::PasswordTriesExceeded } else { ResponseCode::IncorrectPassword }),
+        effect: PasswordEffect::Failure { locked },
+    }
+}

@@ -1,0 +1,151 @@
+//! The route table of the gateway-facing listener, and its one handler.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use super::problem;
+use crate::decision::{Authorizer, Reply};
+use crate::ops::metrics::Metrics;
+
+/// Header carrying detached JWS signatures, both ways.
+pub const JWS_HEADER: &str = "x-jws-signature";
+/// Header carrying the request id in answers.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Shared state of the handlers.
+pub struct AppState {
+    /// The decision.
+    pub authorizer: Arc<Authorizer>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Bounds authorizations in flight.
+    pub in_flight: Semaphore,
+    /// Whole-request deadline.
+    pub request_timeout: std::time::Duration,
+}
+
+/// The route table.
+pub fn router(state: Arc<AppState>, body_bytes_max: usize) -> Router {
+    Router::new()
+        .route("/v1/authorizations", post(authorize))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_bytes_max))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    problem::response(StatusCode::NOT_FOUND, "Not found", "the only resource is POST /v1/authorizations", None)
+}
+
+async fn authorize(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let request_id = hex::encode(rand::random::<[u8; 8]>());
+    let span = tracing::info_span!("authorization", request_id = %request_id);
+    let response = handle(&state, &headers, body).instrument(span).await;
+    let status = response.status();
+    state.metrics.http_status.with_label_values(&[status.as_str()]).inc();
+    state.metrics.request_seconds.with_label_values(&[status.as_str()]).observe(started.elapsed().as_secs_f64());
+    let mut response = response;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+async fn handle(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let status = rejection.status();
+            return problem::response(
+                status,
+                "Unreadable body",
+                &rejection.body_text(),
+                Some(mps_protocol::ResponseCode::FormatError),
+            );
+        }
+    };
+    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
+        let is_json = content_type
+            .to_str()
+            .is_ok_and(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+        if !is_json {
+            return problem::response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported media type",
+                "send application/json",
+                None,
+            );
+        }
+    }
+    let Ok(_permit) = state.in_flight.try_acquire() else {
+        state.metrics.overload.inc();
+        let mut response = problem::response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Overloaded",
+            "too many authorizations in flight; retry shortly",
+            None,
+        );
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    let jws = headers.get(JWS_HEADER).and_then(|v| v.to_str().ok());
+    let reply = match tokio::time::timeout(state.request_timeout, state.authorizer.authorize(&body, jws)).await {
+        Ok(reply) => reply,
+        Err(_) => {
+            tracing::error!("authorization timed out");
+            Reply::Unavailable { dependency: "deadline" }
+        }
+    };
+    into_response(state, reply)
+}
+
+fn into_response(state: &AppState, reply: Reply) -> Response {
+    match reply {
+        Reply::Processed { body, signature, code } => {
+            state.metrics.responses.with_label_values(&[code.as_str()]).inc();
+            let mut response = (StatusCode::OK, body).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            if let Ok(value) = HeaderValue::from_str(&signature) {
+                headers.insert(JWS_HEADER, value);
+            }
+            response
+        }
+        Reply::Refused { status, code, detail } => {
+            state.metrics.responses.with_label_values(&[code.as_str()]).inc();
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            let title = if status == StatusCode::UNAUTHORIZED { "Signature refused" } else { "Malformed request" };
+            problem::response(status, title, &detail, Some(code))
+        }
+        Reply::Unavailable { dependency } => {
+            let detail =
+                format!("the issuer cannot decide now ({dependency} unavailable); nothing was approved, retry later");
+            let mut response = problem::response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Issuer unavailable",
+                &detail,
+                Some(mps_protocol::ResponseCode::IssuerUnavailable),
+            );
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+    }
+}

@@ -1,0 +1,555 @@
+//! The ledger's vocabulary: what goes in (new accounts, new SIMs, session commits) and what
+//! comes out (account, SIM, transaction and statement records), all in protocol types.
+//!
+//! Sign convention (docs/LEDGER.md): every balance is the sum of its account's postings, seen
+//! from the account holder. A customer balance is what the bank owes the holder: positive for a
+//! debit account in funds, negative for a credit account with money owed. Every journal entry
+//! sums to zero per currency.
+
+use std::fmt;
+
+use mps_protocol::ids::format_minor;
+use mps_protocol::{
+    Account, Amount, AuthCode, Counter, Currency, Iin, MerchantId, OrderNo, ResponseCode, Rsn, SimId, TxnId,
+};
+use time::{Date, OffsetDateTime};
+
+use super::error::LedgerError;
+
+/// Length of a chain key wrapped under `mps-kek` (RFC 5649 of 32 bytes).
+pub const WRAPPED_CHAIN_KEY_LEN: usize = mps_protocol::perso::WRAPPED_KEY_LEN;
+/// Length of a payment password verification value (HMAC-SHA256).
+pub const PASSWORD_VERIFICATION_VALUE_LEN: usize = 32;
+/// Longest account holder name.
+pub const HOLDER_NAME_CHARS_MAX: usize = 140;
+/// Longest merchant account (at the acquirer; IBAN-like).
+pub const MERCHANT_ACCOUNT_CHARS_MAX: usize = 34;
+
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            /// The text stored in the database.
+            pub fn as_str(&self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+
+            /// Parses the stored text.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s {
+                    $($text => Some(Self::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// Debit (spends its balance) or credit (spends a credit line).
+    AccountKind {
+        /// A debit account: available = balance, never below zero.
+        Debit => "debit",
+        /// A credit account: available = limit + balance; balance below zero is money owed.
+        Credit => "credit",
+    }
+);
+
+text_enum!(
+    /// Whether an account may pay.
+    AccountStatus {
+        /// May pay.
+        Open => "open",
+        /// Declines with 62.
+        Closed => "closed",
+    }
+);
+
+text_enum!(
+    /// Whether a SIM may pay.
+    SimStatus {
+        /// May pay.
+        Active => "active",
+        /// Declines with 62; its state does not move.
+        Blocked => "blocked",
+    }
+);
+
+text_enum!(
+    /// What a journal entry records.
+    EntryKind {
+        /// An account's opening balance, against the bank's funding account.
+        Opening => "opening",
+        /// An approved authorization, against the acquirer's settlement payable.
+        Authorization => "authorization",
+    }
+);
+
+/// An account to open.
+#[derive(Clone)]
+pub struct NewAccount {
+    /// The account number.
+    pub account: Account,
+    /// The holder's name, 1 to 140 printable characters.
+    pub holder_name: String,
+    /// Debit or credit.
+    pub kind: AccountKind,
+    /// The account's only currency.
+    pub currency: Currency,
+    /// The credit line (credit accounts); must be zero for a debit account.
+    pub credit_limit: Amount,
+    /// Money on the account at opening, booked against the bank's funding account.
+    pub opening_balance: Amount,
+    /// HMAC-SHA256(mps-pvk, account || password), made in the HSM. Never the password.
+    pub password_verification_value: [u8; PASSWORD_VERIFICATION_VALUE_LEN],
+    /// Largest single payment (code 13 above it).
+    pub per_txn_limit: Amount,
+    /// Most approved per business day (code 61 above it).
+    pub daily_limit: Amount,
+}
+
+impl fmt::Debug for NewAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewAccount")
+            .field("account", &self.account)
+            .field("kind", &self.kind)
+            .field("currency", &self.currency)
+            .field("credit_limit", &self.credit_limit)
+            .field("opening_balance", &self.opening_balance)
+            .field("password_verification_value", &REDACTED)
+            .field("per_txn_limit", &self.per_txn_limit)
+            .field("daily_limit", &self.daily_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Prints `<redacted>` in Debug output in place of key or verification bytes.
+struct Redacted;
+
+const REDACTED: Redacted = Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Everything one authenticated session stores, in one transaction (DESIGN.md section 7, from
+/// step 8 on): the transaction row, the postings of an approval, the password count, the SIM's
+/// next ratchet state and the exact answer for retransmission.
+#[derive(Clone)]
+pub struct SessionCommit {
+    /// The issuer's transaction id (also in the answer).
+    pub txn_id: TxnId,
+    /// The paying SIM.
+    pub sim_id: SimId,
+    /// This session's counter n; the SIM's stored counter must be n - 1.
+    pub counter: Counter,
+    /// The account from the decrypted secret (may be unknown to the bank on a 57 decline).
+    pub account: Account,
+    /// The merchant.
+    pub merchant_id: MerchantId,
+    /// The merchant's order number.
+    pub order_no: OrderNo,
+    /// The acquirer whose settlement payable an approval credits.
+    pub acquirer_iin: Iin,
+    /// The merchant's account at the acquirer: 1 to 34 letters, digits, spaces or hyphens.
+    pub merchant_account: String,
+    /// The amount asked for.
+    pub amount: Amount,
+    /// The packet's currency.
+    pub currency: Currency,
+    /// 00 books the payment; any other code moves no money.
+    pub response_code: ResponseCode,
+    /// The 6-character auth code (uppercase letters and digits): present exactly when approved.
+    pub auth_code: Option<AuthCode>,
+    /// The business day (from the configured UTC cut-off) the session counts for.
+    pub business_day: Date,
+    /// When the issuer decided (stored as RFC 3339 UTC).
+    pub created_at: OffsetDateTime,
+    /// What happens to the account's wrong-password count.
+    pub password_effect: PasswordEffect,
+    /// CK_n wrapped under `mps-kek`: the SIM's next chain key.
+    pub wrapped_next_chain_key: [u8; WRAPPED_CHAIN_KEY_LEN],
+    /// RSN_{n+1}, sent inside this session's answer.
+    pub next_rsn: Rsn,
+    /// The session's payer packet, all 113 bytes (a retransmission must match it exactly).
+    pub packet: Vec<u8>,
+    /// The HTTP response body, byte for byte.
+    pub response_body: Vec<u8>,
+    /// The value of the response's `x-jws-signature` header.
+    pub response_signature: String,
+}
+
+impl fmt::Debug for SessionCommit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionCommit")
+            .field("txn_id", &self.txn_id)
+            .field("sim_id", &self.sim_id)
+            .field("counter", &self.counter)
+            .field("account", &self.account)
+            .field("merchant_id", &self.merchant_id)
+            .field("order_no", &self.order_no)
+            .field("amount", &self.amount)
+            .field("currency", &self.currency)
+            .field("response_code", &self.response_code)
+            .field("password_effect", &self.password_effect)
+            .field("wrapped_next_chain_key", &REDACTED)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the session does to the account's wrong-password count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordEffect {
+    /// The password was not checked, or was right with no wrong tries before: nothing changes.
+    None,
+    /// The password was right: the count of consecutive wrong tries goes back to zero. A lock
+    /// is lifted only by an operator ([`super::Ledger::reset_password_tries`]).
+    Reset,
+    /// The password was wrong: the count goes up by one; `locked` locks payments (code 75).
+    Failure {
+        /// Whether this wrong try locks payments.
+        locked: bool,
+    },
+}
+
+/// The exact answer of a SIM's last authenticated session, kept for retransmission: the same
+/// packet again gets these bytes again, unchanged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    /// The session's counter n.
+    pub counter: Counter,
+    /// The transaction it recorded.
+    pub txn_id: TxnId,
+    /// The session's response code.
+    pub response_code: ResponseCode,
+    /// The session's payer packet, all 113 bytes.
+    pub packet: Vec<u8>,
+    /// The HTTP response body, byte for byte.
+    pub response_body: Vec<u8>,
+    /// The value of the response's `x-jws-signature` header.
+    pub response_signature: String,
+}
+
+impl fmt::Debug for StoredAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredAnswer")
+            .field("counter", &self.counter)
+            .field("txn_id", &self.txn_id)
+            .field("response_code", &self.response_code)
+            .field("response_body_len", &self.response_body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A SIM as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SimRecord {
+    /// The ICCID.
+    pub sim_id: SimId,
+    /// The issuer IIN.
+    pub iin: Iin,
+    /// Active or blocked.
+    pub status: SimStatus,
+    /// The last completed session n (0 after registration).
+    pub counter: Counter,
+    /// CK_n wrapped under `mps-kek`.
+    pub wrapped_chain_key: [u8; WRAPPED_CHAIN_KEY_LEN],
+    /// RSN_{n+1}: the next session's random sequence number.
+    pub next_rsn: Rsn,
+    /// Accounts the SIM may pay from, in account-number order.
+    pub accounts: Vec<Account>,
+    /// The last authenticated session's answer (none before the first session).
+    pub last_answer: Option<StoredAnswer>,
+    /// When the SIM was registered.
+    pub created_at: OffsetDateTime,
+}
+
+impl fmt::Debug for SimRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimRecord")
+            .field("sim_id", &self.sim_id)
+            .field("iin", &self.iin)
+            .field("status", &self.status)
+            .field("counter", &self.counter)
+            .field("wrapped_chain_key", &REDACTED)
+            .field("next_rsn", &self.next_rsn)
+            .field("accounts", &self.accounts)
+            .field("last_answer", &self.last_answer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An account as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccountRecord {
+    /// The account number.
+    pub account: Account,
+    /// The holder's name.
+    pub holder_name: String,
+    /// Debit or credit.
+    pub kind: AccountKind,
+    /// The account's currency.
+    pub currency: Currency,
+    /// The credit line (zero for debit).
+    pub credit_limit: Amount,
+    /// Signed minor units: what the bank owes the holder (negative: owed to the bank).
+    pub balance: i64,
+    /// Open or closed.
+    pub status: AccountStatus,
+    /// The password verification value.
+    pub password_verification_value: [u8; PASSWORD_VERIFICATION_VALUE_LEN],
+    /// Consecutive wrong passwords.
+    pub password_failures: u32,
+    /// Payments locked after wrong passwords (code 75).
+    pub password_locked: bool,
+    /// Largest single payment.
+    pub per_txn_limit: Amount,
+    /// Most approved per business day.
+    pub daily_limit: Amount,
+    /// When the account was opened.
+    pub created_at: OffsetDateTime,
+}
+
+impl AccountRecord {
+    /// Spendable now, as an amount (see [`AccountRecord::available`]).
+    pub(crate) fn available_amount(&self) -> Amount {
+        available_funds(self.kind, self.balance, self.credit_limit).unwrap_or(Amount::from_minor(0))
+    }
+
+    /// Spendable now, in minor units: the balance (debit) or the credit limit plus the balance
+    /// (credit). Never negative: a record that would give a negative value does not parse.
+    pub fn available(&self) -> i64 {
+        available_funds(self.kind, self.balance, self.credit_limit).map_or(0, |a| a.minor().try_into().unwrap_or(0))
+    }
+}
+
+impl fmt::Debug for AccountRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccountRecord")
+            .field("account", &self.account)
+            .field("kind", &self.kind)
+            .field("currency", &self.currency)
+            .field("credit_limit", &self.credit_limit)
+            .field("balance", &self.balance)
+            .field("status", &self.status)
+            .field("password_verification_value", &REDACTED)
+            .field("password_failures", &self.password_failures)
+            .field("password_locked", &self.password_locked)
+            .field("per_txn_limit", &self.per_txn_limit)
+            .field("daily_limit", &self.daily_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored transaction (approved or declined).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionRecord {
+    /// The issuer's transaction id.
+    pub txn_id: TxnId,
+    /// The paying SIM.
+    pub sim_id: SimId,
+    /// The session counter.
+    pub counter: Counter,
+    /// The payer's account.
+    pub account: Account,
+    /// The merchant.
+    pub merchant_id: MerchantId,
+    /// The merchant's order number.
+    pub order_no: OrderNo,
+    /// The acquirer.
+    pub acquirer_iin: Iin,
+    /// The merchant's account at the acquirer.
+    pub merchant_account: String,
+    /// The amount.
+    pub amount: Amount,
+    /// The currency.
+    pub currency: Currency,
+    /// The ISO 8583 response code.
+    pub response_code: ResponseCode,
+    /// The auth code of an approval.
+    pub auth_code: Option<AuthCode>,
+    /// The business day.
+    pub business_day: Date,
+    /// When the issuer decided.
+    pub created_at: OffsetDateTime,
+}
+
+/// One line of an account statement: one posting, with the balance after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementLine {
+    /// The journal entry's number (increasing over time).
+    pub entry_id: i64,
+    /// Opening balance or authorization.
+    pub kind: EntryKind,
+    /// When it was booked.
+    pub created_at: OffsetDateTime,
+    /// Signed minor units: positive credits the holder, negative debits.
+    pub amount: i64,
+    /// The currency.
+    pub currency: Currency,
+    /// The account's balance after this line.
+    pub balance_after: i64,
+    /// The authorization's transaction id.
+    pub txn_id: Option<TxnId>,
+    /// The authorization's merchant.
+    pub merchant_id: Option<MerchantId>,
+    /// The authorization's order number.
+    pub order_no: Option<OrderNo>,
+    /// The authorization's auth code.
+    pub auth_code: Option<AuthCode>,
+}
+
+impl fmt::Display for StatementLine {
+    /// One line for a terminal: when, what, amount, balance after, and the payment's details.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let when = self.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        write!(
+            f,
+            "{when}  {:<13}  {:>16}  balance {:>16}",
+            self.kind.as_str(),
+            format_minor(i128::from(self.amount), self.currency),
+            format_minor(i128::from(self.balance_after), self.currency),
+        )?;
+        if let (Some(merchant), Some(order)) = (&self.merchant_id, &self.order_no) {
+            write!(f, "  {merchant} order {order}")?;
+        }
+        if let Some(code) = &self.auth_code {
+            write!(f, " auth {}", code.as_str())?;
+        }
+        if let Some(txn_id) = &self.txn_id {
+            write!(f, " txn {}", txn_id.to_hex())?;
+        }
+        Ok(())
+    }
+}
+
+/// One of the bank's own ledger accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InternalAccount {
+    /// The bank's side of opening balances (negative: money the bank received).
+    Funding,
+    /// What the bank owes an acquirer for approved payments, until settlement.
+    SettlementPayable {
+        /// The acquirer.
+        acquirer_iin: Iin,
+    },
+}
+
+/// An internal account's balance in one currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InternalBalance {
+    /// Which account.
+    pub account: InternalAccount,
+    /// The currency.
+    pub currency: Currency,
+    /// Signed minor units, sum of its postings.
+    pub balance: i64,
+}
+
+/// Available funds for a balance: the balance (debit) or limit + balance (credit). None when
+/// the pair breaks the account invariants (negative debit, credit over its limit).
+pub(crate) fn available_funds(kind: AccountKind, balance: i64, credit_limit: Amount) -> Option<Amount> {
+    let limit = i64::try_from(credit_limit.minor()).ok()?;
+    let available = match kind {
+        AccountKind::Debit if limit != 0 => return None,
+        AccountKind::Debit => balance,
+        AccountKind::Credit => limit.checked_add(balance)?,
+    };
+    u64::try_from(available).ok().map(Amount::from_minor)
+}
+
+/// Whether a merchant account is 1 to 34 letters, digits, spaces or hyphens.
+pub(crate) fn merchant_account_is_valid(text: &str) -> bool {
+    (1..=MERCHANT_ACCOUNT_CHARS_MAX).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ' || b == b'-')
+}
+
+/// An amount as signed minor units for SQLite; above i64::MAX is refused.
+pub(crate) fn signed(amount: Amount, what: &'static str) -> Result<i64, LedgerError> {
+    i64::try_from(amount.minor()).map_err(|_| LedgerError::InvalidInput(what))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn available_funds_follow_the_account_kind() {
+        assert_eq!(available_funds(AccountKind::Debit, 500, Amount::from_minor(0)), Some(Amount::from_minor(500)));
+        assert_eq!(available_funds(AccountKind::Debit, -1, Amount::from_minor(0)), None);
+        assert_eq!(available_funds(AccountKind::Debit, 5, Amount::from_minor(10)), None);
+        assert_eq!(available_funds(AccountKind::Credit, -300, Amount::from_minor(1000)), Some(Amount::from_minor(700)));
+        assert_eq!(available_funds(AccountKind::Credit, -1001, Amount::from_minor(1000)), None);
+        assert_eq!(available_funds(AccountKind::Credit, 50, Amount::from_minor(1000)), Some(Amount::from_minor(1050)));
+    }
+
+    #[test]
+    fn records_do_not_print_keys_or_verification_values() {
+        let account = AccountRecord {
+            account: Account::new("4000123412341234").unwrap(),
+            holder_name: "A".to_owned(),
+            kind: AccountKind::Debit,
+            currency: Currency::EUR,
+            credit_limit: Amount::from_minor(0),
+            balance: 10,
+            status: AccountStatus::Open,
+            password_verification_value: [0xAB; 32],
+            password_failures: 0,
+            password_locked: false,
+            per_txn_limit: Amount::from_minor(5),
+            daily_limit: Amount::from_minor(5),
+            created_at: OffsetDateTime::UNIX_EPOCH,
+        };
+        let printed = format!("{account:?}");
+        assert!(printed.contains("<redacted>"));
+        assert!(!printed.contains("171"), "{printed}");
+        assert!(!printed.contains("4000123412341234"), "{printed}");
+        assert_eq!(account.available(), 10);
+        let sim = SimRecord {
+            sim_id: SimId::new("8949012345678901234").unwrap(),
+            iin: Iin::new("400012").unwrap(),
+            status: SimStatus::Active,
+            counter: Counter::ZERO,
+            wrapped_chain_key: [0xCD; 40],
+            next_rsn: Rsn([1; 8]),
+            accounts: vec![account.account.clone()],
+            last_answer: None,
+            created_at: OffsetDateTime::UNIX_EPOCH,
+        };
+        let printed = format!("{sim:?}");
+        assert!(!printed.contains("205"), "{printed}");
+        assert!(!printed.contains("4000123412341234"), "{printed}");
+    }
+
+    #[test]
+    fn merchant_accounts_are_checked() {
+        assert!(merchant_account_is_valid("DE89 3704 0044 0532 0130 00"));
+        assert!(!merchant_account_is_valid(""));
+        assert!(!merchant_account_is_valid("x".repeat(35).as_str()));
+        assert!(!merchant_account_is_valid("acct;drop"));
+    }
+
+    #[test]
+    fn text_enums_round_trip() {
+        for kind in [AccountKind::Debit, AccountKind::Credit] {
+            assert_eq!(AccountKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(SimStatus::parse("blocked"), Some(SimStatus::Blocked));
+        assert_eq!(SimStatus::parse("Blocked"), None);
+    }
+}

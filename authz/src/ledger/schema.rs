@@ -1,0 +1,352 @@
+//! The ledger's SQLite schema as ordered migrations, and the connection settings every
+//! connection gets (WAL, `synchronous=FULL`, foreign keys, busy timeout).
+//!
+//! Opening a database applies the migrations it lacks, each in its own transaction together
+//! with its row in `schema_migrations`. A database from a newer build is refused, never
+//! touched. Tables are STRICT, so a value of the wrong type can only come from damage.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::error::{LedgerError, MigrationError};
+
+/// `PRAGMA application_id` of an MPS ledger ("MPSL").
+const APPLICATION_ID: i64 = 0x4D50_534C;
+
+/// One schema step.
+pub(crate) struct Migration {
+    /// Its version, 1, 2, ... in order.
+    pub version: i64,
+    /// A stable name, checked on open.
+    pub name: &'static str,
+    /// The SQL.
+    pub sql: &'static str,
+}
+
+/// Every migration of this build, in order. Append only: never edit one that has shipped.
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "core ledger", sql: MIGRATION_1 },
+    Migration { version: 2, name: "health checks and clearing index", sql: MIGRATION_2 },
+];
+
+/// The schema version this build writes.
+pub(crate) fn latest_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+const MIGRATION_1: &str = r#"
+CREATE TABLE accounts (
+    account TEXT PRIMARY KEY NOT NULL CHECK (length(account) BETWEEN 12 AND 19),
+    holder_name TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('debit', 'credit')),
+    currency INTEGER NOT NULL CHECK (currency BETWEEN 1 AND 999),
+    credit_limit INTEGER NOT NULL CHECK (credit_limit >= 0),
+    balance INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('open', 'closed')),
+    password_verification_value BLOB NOT NULL CHECK (length(password_verification_value) = 32),
+    password_failures INTEGER NOT NULL DEFAULT 0 CHECK (password_failures >= 0),
+    password_locked INTEGER NOT NULL DEFAULT 0 CHECK (password_locked IN (0, 1)),
+    per_txn_limit INTEGER NOT NULL CHECK (per_txn_limit >= 0),
+    daily_limit INTEGER NOT NULL CHECK (daily_limit >= 0),
+    created_at TEXT NOT NULL,
+    CHECK (kind = 'credit' OR credit_limit = 0),
+    CHECK (kind = 'credit' OR balance >= 0),
+    CHECK (kind = 'debit' OR balance >= -credit_limit)
+) STRICT;
+
+CREATE TABLE internal_accounts (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('funding', 'settlement_payable')),
+    acquirer_iin TEXT NOT NULL,
+    currency INTEGER NOT NULL CHECK (currency BETWEEN 1 AND 999),
+    balance INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    UNIQUE (kind, acquirer_iin, currency),
+    CHECK ((kind = 'funding') = (acquirer_iin = ''))
+) STRICT;
+
+CREATE TABLE sims (
+    sim_id TEXT PRIMARY KEY NOT NULL CHECK (length(sim_id) BETWEEN 19 AND 20),
+    iin TEXT NOT NULL CHECK (length(iin) = 6),
+    status TEXT NOT NULL CHECK (status IN ('active', 'blocked')),
+    counter INTEGER NOT NULL CHECK (counter >= 0),
+    wrapped_chain_key BLOB NOT NULL CHECK (length(wrapped_chain_key) = 40),
+    next_rsn BLOB NOT NULL CHECK (length(next_rsn) = 8),
+    created_at TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE sim_accounts (
+    sim_id TEXT NOT NULL REFERENCES sims (sim_id),
+    account TEXT NOT NULL REFERENCES accounts (account),
+    PRIMARY KEY (sim_id, account)
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX sim_accounts_by_account ON sim_accounts (account);
+
+-- account is the number from the decrypted secret: on a 57 decline it may be unknown to the
+-- bank, so it carries no foreign key.
+CREATE TABLE transactions (
+    txn_id BLOB PRIMARY KEY NOT NULL CHECK (length(txn_id) = 16),
+    sim_id TEXT NOT NULL REFERENCES sims (sim_id),
+    counter INTEGER NOT NULL CHECK (counter >= 1),
+    account TEXT NOT NULL,
+    merchant_id TEXT NOT NULL,
+    order_no TEXT NOT NULL,
+    acquirer_iin TEXT NOT NULL CHECK (length(acquirer_iin) = 6),
+    merchant_account TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount >= 0),
+    currency INTEGER NOT NULL CHECK (currency BETWEEN 1 AND 999),
+    response_code TEXT NOT NULL CHECK (length(response_code) = 2),
+    auth_code TEXT CHECK (auth_code IS NULL OR length(auth_code) = 6),
+    business_day TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE (sim_id, counter),
+    CHECK ((response_code = '00') = (auth_code IS NOT NULL))
+) STRICT;
+
+-- DESIGN.md section 7 step 11: one approval per merchant order.
+CREATE UNIQUE INDEX transactions_approved_order ON transactions (merchant_id, order_no)
+    WHERE response_code = '00';
+CREATE INDEX transactions_by_account_day ON transactions (account, business_day);
+
+CREATE TABLE journal_entries (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('opening', 'authorization')),
+    txn_id BLOB UNIQUE REFERENCES transactions (txn_id),
+    created_at TEXT NOT NULL,
+    CHECK ((kind = 'authorization') = (txn_id IS NOT NULL))
+) STRICT;
+
+-- Exactly one of account (a customer account) and internal_account_id is set.
+CREATE TABLE postings (
+    id INTEGER PRIMARY KEY,
+    entry_id INTEGER NOT NULL REFERENCES journal_entries (id),
+    account TEXT REFERENCES accounts (account),
+    internal_account_id INTEGER REFERENCES internal_accounts (id),
+    amount INTEGER NOT NULL CHECK (amount <> 0),
+    currency INTEGER NOT NULL CHECK (currency BETWEEN 1 AND 999),
+    CHECK ((account IS NULL) <> (internal_account_id IS NULL))
+) STRICT;
+
+CREATE INDEX postings_by_entry ON postings (entry_id);
+CREATE INDEX postings_by_account ON postings (account, id) WHERE account IS NOT NULL;
+CREATE INDEX postings_by_internal_account ON postings (internal_account_id)
+    WHERE internal_account_id IS NOT NULL;
+
+CREATE TABLE sim_answers (
+    sim_id TEXT PRIMARY KEY NOT NULL REFERENCES sims (sim_id),
+    counter INTEGER NOT NULL CHECK (counter >= 1),
+    txn_id BLOB NOT NULL REFERENCES transactions (txn_id),
+    packet BLOB NOT NULL CHECK (length(packet) = 113),
+    response_body BLOB NOT NULL,
+    response_signature TEXT NOT NULL
+) STRICT;
+"#;
+
+const MIGRATION_2: &str = r#"
+CREATE TABLE health_checks (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    checked_at TEXT NOT NULL
+) STRICT;
+
+-- The clearing export reads one business day's approvals.
+CREATE INDEX transactions_approved_by_day ON transactions (business_day) WHERE response_code = '00';
+"#;
+
+/// Settings of the writer connection: WAL, full fsync on commit, foreign keys, busy timeout.
+pub(crate) fn configure_writer(conn: &Connection, busy_timeout: std::time::Duration) -> Result<(), LedgerError> {
+    conn.busy_timeout(busy_timeout)?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(LedgerError::Migration(MigrationError::NotWal));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "trusted_schema", "OFF")?;
+    Ok(())
+}
+
+/// Settings of a read connection: read only, foreign keys (for consistency of plans), busy
+/// timeout.
+pub(crate) fn configure_reader(conn: &Connection, busy_timeout: std::time::Duration) -> Result<(), LedgerError> {
+    conn.busy_timeout(busy_timeout)?;
+    conn.pragma_update(None, "query_only", "ON")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "trusted_schema", "OFF")?;
+    Ok(())
+}
+
+/// Brings the database to this build's schema (see [`migrate_to`]).
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
+    migrate_to(conn, latest_version())
+}
+
+/// Applies the migrations up to `target`. Refuses a database written by a newer build, one
+/// whose applied migrations are not this build's, and a foreign SQLite database.
+pub(crate) fn migrate_to(conn: &mut Connection, target: i64) -> Result<(), LedgerError> {
+    let applied = applied_migrations(conn)?;
+    let found = applied.last().map_or(0, |(version, _)| *version);
+    if found > latest_version() {
+        return Err(LedgerError::Migration(MigrationError::NewerSchema { found, supported: latest_version() }));
+    }
+    for (version, name) in &applied {
+        let known = MIGRATIONS.iter().find(|m| m.version == *version);
+        if known.is_none_or(|m| m.name != name) {
+            return Err(LedgerError::Migration(MigrationError::Mismatch { version: *version }));
+        }
+    }
+    for migration in MIGRATIONS.iter().filter(|m| m.version > found && m.version <= target) {
+        apply(conn, migration)?;
+        tracing::info!(version = migration.version, name = migration.name, "ledger schema migrated");
+    }
+    Ok(())
+}
+
+fn apply(conn: &mut Connection, migration: &Migration) -> Result<(), LedgerError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(migration.sql)?;
+    tx.execute(
+        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+        params![migration.version, migration.name, super::rows::now_text()?],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// The applied migrations in version order; creates the bookkeeping table in an empty
+/// database and refuses a database that has tables but is not a ledger.
+fn applied_migrations(conn: &mut Connection) -> Result<Vec<(i64, String)>, LedgerError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let has_table: Option<i64> = tx
+        .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'", [], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    let application_id: i64 = tx.pragma_query_value(None, "application_id", |row| row.get(0))?;
+    if has_table.is_none() {
+        let tables: i64 = tx.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))?;
+        if tables > 0 || application_id != 0 {
+            return Err(LedgerError::Migration(MigrationError::ForeignDatabase));
+        }
+        tx.execute_batch(
+            "CREATE TABLE schema_migrations (
+                version INTEGER PRIMARY KEY,
+                name TEXT NOT NULL,
+                applied_at TEXT NOT NULL
+            ) STRICT;",
+        )?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+    } else if application_id != APPLICATION_ID {
+        return Err(LedgerError::Migration(MigrationError::ForeignDatabase));
+    }
+    let applied = {
+        let mut stmt = tx.prepare("SELECT version, name FROM schema_migrations ORDER BY version")?;
+        let rows = stmt.query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))?;
+        rows.collect::<Result<Vec<_>, _>>()?
+    };
+    tx.commit()?;
+    Ok(applied)
+}
+
+/// The highest applied version.
+pub(crate) fn current_version(conn: &Connection) -> Result<i64, LedgerError> {
+    Ok(conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |row| row.get(0))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Ledger, LedgerConfig};
+
+    fn open_raw(path: &std::path::Path) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        configure_writer(&conn, std::time::Duration::from_secs(1)).unwrap();
+        conn
+    }
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i64 + 1, "migration {} out of order", m.name);
+        }
+    }
+
+    #[test]
+    fn empty_database_migrates_to_latest_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let mut conn = open_raw(&path);
+        migrate(&mut conn).unwrap();
+        assert_eq!(current_version(&conn).unwrap(), latest_version());
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN
+                 ('accounts', 'internal_accounts', 'sims', 'sim_accounts', 'transactions',
+                  'journal_entries', 'postings', 'sim_answers', 'health_checks')",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 9);
+        // A second run applies nothing and fails nothing.
+        migrate(&mut conn).unwrap();
+        let rows: i64 = conn.query_row("SELECT count(*) FROM schema_migrations", [], |row| row.get(0)).unwrap();
+        assert_eq!(rows, latest_version());
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |row| row.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[tokio::test]
+    async fn an_older_database_is_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        {
+            let mut conn = open_raw(&path);
+            migrate_to(&mut conn, 1).unwrap();
+            assert_eq!(current_version(&conn).unwrap(), 1);
+        }
+        let ledger = Ledger::open(&path, LedgerConfig::default()).unwrap();
+        ledger.health_check().await.unwrap();
+        ledger.close().await;
+        let conn = open_raw(&path);
+        assert_eq!(current_version(&conn).unwrap(), latest_version());
+        let checks: i64 = conn.query_row("SELECT count(*) FROM health_checks", [], |row| row.get(0)).unwrap();
+        assert_eq!(checks, 1);
+    }
+
+    #[test]
+    fn a_newer_database_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        {
+            let mut conn = open_raw(&path);
+            migrate(&mut conn).unwrap();
+            conn.execute("INSERT INTO schema_migrations VALUES (999, 'from the future', '2099-01-01T00:00:00Z')", [])
+                .unwrap();
+        }
+        let err = Ledger::open(&path, LedgerConfig::default()).unwrap_err();
+        assert!(matches!(err, LedgerError::Migration(MigrationError::NewerSchema { found: 999, .. })), "got {err:?}");
+        let conn = open_raw(&path);
+        assert_eq!(current_version(&conn).unwrap(), 999);
+    }
+
+    #[test]
+    fn an_edited_migration_and_a_foreign_database_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let edited = dir.path().join("edited.db");
+        {
+            let mut conn = open_raw(&edited);
+            migrate(&mut conn).unwrap();
+            conn.execute("UPDATE schema_migrations SET name = 'something else' WHERE version = 1", []).unwrap();
+        }
+        let err = Ledger::open(&edited, LedgerConfig::default()).unwrap_err();
+        assert!(matches!(err, LedgerError::Migration(MigrationError::Mismatch { version: 1 })), "got {err:?}");
+
+        let foreign = dir.path().join("foreign.db");
+        {
+            let conn = open_raw(&foreign);
+            conn.execute_batch("CREATE TABLE photos (id INTEGER PRIMARY KEY)").unwrap();
+        }
+        let err = Ledger::open(&foreign, LedgerConfig::default()).unwrap_err();
+        assert!(matches!(err, LedgerError::Migration(MigrationError::ForeignDatabase)), "got {err:?}");
+    }
+}

@@ -1,0 +1,384 @@
+//! Booking one authenticated session (DESIGN.md section 7, from step 8 on): the transaction
+//! row, an approval's postings, the wrong-password count, the SIM's next ratchet state and the
+//! exact answer, all inside the writer's per-command savepoint.
+//!
+//! The decision layer holds per-SIM and per-account locks, so the premises it decided on
+//! should still hold here; they are checked again anyway (counter, SIM active, account open and
+//! bound, limits, duplicate order, funds), and a premise that moved is a
+//! [`LedgerError::Conflict`] that rolls back this command only.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::error::{Conflict, LedgerError};
+use super::journal::{self, Posting, PostingTarget};
+use mps_protocol::ResponseCode;
+use mps_protocol::wire::PACKET_LEN;
+
+use super::model::{
+    AccountRecord, AccountStatus, EntryKind, InternalAccount, PasswordEffect, SessionCommit, SimStatus,
+    merchant_account_is_valid, signed,
+};
+use super::queries;
+use super::rows::{auth_code_is_valid, counter_value, day_text, parse_counter, parse_sim_status, time_text};
+
+/// Books one session. Called by the writer inside a savepoint.
+pub(crate) fn commit_session(
+    conn: &Connection,
+    commit: &SessionCommit,
+    stored_answer_bytes_max: usize,
+) -> Result<(), LedgerError> {
+    let amount = validate(commit, stored_answer_bytes_max)?;
+    let previous_counter = check_sim(conn, commit)?;
+    let exists: Option<i64> = conn
+        .prepare_cached("SELECT 1 FROM transactions WHERE txn_id = ?1")?
+        .query_row([&commit.txn_id.0[..]], |row| row.get(0))
+        .optional()?;
+    if exists.is_some() {
+        return Err(LedgerError::AlreadyExists("transaction"));
+    }
+    let account = queries::account(conn, &commit.account)?;
+    let created_at = time_text(commit.created_at)?;
+    if commit.response_code == ResponseCode::Approved {
+        let account = account.as_ref().ok_or(LedgerError::NotFound("account"))?;
+        check_approval(conn, commit, account)?;
+        insert_transaction(conn, commit, &created_at)?;
+        book_approval(conn, commit, account, amount, &created_at)?;
+    } else {
+        insert_transaction(conn, commit, &created_at)?;
+    }
+    apply_password_effect(conn, commit, account.as_ref())?;
+    advance_sim(conn, commit, previous_counter)?;
+    store_answer(conn, commit)
+}
+
+/// The commit's own consistency; returns the amount as signed minor units.
+fn validate(commit: &SessionCommit, stored_answer_bytes_max: usize) -> Result<i64, LedgerError> {
+    if commit.counter.value() == 0 {
+        return Err(LedgerError::InvalidInput("session counter 0"));
+    }
+    let amount = signed(commit.amount, "amount")?;
+    if commit.response_code == ResponseCode::Approved {
+        if !commit.auth_code.as_ref().is_some_and(auth_code_is_valid) {
+            return Err(LedgerError::InvalidInput("an approval needs a 6-character auth code"));
+        }
+        if amount == 0 {
+            return Err(LedgerError::InvalidInput("an approval of zero"));
+        }
+        if matches!(commit.password_effect, PasswordEffect::Failure { .. }) {
+            return Err(LedgerError::InvalidInput("an approval after a wrong password"));
+        }
+    } else if commit.auth_code.is_some() {
+        return Err(LedgerError::InvalidInput("a decline has no auth code"));
+    }
+    if commit.packet.len() != PACKET_LEN {
+        return Err(LedgerError::InvalidInput("the payer packet must be 113 bytes"));
+    }
+    if !merchant_account_is_valid(&commit.merchant_account) {
+        return Err(LedgerError::InvalidInput("merchant account"));
+    }
+    if commit.response_body.len() + commit.response_signature.len() > stored_answer_bytes_max {
+        return Err(LedgerError::InvalidInput("stored answer too large"));
+    }
+    Ok(amount)
+}
+
+/// The SIM is known, active, and at counter n - 1. Returns n - 1 as stored.
+fn check_sim(conn: &Connection, commit: &SessionCommit) -> Result<i64, LedgerError> {
+    let row: Option<(String, i64)> = conn
+        .prepare_cached("SELECT status, counter FROM sims WHERE sim_id = ?1")?
+        .query_row([commit.sim_id.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let (status, counter) = row.ok_or(LedgerError::NotFound("sim"))?;
+    if parse_sim_status(&status)? != SimStatus::Active {
+        return Err(LedgerError::Conflict(Conflict::SimNotActive));
+    }
+    if parse_counter("sims.counter", counter)?.next() != Some(commit.counter) {
+        return Err(LedgerError::Conflict(Conflict::StaleCounter));
+    }
+    Ok(counter)
+}
+
+/// Steps 8 to 12 once more, inside the write transaction.
+fn check_approval(conn: &Connection, commit: &SessionCommit, account: &AccountRecord) -> Result<(), LedgerError> {
+    let bound: Option<i64> = conn
+        .prepare_cached("SELECT 1 FROM sim_accounts WHERE sim_id = ?1 AND account = ?2")?
+        .query_row(params![commit.sim_id.as_str(), commit.account.expose()], |row| row.get(0))
+        .optional()?;
+    if bound.is_none() || account.status != AccountStatus::Open || account.currency != commit.currency {
+        return Err(LedgerError::Conflict(Conflict::AccountNotPermitted));
+    }
+    if account.password_locked {
+        return Err(LedgerError::Conflict(Conflict::PasswordLocked));
+    }
+    let day_total = queries::daily_approved_total(conn, &commit.account, commit.business_day)?;
+    let day_after = day_total.minor().checked_add(commit.amount.minor());
+    if commit.amount > account.per_txn_limit || day_after.is_none_or(|t| t > account.daily_limit.minor()) {
+        return Err(LedgerError::Conflict(Conflict::LimitExceeded));
+    }
+    if queries::order_authorized(conn, &commit.merchant_id, &commit.order_no)? {
+        return Err(LedgerError::Conflict(Conflict::DuplicateOrder));
+    }
+    if account.available_amount() < commit.amount {
+        return Err(LedgerError::Conflict(Conflict::InsufficientFunds));
+    }
+    Ok(())
+}
+
+fn insert_transaction(conn: &Connection, commit: &SessionCommit, created_at: &str) -> Result<(), LedgerError> {
+    let auth_code = commit.auth_code.map(|code| code.as_str().to_owned());
+    conn.prepare_cached(
+        "INSERT INTO transactions (txn_id, sim_id, counter, account, merchant_id, order_no, acquirer_iin,
+             merchant_account, amount, currency, response_code, auth_code, business_day, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?
+    .execute(params![
+        &commit.txn_id.0[..],
+        commit.sim_id.as_str(),
+        counter_value(commit.counter)?,
+        commit.account.expose(),
+        commit.merchant_id.as_str(),
+        commit.order_no.as_str(),
+        commit.acquirer_iin.as_str(),
+        commit.merchant_account.as_str(),
+        signed(commit.amount, "amount")?,
+        i64::from(commit.currency.code()),
+        commit.response_code.as_str(),
+        auth_code,
+        day_text(commit.business_day)?,
+        created_at,
+    ])?;
+    Ok(())
+}
+
+/// Debits the payer, credits the acquirer's settlement payable; then checks the stored
+/// balance is the old one minus the amount and still within the account's invariants.
+fn book_approval(
+    conn: &Connection,
+    commit: &SessionCommit,
+    account: &AccountRecord,
+    amount: i64,
+    created_at: &str,
+) -> Result<(), LedgerError> {
+    let payable = InternalAccount::SettlementPayable { acquirer_iin: commit.acquirer_iin };
+    let payable_id = journal::internal_account_id(conn, payable, commit.currency, created_at)?;
+    let postings = [
+        Posting { target: PostingTarget::Customer(&commit.account), amount: -amount, currency: commit.currency },
+        Posting { target: PostingTarget::Internal(payable_id), amount, currency: commit.currency },
+    ];
+    journal::post_entry(conn, EntryKind::Authorization, Some(&commit.txn_id), created_at, &postings)?;
+    let after = queries::account(conn, &commit.account)
+        .map_err(|_| LedgerError::Invariant("the account breaks its balance invariant after the approval"))?
+        .ok_or(LedgerError::Invariant("the account vanished during the approval"))?;
+    if Some(after.balance) != account.balance.checked_sub(amount) {
+        return Err(LedgerError::Invariant("the balance did not move by the amount"));
+    }
+    Ok(())
+}
+
+fn apply_password_effect(
+    conn: &Connection,
+    commit: &SessionCommit,
+    account: Option<&AccountRecord>,
+) -> Result<(), LedgerError> {
+    let statement = match commit.password_effect {
+        PasswordEffect::None => return Ok(()),
+        PasswordEffect::Reset => "UPDATE accounts SET password_failures = 0 WHERE account = ?1",
+        PasswordEffect::Failure { locked: false } => {
+            "UPDATE accounts SET password_failures = password_failures + 1 WHERE account = ?1"
+        }
+        PasswordEffect::Failure { locked: true } => {
+            "UPDATE accounts SET password_failures = password_failures + 1, password_locked = 1 WHERE account = ?1"
+        }
+    };
+    if account.is_none() {
+        return Err(LedgerError::NotFound("account"));
+    }
+    conn.prepare_cached(statement)?.execute([commit.account.expose()])?;
+    Ok(())
+}
+
+/// Moves the SIM from n - 1 to n: CK_n and RSN_{n+1}. The WHERE clause re-checks the counter.
+fn advance_sim(conn: &Connection, commit: &SessionCommit, previous_counter: i64) -> Result<(), LedgerError> {
+    let counter = counter_value(commit.counter)?;
+    let changed = conn
+        .prepare_cached(
+            "UPDATE sims SET counter = ?1, wrapped_chain_key = ?2, next_rsn = ?3
+             WHERE sim_id = ?4 AND counter = ?5 AND status = 'active'",
+        )?
+        .execute(params![
+            counter,
+            &commit.wrapped_next_chain_key[..],
+            &commit.next_rsn.0[..],
+            commit.sim_id.as_str(),
+            previous_counter
+        ])?;
+    if changed != 1 {
+        return Err(LedgerError::Conflict(Conflict::StaleCounter));
+    }
+    Ok(())
+}
+
+/// Keeps the exact answer of this session (replacing the previous session's).
+fn store_answer(conn: &Connection, commit: &SessionCommit) -> Result<(), LedgerError> {
+    let counter = counter_value(commit.counter)?;
+    conn.prepare_cached(
+        "INSERT INTO sim_answers (sim_id, counter, txn_id, packet, response_body, response_signature)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (sim_id) DO UPDATE SET counter = excluded.counter, txn_id = excluded.txn_id,
+             packet = excluded.packet, response_body = excluded.response_body,
+             response_signature = excluded.response_signature",
+    )?
+    .execute(params![
+        commit.sim_id.as_str(),
+        counter,
+        &commit.txn_id.0[..],
+        &commit.packet[..],
+        &commit.response_body[..],
+        commit.response_signature.as_str(),
+    ])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use mps_protocol::{AuthCode, ResponseCode};
+
+    use crate::ledger::testing::{account, approval, debit, decline, open_ledger, register, sim_id, txn_id};
+    use crate::ledger::{Conflict, LedgerConfig, LedgerError, PasswordEffect, SessionCommit, SimStatus};
+
+    #[tokio::test]
+    async fn malformed_commits_are_refused_and_store_nothing() {
+        let (_dir, _path, ledger) = open_ledger(LedgerConfig::default());
+        ledger.create_account(debit(1, 1_000)).await.unwrap();
+        register(&ledger, 1, &[1]).await;
+        let malformed = [
+            SessionCommit { auth_code: None, ..approval(1, 1, 1, 10) },
+            SessionCommit { auth_code: Some(AuthCode(*b"abc123")), ..approval(1, 1, 1, 10) },
+            SessionCommit {
+                auth_code: Some(AuthCode(*b"A1B2C3")),
+                ..decline(1, 1, 1, 10, ResponseCode::InvalidAmount)
+            },
+            approval(1, 1, 1, 0),
+            SessionCommit { password_effect: PasswordEffect::Failure { locked: false }, ..approval(1, 1, 1, 10) },
+            SessionCommit { packet: vec![0; 112], ..approval(1, 1, 1, 10) },
+            SessionCommit { merchant_account: "DE89;3704".to_owned(), ..approval(1, 1, 1, 10) },
+            SessionCommit { response_body: vec![b'x'; 70_000], ..approval(1, 1, 1, 10) },
+            SessionCommit { amount: mps_protocol::Amount::from_minor(u64::MAX), ..approval(1, 1, 1, 10) },
+        ];
+        for commit in malformed {
+            let err = ledger.commit_session(commit.clone()).await.unwrap_err();
+            assert!(matches!(err, LedgerError::InvalidInput(_)), "{commit:?}: {err:?}");
+        }
+        assert_eq!(ledger.sim(&sim_id(1)).await.unwrap().unwrap().counter.value(), 0);
+        assert_eq!(ledger.account(&account(1)).await.unwrap().unwrap().balance, 1_000);
+    }
+
+    #[tokio::test]
+    async fn a_moved_premise_is_a_conflict_that_stores_nothing() {
+        let (_dir, _path, ledger) = open_ledger(LedgerConfig::default());
+        ledger.create_account(debit(1, 1_000)).await.unwrap();
+        ledger.create_account(debit(2, 1_000)).await.unwrap();
+        register(&ledger, 1, &[1]).await;
+
+        let skipped = ledger.commit_session(approval(1, 2, 1, 10)).await.unwrap_err();
+        assert!(matches!(skipped, LedgerError::Conflict(Conflict::StaleCounter)), "{skipped:?}");
+        let unknown_sim = ledger.commit_session(approval(9, 1, 1, 10)).await.unwrap_err();
+        assert!(matches!(unknown_sim, LedgerError::NotFound("sim")), "{unknown_sim:?}");
+        let unbound = ledger.commit_session(approval(1, 1, 2, 10)).await.unwrap_err();
+        assert!(matches!(unbound, LedgerError::Conflict(Conflict::AccountNotPermitted)), "{unbound:?}");
+        let over_limit = ledger.commit_session(approval(1, 1, 1, 1_000_001)).await.unwrap_err();
+        assert!(matches!(over_limit, LedgerError::Conflict(Conflict::LimitExceeded)), "{over_limit:?}");
+        let too_much = ledger.commit_session(approval(1, 1, 1, 1_001)).await.unwrap_err();
+        assert!(matches!(too_much, LedgerError::Conflict(Conflict::InsufficientFunds)), "{too_much:?}");
+        ledger.set_sim_status(&sim_id(1), SimStatus::Blocked).await.unwrap();
+        let blocked = ledger.commit_session(decline(1, 1, 1, 10, ResponseCode::InvalidAmount)).await.unwrap_err();
+        assert!(matches!(blocked, LedgerError::Conflict(Conflict::SimNotActive)), "{blocked:?}");
+        ledger.set_sim_status(&sim_id(1), SimStatus::Active).await.unwrap();
+
+        let sim = ledger.sim(&sim_id(1)).await.unwrap().unwrap();
+        assert_eq!((sim.counter.value(), sim.last_answer), (0, None));
+        assert_eq!(ledger.audit().await.unwrap().entries, 2, "only the two openings");
+
+        ledger.commit_session(approval(1, 1, 1, 10)).await.unwrap();
+        let reused_id = SessionCommit { txn_id: txn_id(1, 1), ..approval(1, 2, 1, 10) };
+        assert!(matches!(ledger.commit_session(reused_id).await, Err(LedgerError::AlreadyExists("transaction"))));
+        let replayed = ledger.commit_session(approval(1, 1, 1, 10)).await.unwrap_err();
+        assert!(matches!(replayed, LedgerError::Conflict(Conflict::StaleCounter)), "{replayed:?}");
+        assert_eq!(ledger.account(&account(1)).await.unwrap().unwrap().balance, 990);
+    }
+
+    #[tokio::test]
+    async fn the_daily_limit_counts_only_approvals_of_the_day() {
+        let (_dir, _path, ledger) = open_ledger(LedgerConfig::default());
+        let tight = crate::ledger::NewAccount { daily_limit: mps_protocol::Amount::from_minor(100), ..debit(1, 1_000) };
+        ledger.create_account(tight).await.unwrap();
+        register(&ledger, 1, &[1]).await;
+        ledger.commit_session(approval(1, 1, 1, 60)).await.unwrap();
+        ledger.commit_session(decline(1, 2, 1, 500, ResponseCode::ExceedsDailyLimit)).await.unwrap();
+        let over = ledger.commit_session(approval(1, 3, 1, 41)).await.unwrap_err();
+        assert!(matches!(over, LedgerError::Conflict(Conflict::LimitExceeded)), "{over:?}");
+        let next_day = SessionCommit { business_day: time::macros::date!(2025 - 03 - 08), ..approval(1, 3, 1, 41) };
+        ledger.commit_session(next_day).await.unwrap();
+        ledger.commit_session(approval(1, 4, 1, 40)).await.unwrap();
+        let today = crate::ledger::testing::DAY;
+        assert_eq!(ledger.daily_approved_total(&account(1), today).await.unwrap().minor(), 100);
+    }
+
+    #[tokio::test]
+    async fn wrong_passwords_count_lock_and_reset() {
+        let (_dir, _path, ledger) = open_ledger(LedgerConfig::default());
+        ledger.create_account(debit(1, 1_000)).await.unwrap();
+        register(&ledger, 1, &[1]).await;
+        let wrong = |n, locked| SessionCommit {
+            password_effect: PasswordEffect::Failure { locked },
+            ..decline(1, n, 1, 10, ResponseCode::IncorrectPassword)
+        };
+        ledger.commit_session(wrong(1, false)).await.unwrap();
+        let record = ledger.account(&account(1)).await.unwrap().unwrap();
+        assert_eq!((record.password_failures, record.password_locked), (1, false));
+        ledger.commit_session(approval(1, 2, 1, 10)).await.unwrap();
+        assert_eq!(ledger.account(&account(1)).await.unwrap().unwrap().password_failures, 0, "a right password resets");
+        ledger.commit_session(wrong(3, false)).await.unwrap();
+        ledger.commit_session(wrong(4, false)).await.unwrap();
+        ledger.commit_session(wrong(5, true)).await.unwrap();
+        let record = ledger.account(&account(1)).await.unwrap().unwrap();
+        assert_eq!((record.password_failures, record.password_locked), (3, true));
+        let locked = ledger.commit_session(approval(1, 6, 1, 10)).await.unwrap_err();
+        assert!(matches!(locked, LedgerError::Conflict(Conflict::PasswordLocked)), "{locked:?}");
+        ledger.reset_password_tries(&account(1)).await.unwrap();
+        let record = ledger.account(&account(1)).await.unwrap().unwrap();
+        assert_eq!((record.password_failures, record.password_locked), (0, false));
+        ledger.commit_session(approval(1, 6, 1, 10)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn one_approval_per_merchant_order() {
+        let (dir, path, ledger) = open_ledger(LedgerConfig::default());
+        ledger.create_account(debit(1, 1_000)).await.unwrap();
+        register(&ledger, 1, &[1]).await;
+        register(&ledger, 2, &[1]).await;
+        let first = approval(1, 1, 1, 10);
+        ledger.commit_session(first.clone()).await.unwrap();
+        let same_order = SessionCommit { order_no: first.order_no, ..approval(2, 1, 1, 10) };
+        let err = ledger.commit_session(same_order.clone()).await.unwrap_err();
+        assert!(matches!(err, LedgerError::Conflict(Conflict::DuplicateOrder)), "{err:?}");
+        // A decline of the same order is a record, not a second authorization.
+        let declined = SessionCommit { order_no: first.order_no, ..decline(2, 1, 1, 10, ResponseCode::Duplicate) };
+        ledger.commit_session(declined).await.unwrap();
+        ledger.close().await;
+
+        // The unique index refuses a second approval even past the code's check.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let copied = conn.execute(
+            "INSERT INTO transactions (txn_id, sim_id, counter, account, merchant_id, order_no, acquirer_iin,
+                 merchant_account, amount, currency, response_code, auth_code, business_day, created_at)
+             SELECT randomblob(16), sim_id, counter + 100, account, merchant_id, order_no, acquirer_iin,
+                 merchant_account, amount, currency, response_code, auth_code, business_day, created_at
+             FROM transactions WHERE response_code = '00'",
+            [],
+        );
+        let err = copied.unwrap_err();
+        assert_eq!(err.sqlite_error_code(), Some(rusqlite::ErrorCode::ConstraintViolation), "{err}");
+        drop(dir);
+    }
+}

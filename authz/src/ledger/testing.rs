@@ -1,0 +1,147 @@
+//! Builders for the ledger's unit tests: accounts, SIMs and session commits with plausible
+//! values, and a way to hold the database's write lock so that commands pile up into one group.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mps_protocol::wire::PACKET_LEN;
+use mps_protocol::{
+    Account, Amount, AuthCode, Counter, Currency, Iin, MerchantId, OrderNo, ResponseCode, Rsn, SimId, TxnId,
+};
+use rusqlite::Connection;
+use time::macros::{date, datetime};
+
+use super::{AccountKind, Ledger, LedgerConfig, NewAccount, PasswordEffect, SessionCommit};
+
+/// The business day of every test commit.
+pub(crate) const DAY: time::Date = date!(2025 - 03 - 07);
+
+/// A ledger in a fresh temp dir (kept alive by the returned guard).
+pub(crate) fn open_ledger(config: LedgerConfig) -> (tempfile::TempDir, PathBuf, Ledger) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let ledger = Ledger::open(&path, config).unwrap();
+    (dir, path, ledger)
+}
+
+/// An account number built from a small number: "4000" followed by 12 digits.
+pub(crate) fn account(n: u64) -> Account {
+    Account::new(&format!("4000{n:012}")).unwrap()
+}
+
+/// A SIM id built from a small number: "8949" followed by 15 digits.
+pub(crate) fn sim_id(n: u64) -> SimId {
+    SimId::new(&format!("8949{n:015}")).unwrap()
+}
+
+/// A debit account in EUR with `balance` minor units and generous limits.
+pub(crate) fn debit(n: u64, balance: u64) -> NewAccount {
+    NewAccount {
+        account: account(n),
+        holder_name: format!("Holder {n}"),
+        kind: AccountKind::Debit,
+        currency: Currency::EUR,
+        credit_limit: Amount::from_minor(0),
+        opening_balance: Amount::from_minor(balance),
+        password_verification_value: [n as u8; 32],
+        per_txn_limit: Amount::from_minor(1_000_000),
+        daily_limit: Amount::from_minor(5_000_000),
+    }
+}
+
+/// A credit account in EUR with a credit line of `limit`.
+pub(crate) fn credit(n: u64, limit: u64) -> NewAccount {
+    NewAccount { kind: AccountKind::Credit, credit_limit: Amount::from_minor(limit), ..debit(n, 0) }
+}
+
+/// Registers SIM `n` bound to the given accounts, at counter 0.
+pub(crate) async fn register(ledger: &Ledger, n: u64, accounts: &[u64]) {
+    let accounts: Vec<Account> = accounts.iter().map(|a| account(*a)).collect();
+    ledger.register_sim(&sim_id(n), Iin::new("400012").unwrap(), &accounts, [0x10; 40], Rsn([1; 8])).await.unwrap();
+}
+
+/// A distinct transaction id per (sim, counter).
+pub(crate) fn txn_id(sim: u64, counter: u64) -> TxnId {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&sim.to_be_bytes());
+    id[8..].copy_from_slice(&counter.to_be_bytes());
+    TxnId(id)
+}
+
+/// An approval of `amount` from account `acct` by SIM `sim` in session `counter`, order
+/// "O<sim>-<counter>".
+pub(crate) fn approval(sim: u64, counter: u64, acct: u64, amount: u64) -> SessionCommit {
+    let mut packet = vec![0u8; PACKET_LEN];
+    packet[0] = 0x01;
+    packet[14..20].copy_from_slice(&Counter::new(counter).unwrap().to_wire());
+    packet[100] = sim as u8;
+    SessionCommit {
+        txn_id: txn_id(sim, counter),
+        sim_id: sim_id(sim),
+        counter: Counter::new(counter).unwrap(),
+        account: account(acct),
+        merchant_id: MerchantId::new("SHOP-001").unwrap(),
+        order_no: OrderNo::new(&format!("O{sim}-{counter}")).unwrap(),
+        acquirer_iin: Iin::new("500001").unwrap(),
+        merchant_account: "DE89 3704 0044 0532 0130 00".to_owned(),
+        amount: Amount::from_minor(amount),
+        currency: Currency::EUR,
+        response_code: ResponseCode::Approved,
+        auth_code: Some(AuthCode(*b"A1B2C3")),
+        business_day: DAY,
+        created_at: datetime!(2025-03-07 10:00 UTC),
+        password_effect: PasswordEffect::Reset,
+        wrapped_next_chain_key: [counter as u8; 40],
+        next_rsn: Rsn([counter as u8 + 1; 8]),
+        packet,
+        response_body: format!("{{\"response_code\":\"00\",\"counter\":{counter}}}").into_bytes(),
+        response_signature: format!("eyJhbGciOiJFUzI1NiJ9..sig{counter}"),
+    }
+}
+
+/// The same session declined with `code`.
+pub(crate) fn decline(sim: u64, counter: u64, acct: u64, amount: u64, code: ResponseCode) -> SessionCommit {
+    SessionCommit {
+        response_code: code,
+        auth_code: None,
+        password_effect: PasswordEffect::None,
+        ..approval(sim, counter, acct, amount)
+    }
+}
+
+/// Holds the database's write lock from another connection, so the writer waits in BEGIN
+/// IMMEDIATE while commands queue up behind it. Released on drop.
+pub(crate) struct WriteLock {
+    conn: Connection,
+}
+
+impl WriteLock {
+    pub(crate) fn take(path: &Path) -> Self {
+        let conn = Connection::open(path).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        Self { conn }
+    }
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        let _ = self.conn.execute_batch("ROLLBACK");
+    }
+}
+
+/// Waits until the writer has received `received` commands in all and `queued` more are
+/// waiting: then the next group will hold exactly those `queued` commands (up to batch_max).
+pub(crate) async fn wait_for_queue(ledger: &Ledger, received: u64, queued: usize) {
+    for _ in 0..2_000 {
+        if ledger.stats().commands_received == received && ledger.queue_len() == queued {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!(
+        "queue never reached {received} received + {queued} queued (now {} + {})",
+        ledger.stats().commands_received,
+        ledger.queue_len()
+    );
+}

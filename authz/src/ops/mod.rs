@@ -1,0 +1,4 @@
+//! Operations: Prometheus metrics, logs, health and readiness (DESIGN.md section 10).
+
+pub mod logging;
+pub mod metrics;

@@ -1,0 +1,396 @@
+//! `mps-hsm`: the bank's HSM tooling. `keys init` runs the key ceremony (DESIGN.md section
+//! 3), `keys list` shows what the token holds (never a value), `bench` measures the pool's
+//! operations per second (built with the `testing` feature, since it imports a known chain
+//! key as a session object to build valid packets).
+//!
+//! Config: `--config <toml>` (or `MPS_HSM_CONFIG`), then `MPS_HSM_*` environment overrides
+//! (see `config/hsm.example.toml`). User PIN from `MPS_HSM_PIN` (or `pin_env`/`pin_file`),
+//! SO PIN from `MPS_HSM_SO_PIN` or `--so-pin-file`; never from the TOML or the command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use mps_hsm::ceremony::{self, KeyOutcome};
+use mps_hsm::{HsmConfig, Pin};
+
+#[derive(Parser)]
+#[command(name = "mps-hsm", version, about = "MPS HSM tooling: key ceremony, key listing, benchmark")]
+struct Cli {
+    /// HSM config file (TOML, see config/hsm.example.toml); defaults apply without it.
+    #[arg(long, env = "MPS_HSM_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Key ceremony and key listing.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Operations per second of every pool operation and of one authorization's HSM calls,
+    /// for each thread count (needs a build with `--features testing`).
+    Bench(BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create the issuer keys that are missing: mps-kek and mps-tk-<vendor> as the security
+    /// officer (CKA_TRUSTED), mps-imk, mps-pvk and the mps-sign pair as the user. Existing
+    /// keys are kept and reported, never overwritten. The SO PIN is needed only when a trusted
+    /// key is missing.
+    Init {
+        /// Also create the transport key mps-tk-<VENDOR> (repeatable).
+        #[arg(long = "transport-key", value_name = "VENDOR")]
+        transport_keys: Vec<String>,
+        /// File holding the SO PIN (else the MPS_HSM_SO_PIN environment variable).
+        #[arg(long, env = "MPS_HSM_SO_PIN_FILE", value_name = "FILE")]
+        so_pin_file: Option<PathBuf>,
+    },
+    /// Import a SIM vendor's transport key mps-tk-<VENDOR> as the security officer, from its
+    /// clear value (64 hex digits on the first line of FILE: the combined key components of
+    /// the vendor ceremony). CKA_TRUSTED, sensitive, not extractable, WRAP only. An existing
+    /// key is kept, never overwritten.
+    ImportTransportKey {
+        /// The vendor: the key is labelled mps-tk-<VENDOR>.
+        #[arg(long, value_name = "VENDOR")]
+        vendor: String,
+        /// File with the key as 64 hex digits.
+        #[arg(long, value_name = "FILE")]
+        key_file: PathBuf,
+        /// File holding the SO PIN (else the MPS_HSM_SO_PIN environment variable).
+        #[arg(long, env = "MPS_HSM_SO_PIN_FILE", value_name = "FILE")]
+        so_pin_file: Option<PathBuf>,
+    },
+    /// List the token's objects: label, class, type, length and attributes. Never a value.
+    List,
+}
+
+/// Arguments of `bench`.
+#[derive(Args)]
+struct BenchArgs {
+    /// Pool sizes to measure, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<usize>,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent callers per pool thread (keeps the queues non-empty).
+    #[arg(long, default_value_t = 4)]
+    callers_per_thread: usize,
+    /// Vendor of the transport key used by the register_sim measurement (mps-tk-<VENDOR>
+    /// must exist: `keys init --transport-key <VENDOR>`).
+    #[arg(long, default_value = "bench", value_name = "VENDOR")]
+    transport_key: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("mps-hsm: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<HsmConfig, String> {
+    let mut config = match path {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+            HsmConfig::from_toml_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => HsmConfig::default(),
+    };
+    config.apply_env_overrides("MPS_HSM_").map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let config = load_config(cli.config.as_ref())?;
+    match cli.command {
+        Command::Keys { action: KeysAction::Init { transport_keys, so_pin_file } } => {
+            keys_init(&config, &transport_keys, so_pin_file)
+        }
+        Command::Keys { action: KeysAction::List } => keys_list(&config),
+        Command::Keys { action: KeysAction::ImportTransportKey { vendor, key_file, so_pin_file } } => {
+            import_transport_key(&config, &vendor, &key_file, so_pin_file)
+        }
+        Command::Bench(args) => bench::run(config, &args),
+    }
+}
+
+fn keys_init(config: &HsmConfig, vendors: &[String], so_pin_file: Option<PathBuf>) -> Result<(), String> {
+    let user_pin = config.load_pin().map_err(|e| e.to_string())?;
+    let so_pin = match so_pin_file {
+        Some(path) => Some(Pin::from_file(&path).map_err(|e| e.to_string())?),
+        None => Pin::from_env("MPS_HSM_SO_PIN").ok(),
+    };
+    println!("key ceremony on token {:?} ({})", config.token_label, config.module_path.display());
+    let report = ceremony::init_keys(config, &user_pin, so_pin.as_ref(), vendors).map_err(|e| e.to_string())?;
+    let mut non_compliant = 0;
+    for (label, outcome) in &report.keys {
+        let what = match outcome {
+            KeyOutcome::Created => "created",
+            KeyOutcome::Kept { compliant: true } => "kept",
+            KeyOutcome::Kept { compliant: false } => {
+                non_compliant += 1;
+                "kept, NOT COMPLIANT (extractable, not sensitive or not trusted): replace it by hand"
+            }
+        };
+        println!("  {label:<20} {what}");
+    }
+    if non_compliant > 0 {
+        return Err(format!("{non_compliant} existing key(s) do not meet the key policy"));
+    }
+    Ok(())
+}
+
+fn import_transport_key(
+    config: &HsmConfig,
+    vendor: &str,
+    key_file: &std::path::Path,
+    so_pin_file: Option<PathBuf>,
+) -> Result<(), String> {
+    let so_pin = match so_pin_file {
+        Some(path) => Pin::from_file(&path).map_err(|e| e.to_string())?,
+        None => Pin::from_env("MPS_HSM_SO_PIN").map_err(|e| format!("{e} (or pass --so-pin-file)"))?,
+    };
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(key_file).map_err(|e| format!("cannot read {}: {e}", key_file.display()))?,
+    );
+    let mut value = zeroize::Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(text.lines().next().unwrap_or("").trim(), &mut value[..])
+        .map_err(|_| format!("{} must hold the key as 64 hex digits on its first line", key_file.display()))?;
+    let outcome = ceremony::import_transport_key(config, &so_pin, vendor, &value).map_err(|e| e.to_string())?;
+    let label = format!("{}{vendor}", ceremony::TRANSPORT_KEY_PREFIX);
+    match outcome {
+        KeyOutcome::Created => println!("  {label:<20} imported"),
+        KeyOutcome::Kept { compliant } => {
+            println!("  {label:<20} exists: kept, not overwritten{}", if compliant { "" } else { " (NOT COMPLIANT)" })
+        }
+    }
+    Ok(())
+}
+
+fn keys_list(config: &HsmConfig) -> Result<(), String> {
+    let user_pin = config.load_pin().map_err(|e| e.to_string())?;
+    let keys = ceremony::list_keys(config, &user_pin).map_err(|e| e.to_string())?;
+    println!("{:<20} {:<8} {:<15} {:>4}  attributes (+ set, - clear)", "label", "class", "type", "len");
+    for key in &keys {
+        let length = key.value_len.map(|l| l.to_string()).unwrap_or_else(|| "-".to_owned());
+        let flags: Vec<String> =
+            key.flags.iter().map(|(name, on)| format!("{}{name}", if *on { '+' } else { '-' })).collect();
+        println!("{:<20} {:<8} {:<15} {:>4}  {}", key.label, key.class, key.key_type, length, flags.join(" "));
+    }
+    println!("{} object(s)", keys.len());
+    Ok(())
+}
+
+#[cfg(not(feature = "testing"))]
+mod bench {
+    use super::BenchArgs;
+    use mps_hsm::HsmConfig;
+
+    pub fn run(_config: HsmConfig, _args: &BenchArgs) -> Result<(), String> {
+        Err("this build has no benchmark: run `cargo run -p mps-hsm --features testing -- bench`".to_owned())
+    }
+}
+
+#[cfg(feature = "testing")]
+mod bench {
+    //! The benchmark: each operation in a loop from several concurrent callers for a fixed
+    //! time, per pool size. Packets come from a software SIM whose chain key is imported into
+    //! the HSM as a session object (the `testing` feature), so the MAC checks really pass.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    use mps_hsm::testing::wrap_known_chain_key;
+    use mps_hsm::{AnswerContent, Hsm, HsmConfig, HsmError};
+    use mps_protocol::keys::{AesKey, SessionKeys};
+    use mps_protocol::wire::{ClearFields, PayerPacket, PaymentSecret};
+    use mps_protocol::{
+        Account, Amount, AuthCode, Counter, Currency, Iin, MerchantId, OrderNo, Password, ResponseCode, Rsn, SimId,
+        TxnId,
+    };
+
+    use super::BenchArgs;
+
+    /// What every bench operation needs.
+    struct Fixture {
+        hsm: Hsm,
+        wrapped: [u8; 40],
+        rsn: Rsn,
+        packet: PayerPacket,
+        account: Account,
+        password: Password,
+        sim_id: SimId,
+        transport_key: String,
+    }
+
+    const OPERATIONS: [&str; 8] = [
+        "random_bytes(8)",
+        "sign_es256",
+        "password_verification_value",
+        "register_sim",
+        "open_session (+ discard)",
+        "open_session + seal_answer",
+        "authorization: open + seal + sign_es256",
+        "authorization, 1 caller (latency view)",
+    ];
+
+    pub fn run(mut config: HsmConfig, args: &BenchArgs) -> Result<(), String> {
+        if args.threads.is_empty() || args.threads.iter().any(|t| !(1..=64).contains(t)) {
+            return Err("--threads takes pool sizes from 1 to 64".to_owned());
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        let seconds = Duration::from_secs(args.seconds.max(1));
+        let mut results = Vec::new();
+        for &threads in &args.threads {
+            config.pool_size = threads;
+            config.queue_depth_max = config.queue_depth_max.max(threads * args.callers_per_thread * 2);
+            let fixture = runtime
+                .block_on(fixture(config.clone(), &args.transport_key))
+                .map_err(|e| format!("setup: {e} (did `keys init --transport-key {}` run?)", args.transport_key))?;
+            let fixture = Arc::new(fixture);
+            for (index, name) in OPERATIONS.iter().enumerate() {
+                let callers = if index == OPERATIONS.len() - 1 { 1 } else { threads * args.callers_per_thread };
+                eprint!("{threads} thread(s), {callers:>2} caller(s): {name:<42} ...");
+                let (count, errors) = runtime.block_on(measure(Arc::clone(&fixture), index, callers, seconds));
+                let rate = count as f64 / seconds.as_secs_f64();
+                eprintln!(" {rate:>9.0} ops/s ({errors} errors)");
+                results.push((threads, *name, rate, errors));
+            }
+            let metrics = fixture.hsm.metrics();
+            eprintln!(
+                "{threads} thread(s): {} session objects created, {} destroy failures, {} reconnects",
+                metrics.objects_created_total, metrics.destroy_failures_total, metrics.reconnects_total
+            );
+        }
+        println!();
+        println!(
+            "| operation | {} |",
+            args.threads.iter().map(|t| format!("{t} thr ops/s")).collect::<Vec<_>>().join(" | ")
+        );
+        println!("|---|{}", "---:|".repeat(args.threads.len()));
+        for name in OPERATIONS {
+            let row: Vec<String> = args
+                .threads
+                .iter()
+                .map(|t| {
+                    results
+                        .iter()
+                        .find(|(threads, n, _, _)| threads == t && *n == name)
+                        .map(
+                            |(_, _, rate, errors)| {
+                                if *errors > 0 { format!("{rate:.0} ({errors} err)") } else { format!("{rate:.0}") }
+                            },
+                        )
+                        .unwrap_or_default()
+                })
+                .collect();
+            println!("| {name} | {} |", row.join(" | "));
+        }
+        let failed: u64 = results.iter().map(|(_, _, _, errors)| errors).sum();
+        if failed > 0 { Err(format!("{failed} operations failed during the benchmark")) } else { Ok(()) }
+    }
+
+    async fn fixture(config: HsmConfig, vendor: &str) -> Result<Fixture, HsmError> {
+        let hsm = Hsm::connect(config).await?;
+        let transport_key = format!("{}{vendor}", mps_hsm::ceremony::TRANSPORT_KEY_PREFIX);
+        let chain_key = AesKey::from_bytes([0x5a; 32]);
+        let wrapped = wrap_known_chain_key(&hsm, chain_key.expose()).await?;
+        let rsn = Rsn([0xa5; 8]);
+        let counter = Counter::new(1).map_err(|_| HsmError::InvalidInput { what: "counter" })?;
+        let invalid = |_| HsmError::InvalidInput { what: "bench fixture" };
+        let account = Account::new("4000120000001234").map_err(invalid)?;
+        let password = Password::new("2468ab").map_err(invalid)?;
+        let sim_id = SimId::new("8949012345678901234").map_err(invalid)?;
+        let fields = ClearFields {
+            iin: Iin::new("400012").map_err(invalid)?,
+            sim_id: sim_id.clone(),
+            counter,
+            merchant_id: MerchantId::new("BENCH-SHOP").map_err(invalid)?,
+            order_no: OrderNo::new("BENCH-1").map_err(invalid)?,
+            amount: Amount::from_minor(1250),
+            currency: Currency::EUR,
+        };
+        let secret = PaymentSecret { account: account.clone(), password: password.clone() };
+        let packet = PayerPacket::seal(&SessionKeys::derive(&chain_key, counter, &rsn), fields, &secret, [7; 16]);
+        // Fails early, with a clear cause, when the transport key is missing.
+        hsm.register_sim(&sim_id, &transport_key).await?;
+        Ok(Fixture { hsm, wrapped, rsn, packet, account, password, sim_id, transport_key })
+    }
+
+    fn answer() -> AnswerContent {
+        AnswerContent {
+            response_code: ResponseCode::Approved,
+            auth_code: AuthCode(*b"BENCH1"),
+            balance: 1_000,
+            currency: Currency::EUR,
+            txn_id: TxnId([1; 16]),
+        }
+    }
+
+    async fn one(fixture: &Fixture, operation: usize) -> Result<(), HsmError> {
+        let f = fixture;
+        let open = || f.hsm.open_session(&f.wrapped, f.packet.fields.counter, f.rsn, &f.packet);
+        let session_error = |e: mps_hsm::SessionError| match e {
+            mps_hsm::SessionError::Hsm(e) => e,
+            _ => HsmError::InvalidInput { what: "the bench packet did not verify" },
+        };
+        match operation {
+            0 => f.hsm.random_bytes(8).await.map(drop),
+            1 => f.hsm.sign_es256(b"bench message").await.map(drop),
+            2 => f.hsm.password_verification_value(&f.account, &f.password).await.map(drop),
+            3 => f.hsm.register_sim(&f.sim_id, &f.transport_key).await.map(drop),
+            4 => open().await.map(drop).map_err(session_error),
+            5 => {
+                let opened = open().await.map_err(session_error)?;
+                f.hsm.seal_answer(opened.ticket, answer()).await.map(drop)
+            }
+            _ => {
+                let opened = open().await.map_err(session_error)?;
+                let sealed = f.hsm.seal_answer(opened.ticket, answer()).await?;
+                f.hsm.sign_es256(&sealed.answer.encode()).await.map(drop)
+            }
+        }
+    }
+
+    async fn measure(fixture: Arc<Fixture>, operation: usize, callers: usize, time: Duration) -> (u64, u64) {
+        let done = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
+        let deadline = Instant::now() + time;
+        let tasks: Vec<_> = (0..callers)
+            .map(|_| {
+                let (fixture, done, errors) = (Arc::clone(&fixture), Arc::clone(&done), Arc::clone(&errors));
+                tokio::spawn(async move {
+                    while Instant::now() < deadline {
+                        match one(&fixture, operation).await {
+                            Ok(()) => done.fetch_add(1, Ordering::Relaxed),
+                            Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+        (done.load(Ordering::Relaxed), errors.load(Ordering::Relaxed))
+    }
+}

@@ -1,0 +1,351 @@
+//! HSM configuration: which PKCS#11 module, which token, where the PIN comes from, and the
+//! bounds of the session pool. Parsed once at the edge ([`HsmConfig::from_toml_str`]); the
+//! PIN itself never sits in a TOML file, only in the environment or in a file.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cryptoki::types::AuthPin;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+/// Default PKCS#11 module: Debian's SoftHSM2.
+pub const DEFAULT_MODULE_PATH: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// Default environment variable holding the user PIN.
+pub const DEFAULT_PIN_ENV: &str = "MPS_HSM_PIN";
+/// Largest pool the config accepts.
+pub const POOL_SIZE_MAX: usize = 64;
+/// Longest PIN accepted from a file or the environment.
+pub const PIN_BYTES_MAX: usize = 256;
+
+/// Why a configuration or a PIN source was refused. Never carries a PIN.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The TOML text does not parse or has an unknown field (a `pin` field is unknown on
+    /// purpose: PINs come from the environment or a file).
+    #[error("HSM config is not valid TOML of the expected shape (line {line}): {message}")]
+    Toml {
+        /// 1-based line of the error, 0 when unknown.
+        line: usize,
+        /// The parser's message, without the offending source text.
+        message: String,
+    },
+    /// A field outside its allowed range.
+    #[error("HSM config field {field} is out of range: {reason}")]
+    Range {
+        /// The field name.
+        field: &'static str,
+        /// The allowed range, in words.
+        reason: &'static str,
+    },
+    /// The PIN environment variable is not set or not UTF-8.
+    #[error("the HSM PIN environment variable {name} is not set (or not UTF-8)")]
+    PinEnvMissing {
+        /// The variable's name.
+        name: String,
+    },
+    /// The PIN file cannot be read.
+    #[error("cannot read the HSM PIN file {path}: {source}")]
+    PinFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The PIN is empty, too long or not printable.
+    #[error("the HSM PIN from {origin} is empty, longer than {PIN_BYTES_MAX} bytes or not printable ASCII")]
+    PinMalformed {
+        /// "environment variable X" or "file Y".
+        origin: String,
+    },
+    /// An environment override that does not parse.
+    #[error("environment variable {name} does not hold a valid value for {field}")]
+    EnvOverride {
+        /// The variable.
+        name: String,
+        /// The config field it overrides.
+        field: &'static str,
+    },
+}
+
+/// A token PIN (user or security officer). Zeroized on drop; Debug prints only the type name.
+#[derive(Clone)]
+pub struct Pin(AuthPin);
+
+impl Pin {
+    /// Takes a PIN from text; the caller's copy should be zeroized by the caller.
+    pub fn new(pin: &str) -> Result<Self, ConfigError> {
+        Self::checked(pin, "the caller")
+    }
+
+    fn checked(pin: &str, origin: &str) -> Result<Self, ConfigError> {
+        let ok = !pin.is_empty() && pin.len() <= PIN_BYTES_MAX && pin.bytes().all(|b| (0x20..=0x7e).contains(&b));
+        if !ok {
+            return Err(ConfigError::PinMalformed { origin: origin.to_owned() });
+        }
+        Ok(Self(AuthPin::from(pin)))
+    }
+
+    /// Reads a PIN from an environment variable.
+    pub fn from_env(name: &str) -> Result<Self, ConfigError> {
+        let value =
+            Zeroizing::new(std::env::var(name).map_err(|_| ConfigError::PinEnvMissing { name: name.to_owned() })?);
+        Self::checked(&value, &format!("environment variable {name}"))
+    }
+
+    /// Reads a PIN from a file: its first line, without the line end.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|source| ConfigError::PinFile { path: path.to_owned(), source })?,
+        );
+        let line = text.lines().next().unwrap_or("");
+        Self::checked(line, &format!("file {}", path.display()))
+    }
+
+    pub(crate) fn auth_pin(&self) -> &AuthPin {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Pin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pin(<redacted>)")
+    }
+}
+
+/// Labels of the issuer keys the pool uses (DESIGN.md section 3).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyLabels {
+    /// Issuer master key (AES-256, derive only): personalisation.
+    pub issuer_master: String,
+    /// Key-encryption key (AES-256, wrap/unwrap, trusted): chain keys at rest.
+    pub key_encryption: String,
+    /// Password verification key (generic secret, HMAC).
+    pub password_verification: String,
+    /// Signing key pair (EC P-256): the bank's JWS signatures.
+    pub signing: String,
+}
+
+impl Default for KeyLabels {
+    fn default() -> Self {
+        Self {
+            issuer_master: "mps-imk".to_owned(),
+            key_encryption: "mps-kek".to_owned(),
+            password_verification: "mps-pvk".to_owned(),
+            signing: "mps-sign".to_owned(),
+        }
+    }
+}
+
+/// Configuration of the HSM connection and its session pool.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HsmConfig {
+    /// Path of the PKCS#11 module (shared library).
+    pub module_path: PathBuf,
+    /// Label of the token to use.
+    pub token_label: String,
+    /// Environment variable holding the user PIN (used when `pin_file` is not set).
+    pub pin_env: String,
+    /// File holding the user PIN on its first line; takes precedence over `pin_env`.
+    pub pin_file: Option<PathBuf>,
+    /// Worker threads, each with its own PKCS#11 session (1 to 64).
+    pub pool_size: usize,
+    /// Jobs waiting per worker before callers get `Busy` (1 to 65536).
+    pub queue_depth_max: usize,
+    /// How long a caller waits for one operation, queueing included (1 ms to 60 s).
+    pub op_timeout_ms: u64,
+    /// First wait before re-initialising after the HSM was lost.
+    pub reconnect_backoff_min_ms: u64,
+    /// Longest wait between re-initialisation attempts.
+    pub reconnect_backoff_max_ms: u64,
+    /// Opened-but-not-sealed authorization sessions per worker (1 to 65536).
+    pub tickets_per_worker_max: usize,
+    /// An opened session not sealed within this time is discarded (100 ms to 10 min).
+    pub ticket_ttl_ms: u64,
+    /// How long a recycle waits for opened sessions to be sealed before it proceeds.
+    pub recycle_drain_ms: u64,
+    /// Recycle automatically once this many session objects were created since the last
+    /// (re-)initialisation; 0 turns it off. SoftHSM keeps about 240 bytes per object until
+    /// C_Finalize.
+    pub recycle_after_objects: u64,
+    /// Labels of the issuer keys.
+    pub keys: KeyLabels,
+}
+
+impl Default for HsmConfig {
+    fn default() -> Self {
+        Self {
+            module_path: PathBuf::from(DEFAULT_MODULE_PATH),
+            token_label: "mps".to_owned(),
+            pin_env: DEFAULT_PIN_ENV.to_owned(),
+            pin_file: None,
+            pool_size: 2,
+            queue_depth_max: 1024,
+            op_timeout_ms: 2_000,
+            reconnect_backoff_min_ms: 100,
+            reconnect_backoff_max_ms: 10_000,
+            tickets_per_worker_max: 1024,
+            ticket_ttl_ms: 30_000,
+            recycle_drain_ms: 1_000,
+            recycle_after_objects: 1_000_000,
+            keys: KeyLabels::default(),
+        }
+    }
+}
+
+fn range<T: PartialOrd>(
+    field: &'static str,
+    value: T,
+    min: T,
+    max: T,
+    reason: &'static str,
+) -> Result<(), ConfigError> {
+    if value < min || value > max { Err(ConfigError::Range { field, reason }) } else { Ok(()) }
+}
+
+fn label(field: &'static str, value: &str) -> Result<(), ConfigError> {
+    let ok = !value.is_empty() && value.len() <= 64 && value.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    if ok { Ok(()) } else { Err(ConfigError::Range { field, reason: "1 to 64 printable ASCII characters, no spaces" }) }
+}
+
+impl HsmConfig {
+    /// Parses TOML text and validates it.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|span| text[..span.start.min(text.len())].lines().count().max(1)).unwrap_or(0);
+            ConfigError::Toml { line, message: e.message().to_owned() }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every bound.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        range("pool_size", self.pool_size, 1, POOL_SIZE_MAX, "1 to 64")?;
+        range("queue_depth_max", self.queue_depth_max, 1, 65_536, "1 to 65536")?;
+        range("op_timeout_ms", self.op_timeout_ms, 1, 60_000, "1 to 60000")?;
+        range("reconnect_backoff_min_ms", self.reconnect_backoff_min_ms, 1, 60_000, "1 to 60000")?;
+        range(
+            "reconnect_backoff_max_ms",
+            self.reconnect_backoff_max_ms,
+            self.reconnect_backoff_min_ms,
+            600_000,
+            "reconnect_backoff_min_ms to 600000",
+        )?;
+        range("tickets_per_worker_max", self.tickets_per_worker_max, 1, 65_536, "1 to 65536")?;
+        range("ticket_ttl_ms", self.ticket_ttl_ms, 100, 600_000, "100 to 600000")?;
+        range("recycle_drain_ms", self.recycle_drain_ms, 0, 60_000, "0 to 60000")?;
+        label("token_label", &self.token_label)?;
+        label("pin_env", &self.pin_env)?;
+        label("keys.issuer_master", &self.keys.issuer_master)?;
+        label("keys.key_encryption", &self.keys.key_encryption)?;
+        label("keys.password_verification", &self.keys.password_verification)?;
+        label("keys.signing", &self.keys.signing)?;
+        Ok(())
+    }
+
+    /// Reads the user PIN from `pin_file` if set, else from the `pin_env` variable.
+    pub fn load_pin(&self) -> Result<Pin, ConfigError> {
+        match &self.pin_file {
+            Some(path) => Pin::from_file(path),
+            None => Pin::from_env(&self.pin_env),
+        }
+    }
+
+    /// Applies environment overrides `<prefix>MODULE_PATH`, `<prefix>TOKEN_LABEL`,
+    /// `<prefix>PIN_ENV`, `<prefix>PIN_FILE`, `<prefix>POOL_SIZE`, `<prefix>QUEUE_DEPTH_MAX`,
+    /// `<prefix>OP_TIMEOUT_MS` (prefix for example `MPS_HSM_`), then validates.
+    pub fn apply_env_overrides(&mut self, prefix: &str) -> Result<(), ConfigError> {
+        let var = |suffix: &str| std::env::var(format!("{prefix}{suffix}")).ok();
+        let number = |suffix: &str, field: &'static str| -> Result<Option<u64>, ConfigError> {
+            match var(suffix) {
+                None => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| ConfigError::EnvOverride { name: format!("{prefix}{suffix}"), field }),
+            }
+        };
+        if let Some(v) = var("MODULE_PATH") {
+            self.module_path = PathBuf::from(v);
+        }
+        if let Some(v) = var("TOKEN_LABEL") {
+            self.token_label = v;
+        }
+        if let Some(v) = var("PIN_ENV") {
+            self.pin_env = v;
+        }
+        if let Some(v) = var("PIN_FILE") {
+            self.pin_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = number("POOL_SIZE", "pool_size")? {
+            self.pool_size = usize::try_from(v).unwrap_or(usize::MAX);
+        }
+        if let Some(v) = number("QUEUE_DEPTH_MAX", "queue_depth_max")? {
+            self.queue_depth_max = usize::try_from(v).unwrap_or(usize::MAX);
+        }
+        if let Some(v) = number("OP_TIMEOUT_MS", "op_timeout_ms")? {
+            self.op_timeout_ms = v;
+        }
+        self.validate()
+    }
+
+    pub(crate) fn op_timeout(&self) -> Duration {
+        Duration::from_millis(self.op_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_a_pin_field_is_refused() {
+        let config = HsmConfig::from_toml_str("token_label = \"bank\"\n").unwrap();
+        assert_eq!(config.pool_size, 2);
+        assert_eq!(config.keys.key_encryption, "mps-kek");
+        let err = HsmConfig::from_toml_str("token_label = \"bank\"\npin = \"123456\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("pin"), "{text}");
+        assert!(!text.contains("123456"), "the error must not echo the PIN: {text}");
+        assert!(matches!(err, ConfigError::Toml { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn the_example_config_parses_to_the_defaults() {
+        let config = HsmConfig::from_toml_str(include_str!("../../config/hsm.example.toml")).unwrap();
+        assert_eq!(config, HsmConfig::default());
+    }
+
+    #[test]
+    fn bounds_are_enforced() {
+        assert!(matches!(
+            HsmConfig::from_toml_str("pool_size = 0").unwrap_err(),
+            ConfigError::Range { field: "pool_size", .. }
+        ));
+        assert!(matches!(
+            HsmConfig::from_toml_str("pool_size = 65").unwrap_err(),
+            ConfigError::Range { field: "pool_size", .. }
+        ));
+        assert!(HsmConfig::from_toml_str("reconnect_backoff_min_ms = 500\nreconnect_backoff_max_ms = 100").is_err());
+        assert!(HsmConfig::from_toml_str("[keys]\nsigning = \"\"").is_err());
+    }
+
+    #[test]
+    fn pin_never_prints_and_file_pin_drops_the_line_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pin");
+        std::fs::write(&path, "s3cret-pin\n").unwrap();
+        let pin = Pin::from_file(&path).unwrap();
+        assert_eq!(format!("{pin:?}"), "Pin(<redacted>)");
+        std::fs::write(&path, "\n").unwrap();
+        assert!(matches!(Pin::from_file(&path), Err(ConfigError::PinMalformed { .. })));
+        assert!(matches!(Pin::from_env("MPS_HSM_TEST_SURELY_UNSET_VARIABLE"), Err(ConfigError::PinEnvMissing { .. })));
+    }
+}

@@ -1,0 +1,161 @@
+//! The HSM operations besides the authorization session: password verification values
+//! (registration), ES256 signatures with mps-sign (JWS of answers and clearing files, the
+//! bank's certificate), random bytes, and SIM personalisation (DESIGN.md section 9).
+
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::misc::KeyDerivationStringData;
+use cryptoki::object::ObjectClass;
+use mps_protocol::keys::{LABEL_PERSONALISATION, kdf_data, personalisation_context};
+use mps_protocol::perso::WRAPPED_KEY_LEN;
+use mps_protocol::{Account, Password, Rsn, SimId};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::ceremony::TRANSPORT_KEY_PREFIX;
+use crate::error::{HsmError, Pkcs11Function};
+use crate::pool::{Hsm, Route};
+use crate::templates;
+use crate::worker::Ctx;
+
+/// Longest [`Hsm::random_bytes`] request.
+pub const RANDOM_BYTES_MAX: usize = 4096;
+
+/// What registering a SIM produces (DESIGN.md section 9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimRegistration {
+    /// CK_0 wrapped under mps-kek: the ledger's chain key for session 1.
+    pub wrapped_chain_key_for_ledger: [u8; WRAPPED_KEY_LEN],
+    /// CK_0 wrapped under the SIM vendor's transport key: goes into the personalisation record.
+    pub wrapped_chain_key_for_transport: [u8; WRAPPED_KEY_LEN],
+    /// RSN_1, from the HSM's generator.
+    pub rsn: Rsn,
+}
+
+impl Hsm {
+    /// HMAC-SHA256(mps-pvk, account BCD (10 bytes) || password): the value stored at
+    /// registration and compared at every payment.
+    pub async fn password_verification_value(
+        &self,
+        account: &Account,
+        password: &Password,
+    ) -> Result<[u8; 32], HsmError> {
+        let account = account.clone();
+        let password = password.clone();
+        self.call(Route::Any, move |ctx| ctx.password_verification_value(&account, &password)).await
+    }
+
+    /// ECDSA P-256 over SHA-256(message) with mps-sign (hash on the host, `CKM_ECDSA` in the
+    /// HSM): the 64-byte r || s of a JWS ES256 signature.
+    pub async fn sign_es256(&self, message: &[u8]) -> Result<[u8; 64], HsmError> {
+        let digest: [u8; 32] = Sha256::digest(message).into();
+        self.call(Route::Any, move |ctx| ctx.sign_digest(&digest)).await
+    }
+
+    /// [`Hsm::sign_es256`] for synchronous code (for example rcgen's remote key). Blocks the
+    /// calling thread for up to `op_timeout_ms`: never call it on a tokio worker thread (use
+    /// `spawn_blocking` or the async form there).
+    pub fn blocking_sign_es256(&self, message: &[u8]) -> Result<[u8; 64], HsmError> {
+        let digest: [u8; 32] = Sha256::digest(message).into();
+        self.call_blocking(Route::Any, move |ctx| ctx.sign_digest(&digest))
+    }
+
+    /// The public half of mps-sign as a SEC1 uncompressed point (65 bytes, `04 x y`), read at
+    /// connection time and at every re-initialisation. Does not touch the HSM.
+    pub fn signing_public_key(&self) -> [u8; 65] {
+        *self.shared().public_key.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `len` bytes from the HSM's random generator (at most [`RANDOM_BYTES_MAX`]).
+    pub async fn random_bytes(&self, len: usize) -> Result<Vec<u8>, HsmError> {
+        if len > RANDOM_BYTES_MAX {
+            return Err(HsmError::InvalidInput { what: "random_bytes: at most 4096 bytes" });
+        }
+        self.call(Route::Any, move |ctx| ctx.random(len)).await
+    }
+
+    /// Personalises a SIM: derives CK_0 = KDF(mps-imk, 'P', iccid || 00000000) as a session
+    /// object, wraps it under mps-kek (for the ledger) and under the transport key
+    /// `transport_key_label` (for the SIM vendor), destroys it, and draws RSN_1.
+    /// The label must start with `mps-tk-` ([`crate::ceremony::TRANSPORT_KEY_PREFIX`]).
+    pub async fn register_sim(&self, sim_id: &SimId, transport_key_label: &str) -> Result<SimRegistration, HsmError> {
+        if !transport_key_label.starts_with(TRANSPORT_KEY_PREFIX) {
+            return Err(HsmError::InvalidInput {
+                what: "register_sim: the transport key label must start with mps-tk-",
+            });
+        }
+        let sim_id = sim_id.clone();
+        let transport_key_label = transport_key_label.to_owned();
+        self.call(Route::Any, move |ctx| ctx.register_sim(&sim_id, &transport_key_label)).await
+    }
+}
+
+impl Ctx {
+    pub(crate) fn password_verification_value(
+        &self,
+        account: &Account,
+        password: &Password,
+    ) -> Result<[u8; 32], HsmError> {
+        let mut input = Zeroizing::new(Vec::with_capacity(10 + Password::LEN_MAX));
+        input.extend_from_slice(&account.to_bcd());
+        input.extend_from_slice(password.expose());
+        let mac = self
+            .session()?
+            .sign(&Mechanism::Sha256Hmac, self.keys.password_verification, &input)
+            .map_err(|e| self.fail(e))?;
+        mac.as_slice().try_into().map_err(|_| HsmError::UnexpectedLength {
+            function: Pkcs11Function::Sign,
+            expected: 32,
+            actual: mac.len(),
+        })
+    }
+
+    pub(crate) fn sign_digest(&self, digest: &[u8; 32]) -> Result<[u8; 64], HsmError> {
+        let signature = self.session()?.sign(&Mechanism::Ecdsa, self.keys.signing, digest).map_err(|e| self.fail(e))?;
+        signature.as_slice().try_into().map_err(|_| HsmError::UnexpectedLength {
+            function: Pkcs11Function::Sign,
+            expected: 64,
+            actual: signature.len(),
+        })
+    }
+
+    pub(crate) fn random(&self, len: usize) -> Result<Vec<u8>, HsmError> {
+        let mut out = vec![0u8; len];
+        if len > 0 {
+            self.session()?.generate_random_slice(&mut out).map_err(|e| self.fail(e))?;
+        }
+        Ok(out)
+    }
+
+    fn register_sim(&self, sim_id: &SimId, transport_key_label: &str) -> Result<SimRegistration, HsmError> {
+        let data = kdf_data(LABEL_PERSONALISATION, &personalisation_context(sim_id));
+        let params = KeyDerivationStringData::new(&data);
+        let chain_key = self
+            .session()?
+            .derive_key(&templates::ecb_encrypt_data(&params), self.keys.issuer_master, &templates::chain_key())
+            .map_err(|e| self.fail(e))?;
+        let chain_key = self.guard(chain_key);
+        let wrap = |wrapped: Vec<u8>| -> Result<[u8; WRAPPED_KEY_LEN], HsmError> {
+            wrapped.as_slice().try_into().map_err(|_| HsmError::UnexpectedLength {
+                function: Pkcs11Function::WrapKey,
+                expected: WRAPPED_KEY_LEN,
+                actual: wrapped.len(),
+            })
+        };
+        let session = self.session()?;
+        let for_ledger = wrap(
+            session
+                .wrap_key(&Mechanism::AesKeyWrapPad, self.keys.key_encryption, chain_key.handle())
+                .map_err(|e| self.fail(e))?,
+        )?;
+        let for_transport = wrap(self.with_token_key(transport_key_label, ObjectClass::SECRET_KEY, |transport| {
+            session.wrap_key(&Mechanism::AesKeyWrapPad, transport, chain_key.handle())
+        })?)?;
+        let mut rsn = [0u8; 8];
+        session.generate_random_slice(&mut rsn).map_err(|e| self.fail(e))?;
+        Ok(SimRegistration {
+            wrapped_chain_key_for_ledger: for_ledger,
+            wrapped_chain_key_for_transport: for_transport,
+            rsn: Rsn(rsn),
+        })
+    }
+}

@@ -1,0 +1,367 @@
+//! The pool's supervisor thread: owns the anchor session that keeps the token logged in,
+//! (re-)initialises the module, and moves the workers between attached and detached.
+//!
+//! On a fault the pool is already down (every operation answers `Unavailable`); the
+//! supervisor detaches every worker, closes the anchor, C_Finalize, and then tries
+//! C_Initialize, find token, log in, find keys, attach workers, with exponential backoff,
+//! until it works. A recycle does the same on purpose, after draining opened sessions.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use cryptoki::session::UserType;
+use tokio::sync::oneshot;
+
+use crate::error::{HsmError, RvError, from_cryptoki};
+use crate::module::{self, Initialised, OwnedSession, find_slot, find_token_object, login};
+use crate::pool::{PoolState, Shared};
+use crate::worker::Control;
+
+/// Messages to the supervisor.
+pub(crate) enum SupervisorMsg {
+    /// A worker attached under `generation` found the HSM gone.
+    Fault { generation: u64 },
+    /// Re-initialise on purpose.
+    Recycle { reply: oneshot::Sender<Result<(), HsmError>> },
+    /// The last handle is gone; `done` is told once every session is closed.
+    Shutdown { done: Sender<()> },
+}
+
+/// How long the supervisor waits for a worker to attach or detach (a worker finishes its
+/// current PKCS#11 call first).
+const WORKER_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often an idle supervisor checks whether an automatic recycle is due.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+pub(crate) struct Supervisor {
+    shared: Arc<Shared>,
+    controls: Vec<Sender<Control>>,
+    threads: Vec<JoinHandle<()>>,
+    rx: Receiver<SupervisorMsg>,
+    module: Option<Initialised>,
+    anchor: Option<OwnedSession>,
+    pending_shutdown: Option<Sender<()>>,
+}
+
+enum Next {
+    Continue,
+    Exit,
+}
+
+impl Supervisor {
+    pub fn new(
+        shared: Arc<Shared>,
+        controls: Vec<Sender<Control>>,
+        threads: Vec<JoinHandle<()>>,
+        rx: Receiver<SupervisorMsg>,
+    ) -> Self {
+        Self { shared, controls, threads, rx, module: None, anchor: None, pending_shutdown: None }
+    }
+
+    /// The supervisor's loop, on its own thread.
+    pub fn run(mut self) {
+        let mut done = None;
+        loop {
+            let next = match self.rx.recv_timeout(IDLE_CHECK) {
+                Ok(SupervisorMsg::Fault { generation }) => {
+                    if generation == self.shared.generation.load(Ordering::Acquire) {
+                        tracing::warn!("HSM lost; re-initialising");
+                        self.reconnect_loop()
+                    } else {
+                        Next::Continue
+                    }
+                }
+                Ok(SupervisorMsg::Recycle { reply }) => self.recycle(Some(reply)),
+                Ok(SupervisorMsg::Shutdown { done: tell }) => {
+                    done = Some(tell);
+                    Next::Exit
+                }
+                Err(RecvTimeoutError::Disconnected) => Next::Exit,
+                Err(RecvTimeoutError::Timeout) => {
+                    let threshold = self.shared.config.recycle_after_objects;
+                    let created = self.shared.metrics.objects_since_init.load(Ordering::Relaxed);
+                    if threshold > 0 && created >= threshold && self.shared.state() == PoolState::Up {
+                        tracing::info!(created, "recycling the HSM connection to free session-object memory");
+                        self.recycle(None)
+                    } else {
+                        Next::Continue
+                    }
+                }
+            };
+            if let Next::Exit = next {
+                self.shutdown();
+                // A shutdown that arrived during a reconnect loop is answered here too.
+                done = done.or_else(|| self.pending_shutdown.take());
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+                return;
+            }
+        }
+    }
+
+    fn recycle(&mut self, reply: Option<oneshot::Sender<Result<(), HsmError>>>) -> Next {
+        let answer = |reply: Option<oneshot::Sender<Result<(), HsmError>>>, result| {
+            if let Some(reply) = reply {
+                let _ = reply.send(result);
+            }
+        };
+        if self.shared.state() != PoolState::Up {
+            answer(reply, Err(HsmError::Unavailable));
+            return Next::Continue;
+        }
+        self.shared.set_state(PoolState::Recycling);
+        let drain_until = Instant::now() + Duration::from_millis(self.shared.config.recycle_drain_ms);
+        match self.reconnect(Some(drain_until)) {
+            Ok(()) => {
+                self.shared.metrics.recycles.fetch_add(1, Ordering::Relaxed);
+                self.shared.set_state(PoolState::Up);
+                answer(reply, Ok(()));
+                Next::Continue
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "HSM recycle failed; retrying with backoff");
+                self.shared.set_state(PoolState::Down);
+                answer(reply, Err(HsmError::Unavailable));
+                self.reconnect_loop()
+            }
+        }
+    }
+
+    /// Re-initialises with backoff until it works or the pool is shut down. The pool is down
+    /// meanwhile; recycle requests are refused.
+    fn reconnect_loop(&mut self) -> Next {
+        self.shared.set_state(PoolState::Down);
+        let min = Duration::from_millis(self.shared.config.reconnect_backoff_min_ms);
+        let max = Duration::from_millis(self.shared.config.reconnect_backoff_max_ms);
+        let mut backoff = min;
+        // Give up the sessions at once, so queued callers are answered `Unavailable` now.
+        self.detach_all(None);
+        loop {
+            // Wait first: a module that fails right after re-initialising must not spin.
+            let deadline = Instant::now() + backoff;
+            loop {
+                match self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(SupervisorMsg::Shutdown { done }) => {
+                        self.pending_shutdown = Some(done);
+                        return Next::Exit;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return Next::Exit,
+                    Ok(SupervisorMsg::Recycle { reply }) => {
+                        let _ = reply.send(Err(HsmError::Unavailable));
+                    }
+                    Ok(SupervisorMsg::Fault { .. }) => {}
+                    Err(RecvTimeoutError::Timeout) => break,
+                }
+            }
+            match self.reconnect(None) {
+                Ok(()) => {
+                    self.shared.metrics.reconnects.fetch_add(1, Ordering::Relaxed);
+                    self.shared.set_state(PoolState::Up);
+                    tracing::info!("HSM re-initialised; pool up");
+                    return Next::Continue;
+                }
+                Err(e) if is_pin_failure(&e) => {
+                    tracing::error!(
+                        error = %e,
+                        "HSM login refused the PIN; not retrying (that could lock the PIN). \
+                         The pool stays down until recycle() or a restart"
+                    );
+                    return self.wait_for_recycle();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "HSM re-initialisation failed");
+                    backoff = (backoff * 2).min(max);
+                }
+            }
+        }
+    }
+
+    /// After a refused PIN: stays down, and tries once more only when asked to recycle.
+    fn wait_for_recycle(&mut self) -> Next {
+        loop {
+            match self.rx.recv() {
+                Ok(SupervisorMsg::Shutdown { done }) => {
+                    self.pending_shutdown = Some(done);
+                    return Next::Exit;
+                }
+                Err(_) => return Next::Exit,
+                Ok(SupervisorMsg::Fault { .. }) => {}
+                Ok(SupervisorMsg::Recycle { reply }) => match self.reconnect(None) {
+                    Ok(()) => {
+                        self.shared.metrics.reconnects.fetch_add(1, Ordering::Relaxed);
+                        self.shared.set_state(PoolState::Up);
+                        let _ = reply.send(Ok(()));
+                        return Next::Continue;
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                },
+            }
+        }
+    }
+
+    /// Detach, close the anchor, finalise, then connect again.
+    fn reconnect(&mut self, drain_until: Option<Instant>) -> Result<(), HsmError> {
+        self.detach_all(drain_until);
+        self.anchor = None;
+        if let Some(old) = self.module.take() {
+            module::finalise_if_current(&old.path, old.epoch);
+        }
+        self.connect()
+    }
+
+    /// Initialise, find the token, log in on a new anchor session, find the keys, read the
+    /// public key, attach every worker.
+    pub fn connect(&mut self) -> Result<(), HsmError> {
+        let config = &self.shared.config;
+        let initialised = module::initialise(&config.module_path)?;
+        // Keep it even if the rest fails, so the next attempt finalises it first.
+        self.module = Some(initialised.clone());
+        let slot = find_slot(&initialised.pkcs11, &config.token_label)?;
+        let anchor = OwnedSession::open(&initialised, slot, false)?;
+        let session = anchor.get()?;
+        login(session, UserType::User, &self.shared.pin)?;
+
+        self.shared.key_cache.invalidate_all();
+        let labels = &config.keys;
+        for (label, class) in [
+            (&labels.key_encryption, ObjectClass::SECRET_KEY),
+            (&labels.password_verification, ObjectClass::SECRET_KEY),
+            (&labels.issuer_master, ObjectClass::SECRET_KEY),
+            (&labels.signing, ObjectClass::PRIVATE_KEY),
+        ] {
+            let handle = find_token_object(session, class, label)?
+                .ok_or_else(|| HsmError::KeyNotFound { label: label.clone() })?;
+            self.shared.key_cache.insert(label.clone(), handle);
+        }
+        let public_key = read_public_key(session, &labels.signing)?;
+        *self.shared.public_key.lock().unwrap_or_else(|p| p.into_inner()) = public_key;
+        self.anchor = Some(anchor);
+        self.shared.metrics.objects_since_init.store(0, Ordering::Relaxed);
+
+        let generation = self.shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut acks = Vec::with_capacity(self.controls.len());
+        for control in &self.controls {
+            let (done, ack) = crossbeam_channel::bounded(1);
+            let msg = Control::Attach { module: initialised.clone(), slot, generation, done };
+            control.send(msg).map_err(|_| HsmError::Unavailable)?;
+            acks.push(ack);
+        }
+        let mut failure = None;
+        for ack in acks {
+            match ack.recv_timeout(WORKER_ACK_TIMEOUT) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failure = failure.or(Some(e)),
+                Err(_) => failure = failure.or(Some(HsmError::Timeout)),
+            }
+        }
+        match failure {
+            None => Ok(()),
+            Some(e) => {
+                self.detach_all(None);
+                Err(e)
+            }
+        }
+    }
+
+    /// Tells every worker to give up its session and waits for all of them.
+    fn detach_all(&mut self, drain_until: Option<Instant>) {
+        let mut acks = Vec::with_capacity(self.controls.len());
+        for control in &self.controls {
+            let (done, ack) = crossbeam_channel::bounded(1);
+            if control.send(Control::Detach { drain_until, done }).is_ok() {
+                acks.push(ack);
+            }
+        }
+        let wait =
+            WORKER_ACK_TIMEOUT + drain_until.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or_default();
+        for ack in acks {
+            if ack.recv_timeout(wait).is_err() {
+                tracing::error!("an HSM worker did not give up its session in time");
+            }
+        }
+    }
+
+    /// Stops the workers and closes the anchor. The module stays initialised: another pool
+    /// in the same process may use it.
+    pub fn shutdown(&mut self) {
+        self.shared.set_state(PoolState::Closed);
+        for control in &self.controls {
+            let _ = control.send(Control::Shutdown);
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        self.anchor = None;
+    }
+}
+
+/// A login refused for the PIN itself: retrying in a loop would lock the PIN on most HSMs.
+fn is_pin_failure(error: &HsmError) -> bool {
+    matches!(
+        error,
+        HsmError::Pkcs11 {
+            rv: RvError::PinIncorrect
+                | RvError::PinLocked
+                | RvError::PinExpired
+                | RvError::PinInvalid
+                | RvError::PinLenRange,
+            ..
+        }
+    )
+}
+
+/// Reads `CKA_EC_POINT` of the public key `label` and returns the 65-byte SEC1 point
+/// (unwrapping the DER OCTET STRING that PKCS#11 v2.40 prescribes).
+pub(crate) fn read_public_key(session: &cryptoki::session::Session, label: &str) -> Result<[u8; 65], HsmError> {
+    let handle = find_token_object(session, ObjectClass::PUBLIC_KEY, label)?
+        .ok_or_else(|| HsmError::KeyNotFound { label: label.to_owned() })?;
+    let attributes = session.get_attributes(handle, &[AttributeType::EcPoint]).map_err(from_cryptoki)?;
+    let point = attributes
+        .into_iter()
+        .find_map(|a| if let Attribute::EcPoint(p) = a { Some(p) } else { None })
+        .ok_or(HsmError::KeyNotFound { label: label.to_owned() })?;
+    sec1_point(&point).ok_or(HsmError::UnexpectedLength {
+        function: cryptoki::context::Function::GetAttributeValue,
+        expected: 67,
+        actual: point.len(),
+    })
+}
+
+/// A P-256 SEC1 uncompressed point from `CKA_EC_POINT`: DER `04 41 04 x y`, or raw `04 x y`.
+fn sec1_point(value: &[u8]) -> Option<[u8; 65]> {
+    let raw = match value {
+        [0x04, 0x41, rest @ ..] if rest.len() == 65 => rest,
+        raw if raw.len() == 65 => raw,
+        _ => return None,
+    };
+    if raw[0] != 0x04 {
+        return None;
+    }
+    raw.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ec_point_forms() {
+        let mut raw = [7u8; 65];
+        raw[0] = 4;
+        let mut der = vec![0x04, 0x41];
+        der.extend_from_slice(&raw);
+        assert_eq!(sec1_point(&der), Some(raw));
+        assert_eq!(sec1_point(&raw), Some(raw));
+        assert_eq!(sec1_point(&der[..60]), None);
+        let mut compressed = raw;
+        compressed[0] = 2;
+        assert_eq!(sec1_point(&compressed), None);
+    }
+}

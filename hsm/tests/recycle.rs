@@ -1,0 +1,71 @@
+//! A planned recycle (C_Finalize and C_Initialize to free SoftHSM's session-object memory)
+//! drains opened sessions, queues new work instead of failing it, and does not disturb a
+//! second pool of the same process for more than one reconnect. Alone in its binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Sim, approved, authorize, eventually, token};
+use mps_hsm::testing::wrap_known_chain_key;
+use mps_hsm::{Hsm, HsmError};
+use mps_protocol::Rsn;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recycle_drains_queues_and_frees() {
+    let mut config = token().config.clone();
+    config.recycle_drain_ms = 5_000;
+    config.reconnect_backoff_min_ms = 50;
+    let hsm = Hsm::connect(config.clone()).await.unwrap();
+    let sim = Sim::new([0x44; 32], Rsn([3; 8]));
+    let wrapped = wrap_known_chain_key(&hsm, sim.chain_key.expose()).await.unwrap();
+    for i in 0..5 {
+        authorize(&hsm, &wrapped, &sim, [i; 16]).await;
+    }
+    assert!(hsm.metrics().objects_since_init >= 20);
+
+    // An opened session is sealed while the recycle waits for it; work sent meanwhile runs
+    // after the recycle instead of failing.
+    let packet = sim.packet(100, [9; 16]);
+    let opened = hsm.open_session(&wrapped, packet.fields.counter, sim.rsn, &packet).await.unwrap();
+    let recycling = tokio::spawn({
+        let hsm = hsm.clone();
+        async move { hsm.recycle().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let signing = tokio::spawn({
+        let hsm = hsm.clone();
+        async move { hsm.sign_es256(b"queued during the recycle").await }
+    });
+    let sealed = hsm.seal_answer(opened.ticket, approved(7)).await;
+    assert!(sealed.is_ok(), "{sealed:?}");
+    recycling.await.unwrap().unwrap();
+    signing.await.unwrap().unwrap();
+    let metrics = hsm.metrics();
+    assert_eq!(metrics.recycles_total, 1);
+    assert_eq!(metrics.reconnects_total, 0);
+    // Only the workers' fresh key copies (4 per worker) since re-initialisation, plus the
+    // signature's none.
+    assert!(metrics.objects_since_init <= 8, "{metrics:?}");
+    authorize(&hsm, &wrapped, &sim, [10; 16]).await;
+
+    // A session left open past the drain dies with the recycle.
+    let mut short = config.clone();
+    short.recycle_drain_ms = 100;
+    let quick = Hsm::connect(short).await.unwrap();
+    let opened = quick.open_session(&wrapped, packet.fields.counter, sim.rsn, &packet).await.unwrap();
+    quick.recycle().await.unwrap();
+    let err = quick.seal_answer(opened.ticket, approved(7)).await.unwrap_err();
+    assert!(matches!(err, HsmError::Unavailable), "{err:?}");
+
+    // The first pool lost its sessions to that recycle: it reconnects once, without
+    // finalising the module again (which would take the second pool down in turn).
+    let first = hsm.sign_es256(b"x").await;
+    assert!(matches!(first, Err(HsmError::Unavailable)) || first.is_ok(), "{first:?}");
+    assert!(eventually(Duration::from_secs(20), async || hsm.is_ready()).await);
+    authorize(&hsm, &wrapped, &sim, [11; 16]).await;
+    quick.sign_es256(b"still up").await.unwrap();
+    assert_eq!(quick.metrics().reconnects_total, 0, "the second pool was not disturbed");
+    assert!(quick.is_ready());
+}
