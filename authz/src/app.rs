@@ -49,17 +49,29 @@ pub struct Parts {
     pub hsm: Hsm,
     /// Ledger handle.
     pub ledger: Ledger,
+    /// Metrics, with the HSM pool's and the ledger's figures wired in.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Connects the HSM and opens the ledger.
 pub async fn open_parts(config: &AuthzConfig) -> Result<Parts, AppError> {
     let hsm = Hsm::connect(config.hsm.clone()).await?;
-    let ledger = Ledger::open(&config.ledger.path, config.ledger.tuning.clone())?;
-    Ok(Parts { hsm, ledger })
+    parts_with_hsm(config, hsm)
+}
+
+/// Opens the ledger beside an HSM pool that is already connected.
+pub fn parts_with_hsm(config: &AuthzConfig, hsm: Hsm) -> Result<Parts, AppError> {
+    let metrics = Arc::new(Metrics::new()?);
+    metrics.register_hsm(hsm.clone())?;
+    let observer_metrics = Arc::clone(&metrics);
+    let observer: crate::ledger::BatchObserver =
+        Arc::new(move |report: &crate::ledger::BatchReport| observer_metrics.observe_ledger_batch(report));
+    let ledger = Ledger::open_with_observer(&config.ledger.path, config.ledger.tuning.clone(), observer)?;
+    Ok(Parts { hsm, ledger, metrics })
 }
 
 /// Builds the decision from the configuration and open parts.
-pub fn authorizer(config: &AuthzConfig, parts: &Parts, metrics: Arc<Metrics>) -> Result<Authorizer, AppError> {
+pub fn authorizer(config: &AuthzConfig, parts: &Parts) -> Result<Authorizer, AppError> {
     let anchors: Vec<&std::path::Path> = config.merchants.scheme_ca.iter().map(|p| p.as_path()).collect();
     let crls: Vec<&std::path::Path> = config.merchants.crls.iter().map(|p| p.as_path()).collect();
     let trust = TrustStore::from_pem_files(&anchors, &crls)
@@ -76,7 +88,7 @@ pub fn authorizer(config: &AuthzConfig, parts: &Parts, metrics: Arc<Metrics>) ->
         MerchantVerifier::new(trust),
         AnswerSigner::new(&chain),
         settings,
-        metrics,
+        Arc::clone(&parts.metrics),
     ))
 }
 
@@ -113,8 +125,8 @@ impl RunningServer {
 
 /// Binds both listeners and starts serving with already open parts.
 pub async fn start(config: &AuthzConfig, parts: Parts) -> Result<RunningServer, AppError> {
-    let metrics = Arc::new(Metrics::new()?);
-    let authorizer = Arc::new(authorizer(config, &parts, Arc::clone(&metrics))?);
+    let metrics = Arc::clone(&parts.metrics);
+    let authorizer = Arc::new(authorizer(config, &parts)?);
     let tls = tls::server_config(&config.server)?;
     let state = Arc::new(routes::AppState {
         authorizer: Arc::clone(&authorizer),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use mps_authz::app::{self, Parts, RunningServer};
+use mps_authz::app::{self, RunningServer};
 use mps_authz::config::AuthzConfig;
 use mps_authz::ledger::{AccountKind, Ledger, NewAccount};
 use mps_hsm::Hsm;
@@ -259,8 +259,9 @@ impl Bank {
         };
         let config_text = authz_config_text(dir.path(), &pki, &server_leaf, &bank_cert, &token.config, &options);
         let config = AuthzConfig::from_parts(&config_text, Vec::new()).unwrap();
-        let ledger = Ledger::open(&config.ledger.path, config.ledger.tuning.clone()).unwrap();
-        let server = app::start(&config, Parts { hsm: hsm.clone(), ledger: ledger.clone() }).await.unwrap();
+        let parts = app::parts_with_hsm(&config, hsm.clone()).unwrap();
+        let ledger = parts.ledger.clone();
+        let server = app::start(&config, parts).await.unwrap();
         let url = format!("https://127.0.0.1:{}", server.address.port());
         let admin_url = format!("http://{}", server.admin_address);
         let bank_certificate_pem = std::fs::read_to_string(&bank_cert).unwrap();
@@ -289,6 +290,16 @@ impl Bank {
         let mut tls = mps_pki::tls::client_config(verifier, identity).unwrap();
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         reqwest::Client::builder().use_preconfigured_tls(tls).build().unwrap()
+    }
+
+    /// A client that offers only HTTP/1.1 in ALPN.
+    pub fn client_http1(&self, leaf: Option<&Leaf>) -> reqwest::Client {
+        let trust = self.pki.trust_store();
+        let verifier = mps_pki::tls::server_cert_verifier(&trust, Role::AuthzServer).unwrap();
+        let identity = leaf.map(|leaf| (leaf.chain_file.as_path(), leaf.key_file.as_path()));
+        let mut tls = mps_pki::tls::client_config(verifier, identity).unwrap();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        reqwest::Client::builder().use_preconfigured_tls(tls).http1_only().build().unwrap()
     }
 
     /// The gateway's client.

@@ -107,6 +107,8 @@ async fn handle(
         return response;
     };
     let jws = headers.get(JWS_HEADER).and_then(|v| v.to_str().ok());
+    state.metrics.in_flight.inc();
+    let _in_flight = InFlight(&state.metrics.in_flight);
     let reply = match tokio::time::timeout(state.request_timeout, state.authorizer.authorize(&body, jws)).await {
         Ok(reply) => reply,
         Err(_) => {
@@ -147,5 +149,14 @@ fn into_response(state: &AppState, reply: Reply) -> Response {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             response
         }
+    }
+}
+
+/// Decrements the in-flight gauge when the authorization ends, however it ends.
+struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -4,7 +4,14 @@
 
 use std::time::Duration;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::ledger::BatchReport;
 
 /// A stage of an authorization whose latency is measured on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +53,14 @@ pub struct Metrics {
     pub mac_failures: IntCounter,
     /// Requests refused because too many were in flight.
     pub overload: IntCounter,
+    /// Authorizations being decided now.
+    pub in_flight: IntGauge,
+    /// Commands per ledger group commit.
+    pub ledger_batch_commands: Histogram,
+    /// Duration of a ledger group commit, BEGIN to durable COMMIT.
+    pub ledger_commit_seconds: Histogram,
+    /// Ledger commands rolled back (their own savepoint or their whole group).
+    pub ledger_failed_commands: IntCounter,
 }
 
 /// Why the metrics could not be set up (a programming error: duplicate names).
@@ -78,12 +93,51 @@ impl Metrics {
         registry.register(Box::new(http_status.clone()))?;
         registry.register(Box::new(mac_failures.clone()))?;
         registry.register(Box::new(overload.clone()))?;
-        Ok(Self { registry, request_seconds, stage_seconds, responses, http_status, mac_failures, overload })
+        let in_flight = IntGauge::new("in_flight", "Authorizations being decided now")?;
+        let ledger_batch_commands = Histogram::with_opts(
+            HistogramOpts::new("ledger_commit_batch_commands", "Commands per ledger group commit")
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )?;
+        let ledger_commit_seconds = Histogram::with_opts(
+            HistogramOpts::new("ledger_commit_duration_seconds", "Ledger group commit, BEGIN to durable COMMIT")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        let ledger_failed_commands = IntCounter::new("ledger_failed_commands_total", "Ledger commands rolled back")?;
+        registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(ledger_batch_commands.clone()))?;
+        registry.register(Box::new(ledger_commit_seconds.clone()))?;
+        registry.register(Box::new(ledger_failed_commands.clone()))?;
+        Ok(Self {
+            registry,
+            request_seconds,
+            stage_seconds,
+            responses,
+            http_status,
+            mac_failures,
+            overload,
+            in_flight,
+            ledger_batch_commands,
+            ledger_commit_seconds,
+            ledger_failed_commands,
+        })
     }
 
     /// The registry, for collectors of other parts (HSM pool, ledger).
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Records one ledger group commit (called on the ledger's writer thread: quick, no I/O).
+    pub fn observe_ledger_batch(&self, report: &BatchReport) {
+        self.ledger_batch_commands.observe(report.commands as f64);
+        self.ledger_commit_seconds.observe(report.elapsed.as_secs_f64());
+        self.ledger_failed_commands.inc_by(report.failed_commands as u64);
+    }
+
+    /// Exports the HSM pool's figures, read at every scrape.
+    pub fn register_hsm(&self, hsm: mps_hsm::Hsm) -> Result<(), MetricsError> {
+        self.registry.register(Box::new(HsmCollector::new(hsm)?))?;
+        Ok(())
     }
 
     /// Records one stage's latency.
@@ -97,5 +151,78 @@ impl Metrics {
         // Encoding to a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Reads the HSM pool's counters at scrape time.
+struct HsmCollector {
+    hsm: mps_hsm::Hsm,
+    descs: Vec<Desc>,
+}
+
+const HSM_GAUGES: [(&str, &str); 10] = [
+    ("hsm_pool_ready", "1 when the HSM pool is logged in and its sessions are up"),
+    ("hsm_pool_size", "HSM sessions (worker threads)"),
+    ("hsm_in_flight", "HSM operations submitted and not yet answered"),
+    ("hsm_queued", "HSM jobs waiting in the workers' queues"),
+    ("hsm_open_sessions", "Authorization sessions opened in the HSM and not yet sealed"),
+    ("hsm_operations_total", "HSM operations answered"),
+    ("hsm_reconnects_total", "Re-initialisations after the HSM was lost"),
+    ("hsm_recycles_total", "Planned re-initialisations of the HSM connection"),
+    ("hsm_objects_created_total", "Session objects created in the HSM"),
+    ("hsm_objects_since_init", "Session objects created since the last HSM initialisation"),
+];
+
+impl HsmCollector {
+    fn new(hsm: mps_hsm::Hsm) -> Result<Self, MetricsError> {
+        let mut descs = Vec::new();
+        for (name, help) in HSM_GAUGES {
+            descs.push(Desc::new(format!("mps_authz_{name}"), help.to_owned(), vec![], Default::default())?);
+        }
+        descs.push(Desc::new(
+            "mps_authz_hsm_errors_total".to_owned(),
+            "HSM operation failures by kind".to_owned(),
+            vec!["kind".to_owned()],
+            Default::default(),
+        )?);
+        Ok(Self { hsm, descs })
+    }
+}
+
+impl Collector for HsmCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let m = self.hsm.metrics();
+        let values = [
+            f64::from(u8::from(m.ready)),
+            m.pool_size as f64,
+            m.in_flight as f64,
+            m.queued as f64,
+            m.open_sessions as f64,
+            m.operations_total as f64,
+            m.reconnects_total as f64,
+            m.recycles_total as f64,
+            m.objects_created_total as f64,
+            m.objects_since_init as f64,
+        ];
+        let mut families = Vec::new();
+        for ((name, help), value) in HSM_GAUGES.iter().zip(values) {
+            if let Ok(gauge) = Gauge::new(format!("mps_authz_{name}"), *help) {
+                gauge.set(value);
+                families.extend(gauge.collect());
+            }
+        }
+        if let Ok(errors) =
+            IntCounterVec::new(Opts::new("mps_authz_hsm_errors_total", "HSM operation failures by kind"), &["kind"])
+        {
+            for (kind, count) in &m.errors_total {
+                errors.with_label_values(&[kind]).inc_by(*count);
+            }
+            families.extend(errors.collect());
+        }
+        families
     }
 }
