@@ -333,6 +333,17 @@ impl ResponseCode {
         Self::ALL.into_iter().find(|c| c.as_str() == s)
     }
 
+    /// Whether an answer with this code carries the real available balance. The issuer tells
+    /// the balance only once the payment password has been verified (approval and the declines
+    /// of DESIGN.md section 7 steps 10 to 12); after a wrong password, a locked password, or an
+    /// account refused at step 8, the balance field is 0 and means nothing.
+    pub fn discloses_balance(&self) -> bool {
+        matches!(
+            self,
+            Self::Approved | Self::InvalidAmount | Self::ExceedsDailyLimit | Self::Duplicate | Self::InsufficientFunds
+        )
+    }
+
     /// A short English meaning, for screens.
     pub fn meaning(&self) -> &'static str {
         match self {

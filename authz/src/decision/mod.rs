@@ -213,7 +213,7 @@ impl Authorizer {
         let approved = decision.code == ResponseCode::Approved;
         let auth_code = if approved { approve::new_auth_code() } else { AuthCode::NONE };
         let txn_id = approve::new_txn_id();
-        let (balance, currency) = Self::answer_balance(account.as_ref(), &decision, request);
+        let (balance, currency) = Self::answer_balance(account.as_ref(), decision.code, request);
         let content = AnswerContent { response_code: decision.code, auth_code, balance, currency, txn_id };
         let sealed = self.timed(Stage::Hsm, self.hsm.seal_answer(opened.ticket, content)).await.map_err(|e| {
             tracing::error!(error = %e, "HSM failed while sealing an answer");
@@ -265,16 +265,16 @@ impl Authorizer {
         account: Option<&AccountRecord>,
         business_day: time::Date,
     ) -> Early<Decision> {
-        let refuse = |code| Ok(Decision { code, password_effect: PasswordEffect::None, password_verified: false });
+        let refuse = |code| Ok(Decision { code, password_effect: PasswordEffect::None });
         if let Err(code) = account::check(sim, &opened.account, account, request.currency) {
             return refuse(code);
         }
         let Some(account) = account else { return refuse(ResponseCode::NotPermitted) };
         let password = password::check(account, &opened.password_verification_value, self.settings.password_tries_max);
         if let Err(code) = password.result {
-            return Ok(Decision { code, password_effect: password.effect, password_verified: false });
+            return Ok(Decision { code, password_effect: password.effect });
         }
-        let verified = |code| Decision { code, password_effect: password.effect, password_verified: true };
+        let verified = |code| Decision { code, password_effect: password.effect };
         let approved_today = self.ledger_call(self.ledger.daily_approved_total(&opened.account, business_day)).await?;
         if let Err(code) = limits::check(account, request.amount, approved_today) {
             return Ok(verified(code));
@@ -290,16 +290,17 @@ impl Authorizer {
     }
 
     /// The balance the SIM is told: the available funds after this session, but only once
-    /// the password has been verified (a wrong password must not reveal the balance).
+    /// the password has been verified (a wrong password must not reveal the balance); see
+    /// [`ResponseCode::discloses_balance`].
     fn answer_balance(
         account: Option<&AccountRecord>,
-        decision: &Decision,
+        code: ResponseCode,
         request: &AuthorizationRequest,
     ) -> (i64, Currency) {
         match account {
-            Some(account) if decision.password_verified => {
+            Some(account) if code.discloses_balance() => {
                 let available = account.available();
-                let spent = if decision.code == ResponseCode::Approved { Self::signed(request.amount) } else { 0 };
+                let spent = if code == ResponseCode::Approved { Self::signed(request.amount) } else { 0 };
                 (available.saturating_sub(spent), account.currency)
             }
             Some(account) => (0, account.currency),
@@ -361,7 +362,6 @@ impl Authorizer {
 struct Decision {
     code: ResponseCode,
     password_effect: PasswordEffect,
-    password_verified: bool,
 }
 
 /// The authorization future must be Send to run on any tokio worker.

@@ -154,7 +154,8 @@ impl Metrics {
     }
 }
 
-/// Reads the HSM pool's counters at scrape time.
+/// Reads the HSM pool's counters at scrape time (names without the registry's prefix, which
+/// the registry adds).
 struct HsmCollector {
     hsm: mps_hsm::Hsm,
     descs: Vec<Desc>,
@@ -176,11 +177,11 @@ const HSM_GAUGES: [(&str, &str); 10] = [
 impl HsmCollector {
     fn new(hsm: mps_hsm::Hsm) -> Result<Self, MetricsError> {
         let mut descs = Vec::new();
-        for (name, help) in HSM_GAUGES {
-            descs.push(Desc::new(format!("mps_authz_{name}"), help.to_owned(), vec![], Default::default())?);
+        for (name, help) in &HSM_GAUGES {
+            descs.push(Desc::new((*name).to_owned(), (*help).to_owned(), vec![], Default::default())?);
         }
         descs.push(Desc::new(
-            "mps_authz_hsm_errors_total".to_owned(),
+            "hsm_errors_total".to_owned(),
             "HSM operation failures by kind".to_owned(),
             vec!["kind".to_owned()],
             Default::default(),
@@ -210,13 +211,13 @@ impl Collector for HsmCollector {
         ];
         let mut families = Vec::new();
         for ((name, help), value) in HSM_GAUGES.iter().zip(values) {
-            if let Ok(gauge) = Gauge::new(format!("mps_authz_{name}"), *help) {
+            if let Ok(gauge) = Gauge::new(*name, *help) {
                 gauge.set(value);
                 families.extend(gauge.collect());
             }
         }
         if let Ok(errors) =
-            IntCounterVec::new(Opts::new("mps_authz_hsm_errors_total", "HSM operation failures by kind"), &["kind"])
+            IntCounterVec::new(Opts::new("hsm_errors_total", "HSM operation failures by kind"), &["kind"])
         {
             for (kind, count) in &m.errors_total {
                 errors.with_label_values(&[kind]).inc_by(*count);

@@ -326,7 +326,11 @@ fn print_outcome(outcome: &AnswerOutcome) -> u8 {
     if !answer.auth_code.is_none() {
         println!("  Auth code:         {}", answer.auth_code.as_str());
     }
-    println!("  Available balance: {}", format_minor(i128::from(answer.balance), answer.currency));
+    if answer.response_code.discloses_balance() {
+        println!("  Available balance: {}", format_minor(i128::from(answer.balance), answer.currency));
+    } else {
+        println!("  Available balance: not disclosed for this outcome");
+    }
     println!("  Transaction:       {}", answer.txn_id.to_hex());
     eprintln!("The SIM's keys for issuer {} moved on to payment #{}.", payment.iin, payment.counter.value() + 1);
     if outcome.approved() { EXIT_OK } else { EXIT_DECLINED }
