@@ -82,7 +82,8 @@ async fn run(args: Args) -> Result<(), String> {
     };
     let merchant_chain = mps_pki::pem::load_certificates(&args.merchant_cert).map_err(|e| e.to_string())?;
     let signer = SoftwareSigner::from_pkcs8_pem_file(&args.merchant_key).map_err(|e| e.to_string())?;
-    let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let now =
+        time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     let body = serde_json::to_vec(&serde_json::json!({
         "payer_packet": BASE64.encode(&packet),
         "merchant_id": args.merchant_id,
@@ -119,8 +120,14 @@ async fn run(args: Args) -> Result<(), String> {
         return Err(format!("the authorization server refused the request ({status})"));
     }
     let signature = signature.ok_or("the answer carries no x-jws-signature")?;
-    let identity = mps_pki::jws::verify_detached(&signature, &answer, &trust, Role::BankSigning, rustls_pki_types::UnixTime::now())
-        .map_err(|e| format!("the bank's signature does not verify: {e}"))?;
+    let identity = mps_pki::jws::verify_detached(
+        &signature,
+        &answer,
+        &trust,
+        Role::BankSigning,
+        rustls_pki_types::UnixTime::now(),
+    )
+    .map_err(|e| format!("the bank's signature does not verify: {e}"))?;
     println!("bank signature verified: issuer {} ({})", identity.bank_iin.unwrap_or_default(), identity.subject);
     match json["payer_answer"].as_str() {
         Some(payer_answer) => {

@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use mps_tests::{AccountSpec, Bank};
+use mps_tests::{AccountSpec, Bank, BankOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn http2_http1_body_limit_and_unknown_routes() {
@@ -137,4 +138,27 @@ async fn shutdown_lets_in_flight_authorizations_finish() {
     bank.shutdown().await;
     let reopened = mps_authz::ledger::Ledger::open(&bank.config.ledger.path, Default::default()).unwrap();
     assert_eq!(reopened.account(&account).await.unwrap().unwrap().available(), 1_000_000 - 20 * 100);
+}
+
+/// A client that sends half a request and stalls is cut off after the header read timeout,
+/// so slow clients cannot hold connections open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_is_cut_off_after_the_header_read_timeout() {
+    let mut bank = Bank::start_with(BankOptions { server_extra: "header_read_timeout_ms = 300".to_owned() }).await;
+    let trust = bank.pki.trust_store();
+    let verifier = mps_pki::tls::server_cert_verifier(&trust, mps_pki::Role::AuthzServer).unwrap();
+    let leaf = &bank.gateway_leaf;
+    let mut tls =
+        mps_pki::tls::client_config(verifier, Some((leaf.chain_file.as_path(), leaf.key_file.as_path()))).unwrap();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let tcp = tokio::net::TcpStream::connect(bank.server.as_ref().unwrap().address).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream = connector.connect(name, tcp).await.unwrap();
+    stream.write_all(b"POST /v1/authorizations HTTP/1.1\r\nHost: 127.0.0.1\r\n").await.unwrap();
+    stream.flush().await.unwrap();
+    let mut buffer = Vec::new();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(3), stream.read_to_end(&mut buffer)).await;
+    assert!(closed.is_ok(), "the server kept a stalled connection open past its header read timeout");
+    bank.shutdown().await;
 }
