@@ -24,8 +24,11 @@ need_package() {
 
 need_toolchain() {
     command -v cargo >/dev/null 2>&1 || die "cargo is missing: install Rust with rustup (https://rustup.rs), then run this again"
+    cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing: run 'rustup component add rustfmt'"
+    cargo clippy --version >/dev/null 2>&1 || die "clippy is missing: run 'rustup component add clippy'"
     need_package gcc gcc
     need_package openssl openssl
+    need_package curl curl
     need_package /usr/lib/softhsm/libsofthsm2.so softhsm2
     need_package softhsm2-util softhsm2
 }
