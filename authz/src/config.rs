@@ -252,7 +252,7 @@ impl AuthzConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::from_parts(&text, std::env::vars())
+        Self::from_parts(&text, mps_protocol::config::env_overrides(ENV_PREFIX)?)
     }
 
     /// Parses TOML text with the given environment.

@@ -1,6 +1,8 @@
 //! HSM configuration: which PKCS#11 module, which token, where the PIN comes from, and the
-//! bounds of the session pool. Parsed once at the edge ([`HsmConfig::from_toml_str`]); the
-//! PIN itself never sits in a TOML file, only in the environment or in a file.
+//! bounds of the session pool. Parsed once at the edge ([`HsmConfig::from_parts`]: TOML text
+//! with `MPS_HSM__<KEY>` / `MPS_HSM__KEYS__<KEY>` environment overrides, the same mechanism as
+//! every MPS binary, `mps_protocol::config`); the PIN itself never sits in a TOML file, only in
+//! the environment or in a file.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,8 @@ use cryptoki::types::AuthPin;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+/// Prefix of the environment overrides of `mps-hsm`'s config: `MPS_HSM__POOL_SIZE=4`.
+pub const ENV_PREFIX: &str = "MPS_HSM";
 /// Default PKCS#11 module: Debian's SoftHSM2.
 pub const DEFAULT_MODULE_PATH: &str = "/usr/lib/softhsm/libsofthsm2.so";
 /// Default environment variable holding the user PIN.
@@ -61,14 +65,19 @@ pub enum ConfigError {
         /// "environment variable X" or "file Y".
         origin: String,
     },
-    /// An environment override that does not parse.
-    #[error("environment variable {name} does not hold a valid value for {field}")]
-    EnvOverride {
-        /// The variable.
-        name: String,
-        /// The config field it overrides.
-        field: &'static str,
-    },
+    /// An `MPS_HSM__*` environment override names an unknown key, holds a value of the wrong
+    /// type or is not UTF-8.
+    #[error("HSM config: {0}")]
+    EnvOverride(mps_protocol::config::ConfigError),
+}
+
+impl From<mps_protocol::config::ConfigError> for ConfigError {
+    fn from(error: mps_protocol::config::ConfigError) -> Self {
+        match error {
+            mps_protocol::config::ConfigError::File { line, message } => Self::Toml { line, message },
+            other => Self::EnvOverride(other),
+        }
+    }
 }
 
 /// A token PIN (user or security officer). Zeroized on drop; Debug prints only the type name.
@@ -214,12 +223,22 @@ fn label(field: &'static str, value: &str) -> Result<(), ConfigError> {
 }
 
 impl HsmConfig {
-    /// Parses TOML text and validates it.
+    /// Parses TOML text (no environment overrides) and validates it.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|span| text[..span.start.min(text.len())].lines().count().max(1)).unwrap_or(0);
-            ConfigError::Toml { line, message: e.message().to_owned() }
-        })?;
+        Self::from_parts(text, Vec::new())
+    }
+
+    /// Parses TOML text, applies the `MPS_HSM__*` variables of the process environment, and
+    /// validates the result.
+    pub fn from_toml_and_env(text: &str) -> Result<Self, ConfigError> {
+        Self::from_parts(text, mps_protocol::config::env_overrides(ENV_PREFIX)?)
+    }
+
+    /// Parses TOML text with the given environment (`MPS_HSM__POOL_SIZE=4`,
+    /// `MPS_HSM__KEYS__SIGNING=ca-key`; other variables are ignored) and validates the result.
+    /// Unknown keys are refused, from the text and from the environment alike.
+    pub fn from_parts(text: &str, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let config: Self = mps_protocol::config::parse(text, ENV_PREFIX, vars)?;
         config.validate()?;
         Ok(config)
     }
@@ -255,45 +274,6 @@ impl HsmConfig {
             Some(path) => Pin::from_file(path),
             None => Pin::from_env(&self.pin_env),
         }
-    }
-
-    /// Applies environment overrides `<prefix>MODULE_PATH`, `<prefix>TOKEN_LABEL`,
-    /// `<prefix>PIN_ENV`, `<prefix>PIN_FILE`, `<prefix>POOL_SIZE`, `<prefix>QUEUE_DEPTH_MAX`,
-    /// `<prefix>OP_TIMEOUT_MS` (prefix for example `MPS_HSM_`), then validates.
-    pub fn apply_env_overrides(&mut self, prefix: &str) -> Result<(), ConfigError> {
-        let var = |suffix: &str| std::env::var(format!("{prefix}{suffix}")).ok();
-        let number = |suffix: &str, field: &'static str| -> Result<Option<u64>, ConfigError> {
-            match var(suffix) {
-                None => Ok(None),
-                Some(v) => v
-                    .trim()
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| ConfigError::EnvOverride { name: format!("{prefix}{suffix}"), field }),
-            }
-        };
-        if let Some(v) = var("MODULE_PATH") {
-            self.module_path = PathBuf::from(v);
-        }
-        if let Some(v) = var("TOKEN_LABEL") {
-            self.token_label = v;
-        }
-        if let Some(v) = var("PIN_ENV") {
-            self.pin_env = v;
-        }
-        if let Some(v) = var("PIN_FILE") {
-            self.pin_file = Some(PathBuf::from(v));
-        }
-        if let Some(v) = number("POOL_SIZE", "pool_size")? {
-            self.pool_size = usize::try_from(v).unwrap_or(usize::MAX);
-        }
-        if let Some(v) = number("QUEUE_DEPTH_MAX", "queue_depth_max")? {
-            self.queue_depth_max = usize::try_from(v).unwrap_or(usize::MAX);
-        }
-        if let Some(v) = number("OP_TIMEOUT_MS", "op_timeout_ms")? {
-            self.op_timeout_ms = v;
-        }
-        self.validate()
     }
 
     pub(crate) fn op_timeout(&self) -> Duration {
@@ -335,6 +315,54 @@ mod tests {
         ));
         assert!(HsmConfig::from_toml_str("reconnect_backoff_min_ms = 500\nreconnect_backoff_max_ms = 100").is_err());
         assert!(HsmConfig::from_toml_str("[keys]\nsigning = \"\"").is_err());
+    }
+
+    fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect()
+    }
+
+    #[test]
+    fn environment_overrides_apply_over_the_file() {
+        let text = "token_label = \"bank\"\npool_size = 3\n";
+        let config = HsmConfig::from_parts(
+            text,
+            vars(&[
+                ("MPS_HSM__POOL_SIZE", "4"),
+                ("MPS_HSM__TOKEN_LABEL", "mps-demo"),
+                ("MPS_HSM__MODULE_PATH", "/opt/pkcs11/module.so"),
+                ("MPS_HSM__PIN_FILE", "/run/secrets/pin"),
+                ("MPS_HSM__KEYS__SIGNING", "ca-root"),
+                ("MPS_HSM_POOL_SIZE", "9"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.pool_size, 4);
+        assert_eq!(config.token_label, "mps-demo");
+        assert_eq!(config.module_path, PathBuf::from("/opt/pkcs11/module.so"));
+        assert_eq!(config.pin_file, Some(PathBuf::from("/run/secrets/pin")));
+        assert_eq!(config.keys.signing, "ca-root");
+        assert_eq!(config.keys.issuer_master, "mps-imk");
+    }
+
+    #[test]
+    fn unknown_or_bad_environment_overrides_are_refused() {
+        let err = HsmConfig::from_parts("", vars(&[("MPS_HSM__PIN", "123456")])).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ConfigError::EnvOverride(_)), "{err:?}");
+        assert!(text.contains("MPS_HSM__PIN") && text.contains("unknown field `pin`"), "{text}");
+        assert!(!text.contains("123456"), "the error must not echo the PIN: {text}");
+        let err = HsmConfig::from_parts("", vars(&[("MPS_HSM__KEYS__SIGN", "x")])).unwrap_err();
+        assert!(err.to_string().contains("MPS_HSM__KEYS__SIGN"), "{err}");
+        let err = HsmConfig::from_parts("", vars(&[("MPS_HSM__POOL_SIZE", "many")])).unwrap_err();
+        assert!(err.to_string().contains("MPS_HSM__POOL_SIZE"), "{err}");
+        let err = HsmConfig::from_parts("", vars(&[("MPS_HSM__POOL_SIZE", "65")])).unwrap_err();
+        assert!(matches!(err, ConfigError::Range { field: "pool_size", .. }), "{err:?}");
+    }
+
+    #[test]
+    fn file_errors_name_their_line() {
+        let err = HsmConfig::from_toml_str("token_label = \"bank\"\n\npool_sise = 3\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Toml { line: 3, .. }), "{err:?}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Configuration of the `pki` command: names and lifetimes of what the CA issues, read from an
-//! optional TOML file and overridden by `MPS_PKI_*` environment variables.
+//! optional TOML file and overridden by `MPS_PKI__<KEY>` environment variables (the shared
+//! mechanism of every MPS binary, `mps_protocol::config`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +13,8 @@ pub const CRL_LIFETIME_HOURS_MAX: u32 = 744;
 /// Largest backdating of notBefore, in seconds (one day).
 pub const BACKDATE_SECONDS_MAX: u32 = 86_400;
 const CONFIG_FILE_BYTES_MAX: u64 = 64 * 1024;
+/// Prefix of the environment overrides: `MPS_PKI__LEAF_VALIDITY_DAYS=30`.
+pub const ENV_PREFIX: &str = "MPS_PKI";
 
 /// What the CA puts into certificates and CRLs. Every field has a default; see
 /// `config/pki.example.toml`.
@@ -65,20 +68,15 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not valid TOML for this config (unknown keys are refused).
-    #[error("config file {path} is invalid")]
-    Toml {
-        /// The file.
-        path: String,
+    /// The file, or an `MPS_PKI__*` override, is not valid for this config (unknown keys and
+    /// wrong types are refused; the cause names the line or the variable).
+    #[error("pki configuration{} is invalid", origin_note(.path))]
+    Invalid {
+        /// The file, when one was given.
+        path: Option<PathBuf>,
         /// The cause.
         #[source]
-        source: toml::de::Error,
-    },
-    /// An environment variable does not parse.
-    #[error("environment variable {name} is not a valid number")]
-    Env {
-        /// The variable.
-        name: &'static str,
+        source: mps_protocol::config::ConfigError,
     },
     /// A value is outside its bounds.
     #[error("{field} must be between {min} and {max}")]
@@ -98,52 +96,32 @@ pub enum ConfigError {
     },
 }
 
+fn origin_note(path: &Option<PathBuf>) -> String {
+    path.as_ref().map(|path| format!(" ({})", path.display())).unwrap_or_default()
+}
+
 impl PkiConfig {
-    /// Defaults, then the TOML file (if given), then `MPS_PKI_*` environment variables.
+    /// Defaults, then the TOML file (if given), then `MPS_PKI__<KEY>` environment variables.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut config = match path {
-            Some(path) => Self::from_file(path)?,
-            None => Self::default(),
+        let invalid = |source| ConfigError::Invalid { path: path.map(Path::to_owned), source };
+        let text = match path {
+            Some(path) => read_file(path)?,
+            None => String::new(),
         };
-        config.apply_env(|name| std::env::var(name).ok())?;
+        let vars = mps_protocol::config::env_overrides(ENV_PREFIX).map_err(invalid)?;
+        Self::from_parts(&text, vars).map_err(|error| match error {
+            ConfigError::Invalid { path: None, source } => invalid(source),
+            other => other,
+        })
+    }
+
+    /// Parses TOML text (may be empty) with the given environment (`MPS_PKI__<KEY>` variables;
+    /// others are ignored) and validates the result.
+    pub fn from_parts(text: &str, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let config: Self = mps_protocol::config::parse(text, ENV_PREFIX, vars)
+            .map_err(|source| ConfigError::Invalid { path: None, source })?;
         config.validate()?;
         Ok(config)
-    }
-
-    fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        use std::io::Read;
-        let io_error = |source| ConfigError::Io { path: path.display().to_string(), source };
-        let file = std::fs::File::open(path).map_err(io_error)?;
-        let mut text = String::new();
-        file.take(CONFIG_FILE_BYTES_MAX).read_to_string(&mut text).map_err(io_error)?;
-        toml::from_str(&text).map_err(|source| ConfigError::Toml { path: path.display().to_string(), source })
-    }
-
-    /// Applies overrides from `lookup` (the process environment in [`PkiConfig::load`]).
-    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        let strings: [(&'static str, &mut String); 3] = [
-            ("MPS_PKI_ORGANIZATION", &mut self.organization),
-            ("MPS_PKI_ROOT_COMMON_NAME", &mut self.root_common_name),
-            ("MPS_PKI_INTERMEDIATE_COMMON_NAME", &mut self.intermediate_common_name),
-        ];
-        for (name, field) in strings {
-            if let Some(value) = lookup(name) {
-                *field = value;
-            }
-        }
-        let numbers: [(&'static str, &mut u32); 5] = [
-            ("MPS_PKI_ROOT_VALIDITY_DAYS", &mut self.root_validity_days),
-            ("MPS_PKI_INTERMEDIATE_VALIDITY_DAYS", &mut self.intermediate_validity_days),
-            ("MPS_PKI_LEAF_VALIDITY_DAYS", &mut self.leaf_validity_days),
-            ("MPS_PKI_CRL_LIFETIME_HOURS", &mut self.crl_lifetime_hours),
-            ("MPS_PKI_BACKDATE_SECONDS", &mut self.backdate_seconds),
-        ];
-        for (name, field) in numbers {
-            if let Some(value) = lookup(name) {
-                *field = value.trim().parse().map_err(|_| ConfigError::Env { name })?;
-            }
-        }
-        Ok(())
     }
 
     /// Checks every bound.
@@ -174,6 +152,15 @@ impl PkiConfig {
     }
 }
 
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let io_error = |source| ConfigError::Io { path: path.display().to_string(), source };
+    let file = std::fs::File::open(path).map_err(io_error)?;
+    let mut text = String::new();
+    file.take(CONFIG_FILE_BYTES_MAX).read_to_string(&mut text).map_err(io_error)?;
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,25 +172,44 @@ mod tests {
         assert_eq!(config, PkiConfig::default());
     }
 
+    fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect()
+    }
+
     #[test]
     fn environment_overrides_the_file() {
-        let mut config = PkiConfig::default();
-        config
-            .apply_env(|name| match name {
-                "MPS_PKI_LEAF_VALIDITY_DAYS" => Some("30".to_owned()),
-                "MPS_PKI_ORGANIZATION" => Some("Test Scheme".to_owned()),
-                _ => None,
-            })
-            .unwrap();
+        let text = "leaf_validity_days = 90\norganization = \"File Scheme\"\n";
+        let config = PkiConfig::from_parts(
+            text,
+            vars(&[
+                ("MPS_PKI__LEAF_VALIDITY_DAYS", "30"),
+                ("MPS_PKI__ORGANIZATION", "Test Scheme"),
+                ("MPS_PKI_ORGANIZATION", "old style, ignored"),
+            ]),
+        )
+        .unwrap();
         assert_eq!(config.leaf_validity_days, 30);
         assert_eq!(config.organization, "Test Scheme");
-        let error = config.apply_env(|name| (name == "MPS_PKI_CRL_LIFETIME_HOURS").then(|| "soon".to_owned()));
-        assert!(matches!(error, Err(ConfigError::Env { name: "MPS_PKI_CRL_LIFETIME_HOURS" })));
+        assert_eq!(config.crl_lifetime_hours, 168);
+    }
+
+    #[test]
+    fn unknown_or_bad_environment_overrides_are_refused() {
+        let error = PkiConfig::from_parts("", vars(&[("MPS_PKI__LEAF_DAYS", "3")])).unwrap_err();
+        let ConfigError::Invalid { source, .. } = &error else { panic!("{error:?}") };
+        let cause = source.to_string();
+        assert!(cause.contains("MPS_PKI__LEAF_DAYS") && cause.contains("unknown field `leaf_days`"), "{cause}");
+        let error = PkiConfig::from_parts("", vars(&[("MPS_PKI__CRL_LIFETIME_HOURS", "soon")])).unwrap_err();
+        assert!(matches!(error, ConfigError::Invalid { .. }), "{error:?}");
+        let error = PkiConfig::from_parts("", vars(&[("MPS_PKI__CRL_LIFETIME_HOURS", "0")])).unwrap_err();
+        assert!(matches!(error, ConfigError::OutOfBounds { field: "crl_lifetime_hours", .. }), "{error:?}");
     }
 
     #[test]
     fn unknown_keys_and_out_of_bound_values_are_refused() {
-        assert!(toml::from_str::<PkiConfig>("leaf_days = 3").is_err());
+        let error = PkiConfig::from_parts("\nleaf_days = 3", Vec::new()).unwrap_err();
+        let ConfigError::Invalid { source, .. } = &error else { panic!("{error:?}") };
+        assert!(matches!(source, mps_protocol::config::ConfigError::File { line: 2, .. }), "{source:?}");
         let config = PkiConfig { crl_lifetime_hours: 0, ..PkiConfig::default() };
         assert!(matches!(config.validate(), Err(ConfigError::OutOfBounds { field: "crl_lifetime_hours", .. })));
         let config = PkiConfig { organization: String::new(), ..PkiConfig::default() };

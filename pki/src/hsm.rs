@@ -8,8 +8,6 @@ use mps_hsm::{Hsm, HsmConfig};
 
 use crate::signer::{ES256_SIGNATURE_LEN, Es256Signer, P256_POINT_LEN, SignerError, signature_raw_to_der};
 
-/// Prefix of the environment overrides applied to HSM configuration files read by the PKI.
-pub const HSM_ENV_PREFIX: &str = "MPS_HSM_";
 const HSM_CONFIG_BYTES_MAX: u64 = 64 * 1024;
 
 /// An HSM configuration or connection that failed.
@@ -45,9 +43,10 @@ pub enum HsmKeyError {
     },
 }
 
-/// Reads an `mps-hsm` TOML configuration and applies the `MPS_HSM_*` overrides. When
-/// `signing_label` is given it replaces `keys.signing`, so the pool signs with that key (for
-/// example a CA key) instead of `mps-sign`.
+/// Reads an `mps-hsm` TOML configuration and applies the `MPS_HSM__*` overrides (the same
+/// ones `mps-hsm` reads, for example `MPS_HSM__TOKEN_LABEL`). When `signing_label` is given it
+/// replaces `keys.signing`, even one from `MPS_HSM__KEYS__SIGNING`, so the pool signs with that
+/// key (for example a CA key) instead of `mps-sign`.
 pub fn load_hsm_config(path: &Path, signing_label: Option<&str>) -> Result<HsmConfig, HsmKeyError> {
     use std::io::Read;
     let io_error = |source| HsmKeyError::Io { path: path.display().to_string(), source };
@@ -55,11 +54,11 @@ pub fn load_hsm_config(path: &Path, signing_label: Option<&str>) -> Result<HsmCo
     let file = std::fs::File::open(path).map_err(io_error)?;
     let mut text = String::new();
     file.take(HSM_CONFIG_BYTES_MAX).read_to_string(&mut text).map_err(io_error)?;
-    let mut config = HsmConfig::from_toml_str(&text).map_err(config_error)?;
+    let mut config = HsmConfig::from_toml_and_env(&text).map_err(config_error)?;
     if let Some(label) = signing_label {
         config.keys.signing = label.to_owned();
+        config.validate().map_err(config_error)?;
     }
-    config.apply_env_overrides(HSM_ENV_PREFIX).map_err(config_error)?;
     Ok(config)
 }
 

@@ -15,7 +15,7 @@ use time::format_description::well_known::Rfc3339;
 #[derive(Parser)]
 #[command(name = "pki", version, about = "MPS scheme CA: init, issue, revoke, crl, show")]
 struct Cli {
-    /// TOML configuration (see config/pki.example.toml); MPS_PKI_* variables override it.
+    /// TOML configuration (see config/pki.example.toml); MPS_PKI__<KEY> variables override it.
     #[arg(long, global = true, env = "MPS_PKI_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -79,7 +79,7 @@ enum Command {
 struct HsmArgs {
     /// HSM configuration TOML (mps-hsm) of the token holding the CA keys; needed when a CA key
     /// lives in the HSM. The PIN comes from the environment or a file as that configuration
-    /// says, never from the command line. MPS_HSM_* variables override it.
+    /// says, never from the command line. MPS_HSM__<KEY> variables override it.
     #[arg(long)]
     ca_hsm_config: Option<PathBuf>,
 }
@@ -123,8 +123,8 @@ struct IssueArgs {
     #[arg(long, conflicts_with = "hsm_config")]
     csr: Option<PathBuf>,
     /// bank-signing only: certify the bank's key mps-sign (keys.signing) in the HSM of this
-    /// mps-hsm configuration. A request signed in the HSM is written to <out>.csr; the private
-    /// key never leaves the HSM and no .key file is written.
+    /// mps-hsm configuration (MPS_HSM__<KEY> variables override it). A request signed in the HSM
+    /// is written to <out>.csr; the private key never leaves the HSM and no .key file is written.
     #[arg(long)]
     hsm_config: Option<PathBuf>,
     #[command(flatten)]

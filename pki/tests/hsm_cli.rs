@@ -11,13 +11,21 @@ use mps_hsm::testing::TestToken;
 const CA_LABEL: &str = "mps-ca-intermediate-test";
 
 fn pki(args: &[&str], cwd: &Path, token: &TestToken) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pki"))
-        .args(args)
-        .current_dir(cwd)
-        .env("SOFTHSM2_CONF", &token.softhsm_conf)
-        .env_remove("MPS_PKI_CONFIG")
-        .output()
-        .unwrap()
+    pki_env(args, cwd, token, &[])
+}
+
+/// Runs `pki` with `env` added; config overrides from the caller's shell (`MPS_HSM__*`,
+/// `MPS_PKI__*`, for example from `eval "$(hsm/scripts/test-token.sh)"`) are removed first.
+fn pki_env(args: &[&str], cwd: &Path, token: &TestToken, env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pki"));
+    command.args(args).current_dir(cwd).env("SOFTHSM2_CONF", &token.softhsm_conf).env_remove("MPS_PKI_CONFIG");
+    for (name, _) in std::env::vars_os() {
+        let bytes = name.as_encoded_bytes();
+        if bytes.starts_with(b"MPS_HSM__") || bytes.starts_with(b"MPS_PKI__") {
+            command.env_remove(&name);
+        }
+    }
+    command.envs(env.iter().copied()).output().unwrap()
 }
 
 fn ok(args: &[&str], cwd: &Path, token: &TestToken) -> String {
@@ -106,6 +114,32 @@ fn ca_key_and_bank_key_in_the_hsm() {
     );
     let (accepted, output) = verify(cwd, "shop.crt", "sslclient");
     assert!(accepted, "{output}");
+
+    // The HSM config file gets the MPS_HSM__* overrides mps-hsm reads: a wrong token label
+    // from the environment wins over the file's, and a misspelt key is refused by name.
+    let bank_args = [
+        "issue",
+        "bank-signing",
+        "--dir",
+        "ca",
+        "--name",
+        "Bank 123456",
+        "--iin",
+        "123456",
+        "--hsm-config",
+        "hsm.toml",
+        "--out",
+        "bank-refused",
+        "--ca-hsm-config",
+        "hsm.toml",
+    ];
+    let refused = pki_env(&bank_args, cwd, token, &[("MPS_HSM__TOKEN_LABEL", "no-such-token")]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("cannot use the HSM"), "{stderr}");
+    let refused = pki_env(&bank_args, cwd, token, &[("MPS_HSM__TOKN_LABEL", "x")]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("MPS_HSM__TOKN_LABEL"), "{stderr}");
+    assert!(!cwd.join("bank-refused.csr").exists() && !cwd.join("bank-refused.crt").exists());
 
     // The bank's certificate for mps-sign: request signed in the HSM, no key file.
     ok(

@@ -598,7 +598,7 @@ fn pay_send_over_https_trusts_only_the_configured_ca() {
         "--send",
         &url,
     ];
-    let run = demo.sim_env(&args, &[("MPS_SIM_PASSWORD", PASSWORD), ("MPS_SIM_MERCHANT_CA_FILE", "other-ca.pem")]);
+    let run = demo.sim_env(&args, &[("MPS_SIM_PASSWORD", PASSWORD), ("MPS_SIM__MERCHANT_CA_FILE", "other-ca.pem")]);
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(run.stderr.contains("sending to the merchant failed"), "{}", run.stderr);
 

@@ -3,9 +3,10 @@
 //! operations per second (built with the `testing` feature, since it imports a known chain
 //! key as a session object to build valid packets).
 //!
-//! Config: `--config <toml>` (or `MPS_HSM_CONFIG`), then `MPS_HSM_*` environment overrides
-//! (see `config/hsm.example.toml`). User PIN from `MPS_HSM_PIN` (or `pin_env`/`pin_file`),
-//! SO PIN from `MPS_HSM_SO_PIN` or `--so-pin-file`; never from the TOML or the command line.
+//! Config: `--config <toml>` (or `MPS_HSM_CONFIG`), then `MPS_HSM__<KEY>` environment overrides
+//! such as `MPS_HSM__POOL_SIZE` or `MPS_HSM__KEYS__SIGNING` (see `config/hsm.example.toml`).
+//! User PIN from `MPS_HSM_PIN` (or `pin_env`/`pin_file`), SO PIN from `MPS_HSM_SO_PIN` or
+//! `--so-pin-file` (`MPS_HSM_SO_PIN_FILE`); never from the TOML or the command line.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +19,7 @@ use mps_hsm::{HsmConfig, Pin};
 #[command(name = "mps-hsm", version, about = "MPS HSM tooling: key ceremony, key listing, benchmark")]
 struct Cli {
     /// HSM config file (TOML, see config/hsm.example.toml); defaults apply without it.
+    /// MPS_HSM__<KEY> variables override it (MPS_HSM__TOKEN_LABEL, MPS_HSM__KEYS__SIGNING, ...).
     #[arg(long, env = "MPS_HSM_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -106,16 +108,14 @@ fn main() -> ExitCode {
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<HsmConfig, String> {
-    let mut config = match path {
+    match path {
         Some(path) => {
             let text =
                 std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-            HsmConfig::from_toml_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            HsmConfig::from_toml_and_env(&text).map_err(|e| format!("{}: {e}", path.display()))
         }
-        None => HsmConfig::default(),
-    };
-    config.apply_env_overrides("MPS_HSM_").map_err(|e| e.to_string())?;
-    Ok(config)
+        None => HsmConfig::from_toml_and_env("").map_err(|e| e.to_string()),
+    }
 }
 
 fn run(cli: Cli) -> Result<(), String> {

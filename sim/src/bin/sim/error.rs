@@ -70,7 +70,7 @@ impl CliError {
         let hint = match self {
             Self::Sim(error) => return sim_hint(error),
             Self::Input(_) => "check the value and run the command again (`sim <command> --help` lists the flags)",
-            Self::Config(_) => "fix the config file (see config/sim.example.toml) or the MPS_SIM_* variable",
+            Self::Config(_) => "fix the config file (see config/sim.example.toml) or the MPS_SIM__<KEY> variable",
             Self::Missing { flag } => {
                 return Some(format!("pass {flag} on the command line, or run on a terminal to be asked for it"));
             }

@@ -30,7 +30,7 @@ use crate::prompt::Interactive;
 #[derive(Debug, Parser)]
 #[command(name = "sim", version, propagate_version = true)]
 struct Cli {
-    /// TOML config file (example: config/sim.example.toml); MPS_SIM_* variables override it.
+    /// TOML config file (example: config/sim.example.toml); MPS_SIM__<KEY> variables override it.
     #[arg(long, global = true, env = "MPS_SIM_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 

@@ -70,7 +70,7 @@ pub fn check_destination(url: &str, config: &Config) -> Result<(), CliError> {
     }
     if url.starts_with("https://") && config.merchant_ca_file.is_none() {
         return Err(CliError::config(
-            "an https:// merchant URL needs merchant_ca_file (MPS_SIM_MERCHANT_CA_FILE): the CA that signs the merchant's certificate".into(),
+            "an https:// merchant URL needs merchant_ca_file (MPS_SIM__MERCHANT_CA_FILE): the CA that signs the merchant's certificate".into(),
         ));
     }
     tls_config(config).map(drop)
