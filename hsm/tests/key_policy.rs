@@ -5,8 +5,7 @@
 
 mod common;
 
-use common::token;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use common::{raw_session, token};
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass, ObjectHandle};
@@ -17,19 +16,7 @@ use mps_hsm::testing::{USER_PIN, try_derive_from_token_key};
 
 /// A session of our own on the test token, logged in as the user.
 fn session() -> Session {
-    let config = &token().config;
-    let pkcs11 = Pkcs11::new(&config.module_path).unwrap();
-    match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => panic!("{e}"),
-    }
-    let slot = pkcs11
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| pkcs11.get_token_info(*s).unwrap().label().trim_end() == config.token_label)
-        .unwrap();
-    let session = pkcs11.open_rw_session(slot).unwrap();
+    let session = raw_session(&token().config);
     match session.login(UserType::User, Some(&AuthPin::from(USER_PIN))) {
         Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
         Err(e) => panic!("{e}"),

@@ -7,9 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::token;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error, RvError};
+use common::{raw_session, token};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use mps_hsm::testing::{USER_PIN, close_all_sessions};
@@ -17,18 +15,7 @@ use mps_hsm::{Hsm, HsmConfig, HsmError};
 
 /// C_SetPIN from a session of our own.
 fn change_user_pin(config: &HsmConfig, old: &str, new: &str) {
-    let pkcs11 = Pkcs11::new(&config.module_path).unwrap();
-    match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => panic!("{e}"),
-    }
-    let slot = pkcs11
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| pkcs11.get_token_info(*s).unwrap().label().trim_end() == config.token_label)
-        .unwrap();
-    let session = pkcs11.open_rw_session(slot).unwrap();
+    let session = raw_session(config);
     session.login(UserType::User, Some(&AuthPin::from(old))).unwrap();
     session.set_pin(&AuthPin::from(old), &AuthPin::from(new)).unwrap();
     session.logout().unwrap();

@@ -117,33 +117,8 @@ fn ca_key_and_bank_key_in_the_hsm() {
 
     // The HSM config file gets the MPS_HSM__* overrides mps-hsm reads: a wrong token label
     // from the environment wins over the file's, and a misspelt key is refused by name.
-    let bank_args = [
-        "issue",
-        "bank-signing",
-        "--dir",
-        "ca",
-        "--name",
-        "Bank 123456",
-        "--iin",
-        "123456",
-        "--hsm-config",
-        "hsm.toml",
-        "--out",
-        "bank-refused",
-        "--ca-hsm-config",
-        "hsm.toml",
-    ];
-    let refused = pki_env(&bank_args, cwd, token, &[("MPS_HSM__TOKEN_LABEL", "no-such-token")]);
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success() && stderr.contains("cannot use the HSM"), "{stderr}");
-    let refused = pki_env(&bank_args, cwd, token, &[("MPS_HSM__TOKN_LABEL", "x")]);
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success() && stderr.contains("MPS_HSM__TOKN_LABEL"), "{stderr}");
-    assert!(!cwd.join("bank-refused.csr").exists() && !cwd.join("bank-refused.crt").exists());
-
-    // The bank's certificate for mps-sign: request signed in the HSM, no key file.
-    ok(
-        &[
+    let bank_args = |out: &'static str| {
+        [
             "issue",
             "bank-signing",
             "--dir",
@@ -155,13 +130,21 @@ fn ca_key_and_bank_key_in_the_hsm() {
             "--hsm-config",
             "hsm.toml",
             "--out",
-            "bank",
+            out,
             "--ca-hsm-config",
             "hsm.toml",
-        ],
-        cwd,
-        token,
-    );
+        ]
+    };
+    let refused = pki_env(&bank_args("bank-refused"), cwd, token, &[("MPS_HSM__TOKEN_LABEL", "no-such-token")]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("cannot use the HSM"), "{stderr}");
+    let refused = pki_env(&bank_args("bank-refused"), cwd, token, &[("MPS_HSM__TOKN_LABEL", "x")]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("MPS_HSM__TOKN_LABEL"), "{stderr}");
+    assert!(!cwd.join("bank-refused.csr").exists() && !cwd.join("bank-refused.crt").exists());
+
+    // The bank's certificate for mps-sign: request signed in the HSM, no key file.
+    ok(&bank_args("bank"), cwd, token);
     assert!(cwd.join("bank.csr").exists() && !cwd.join("bank.key").exists());
     let (accepted, output) = verify(cwd, "bank.crt", "any");
     assert!(accepted, "{output}");

@@ -21,6 +21,25 @@ pub fn token() -> &'static TestToken {
     TestToken::shared().expect("SoftHSM test token")
 }
 
+/// A read-write session of our own on the test token, outside the pool (not logged in):
+/// for tests that act on the token the way another application would.
+pub fn raw_session(config: &mps_hsm::HsmConfig) -> cryptoki::session::Session {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use cryptoki::error::{Error, RvError};
+    let pkcs11 = Pkcs11::new(&config.module_path).unwrap();
+    match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => panic!("{e}"),
+    }
+    let slot = pkcs11
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| pkcs11.get_token_info(*s).unwrap().label().trim_end() == config.token_label)
+        .unwrap();
+    pkcs11.open_rw_session(slot).unwrap()
+}
+
 pub async fn hsm() -> Hsm {
     token().hsm().await.expect("connect to the test token")
 }
