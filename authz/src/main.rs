@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use mps_authz::app;
 use mps_authz::config::AuthzConfig;
 use mps_authz::ledger::{AccountKind, AccountStatus, NewAccount, SimStatus};
+use mps_authz::ops::kek_rotation::{self, RewrapLimits};
 use mps_protocol::money::parse_major_amount_or_zero;
 use mps_protocol::{Account, Amount, Currency, Password, SimId, format_minor};
 use zeroize::Zeroizing;
@@ -35,6 +36,30 @@ enum Command {
     /// SIMs: register (writes the personalisation record), block, unblock.
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Key custody: how many chain keys are under each KEK version, and moving them to the
+    /// newest KEK after `mps-hsm keys rotate-kek` (docs/HSM.md).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// How many stored chain keys are under each KEK version.
+    Usage,
+    /// Move every chain key still under an older KEK to the newest one, in bounded batches,
+    /// while the server keeps serving; then mark each older KEK no record needs as drained, so
+    /// that `mps-hsm keys retire-kek` may destroy it. Safe to interrupt and to run again.
+    Rewrap {
+        /// Chain keys per batch (1 to 10000).
+        #[arg(long, default_value_t = 500)]
+        batch_size: usize,
+        /// Moves in flight at once (1 to 256).
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Pause between batches, in milliseconds, to leave room for live traffic.
+        #[arg(long, default_value_t = 0)]
+        pause_ms: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +173,19 @@ impl CliError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let config = match AuthzConfig::load(&cli.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e} (file {})", cli.config.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    // While this is the only thread: the PIN leaves the environment (and /proc/PID/environ)
+    // before the runtime, the HSM pool or the ledger start any thread.
+    if let Err(e) = mps_hsm::take_pins_from_environment(&[&config.hsm.pin_env]) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -155,7 +193,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli.command, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -164,10 +202,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), CliError> {
-    let config =
-        AuthzConfig::load(&cli.config).map_err(|e| CliError::new(format!("{e} (file {})", cli.config.display())))?;
-    match cli.command {
+async fn run(command: Command, config: AuthzConfig) -> Result<(), CliError> {
+    match command {
         Command::CheckConfig => {
             println!("{config:#?}");
             Ok(())
@@ -179,7 +215,54 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Account(command) => account(&config, command).await,
         Command::Sim(command) => sim(&config, command).await,
+        Command::Keys(command) => keys(&config, command).await,
     }
+}
+
+async fn keys(config: &AuthzConfig, command: KeysCommand) -> Result<(), CliError> {
+    let parts = app::open_parts(config).await.map_err(CliError::new)?;
+    let print_usage = |usage: &[(u32, u64)]| {
+        for (version, count) in usage {
+            let label = mps_hsm::custody::kek_label(&config.hsm.keys.key_encryption, *version);
+            println!("  {label:<20} {count} chain key(s)");
+        }
+    };
+    match command {
+        KeysCommand::Usage => {
+            println!("new chain keys are wrapped under KEK version {}", parts.hsm.kek_version_newest());
+            print_usage(&parts.ledger.kek_usage().await.map_err(CliError::new)?);
+        }
+        KeysCommand::Rewrap { batch_size, concurrency, pause_ms } => {
+            let pin = config.hsm.load_pin().map_err(CliError::new)?;
+            let limits = RewrapLimits {
+                batch_size,
+                concurrency,
+                pause: std::time::Duration::from_millis(pause_ms),
+                ..RewrapLimits::default()
+            };
+            println!("moving chain keys to KEK version {}", parts.hsm.kek_version_newest());
+            let report = kek_rotation::rewrap(&parts.hsm, &parts.ledger, &config.hsm, &pin, limits, |moved, superseded| {
+                eprintln!("  ... {moved} moved, {superseded} superseded by a payment");
+            })
+            .await
+            .map_err(CliError::new)?;
+            println!("{} moved, {} superseded by a payment (already under the newest KEK)", report.moved, report.superseded);
+            print_usage(&report.usage);
+            for label in &report.drained {
+                println!("  {label:<20} drained: no chain key needs it; `mps-hsm keys retire-kek` may destroy it");
+            }
+            let left: u64 = report.usage.iter().filter(|(v, _)| *v < report.newest).map(|(_, count)| count).sum();
+            if left > 0 {
+                parts.ledger.close().await;
+                return Err(CliError::new(format!(
+                    "{left} chain key(s) are still under an older KEK (a server that has not yet adopted the \
+                     newest KEK wrote them): run `authz keys rewrap` again"
+                )));
+            }
+        }
+    }
+    parts.ledger.close().await;
+    Ok(())
 }
 
 fn parse_account(text: &str) -> Result<Account, CliError> {

@@ -28,6 +28,7 @@ use mps_protocol::{
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use crate::custody::WrappedChainKey;
 use crate::error::{HsmError, Pkcs11Function, RvError, SessionError};
 use crate::pool::{Hsm, Route};
 use crate::templates;
@@ -113,24 +114,24 @@ pub struct SealedSession {
     pub answer: PayerAnswer,
     /// RSN_{n+1}, drawn by the HSM and inside the answer.
     pub next_rsn: Rsn,
-    /// CK_n wrapped under mps-kek (RFC 5649), for the ledger.
-    pub wrapped_next_chain_key: [u8; WRAPPED_KEY_LEN],
+    /// CK_n wrapped under the newest KEK (RFC 5649), for the ledger.
+    pub wrapped_next_chain_key: WrappedChainKey,
 }
 
 impl Hsm {
     /// Phase 1 of an authorization: on one worker, unwraps CK_{n-1} from
-    /// `wrapped_chain_key` (40 bytes, under mps-kek), derives Ki_n for session
+    /// `wrapped_chain_key` (under the KEK version it names), derives Ki_n for session
     /// `counter` = n with `rsn` = RSN_n, checks the packet's 8-byte MAC in constant time,
     /// derives Ks_n, decrypts and parses the secret, and computes the password verification
     /// value. On a bad MAC or secret every object is destroyed and nothing else happens.
     pub async fn open_session(
         &self,
-        wrapped_chain_key: &[u8],
+        wrapped_chain_key: &WrappedChainKey,
         counter: Counter,
         rsn: Rsn,
         packet: &PayerPacket,
     ) -> Result<OpenedSession, SessionError> {
-        let wrapped: [u8; WRAPPED_KEY_LEN] = wrapped_chain_key.try_into().map_err(|_| HsmError::WrappedKeyInvalid)?;
+        let wrapped = *wrapped_chain_key;
         if packet.fields.counter != counter {
             return Err(HsmError::InvalidInput { what: "packet counter differs from the session counter" }.into());
         }
@@ -172,6 +173,15 @@ impl Hsm {
     }
 }
 
+/// The 40 bytes of an RFC 5649 wrap of a 32-byte key, as `C_WrapKey` returned them.
+pub(crate) fn wrapped_key_bytes(wrapped: &[u8]) -> Result<[u8; WRAPPED_KEY_LEN], HsmError> {
+    wrapped.try_into().map_err(|_| HsmError::UnexpectedLength {
+        function: Pkcs11Function::WrapKey,
+        expected: WRAPPED_KEY_LEN,
+        actual: wrapped.len(),
+    })
+}
+
 /// The 32 bytes of derivation data, as `CKM_AES_ECB_ENCRYPT_DATA` parameters.
 fn derivation(label: u8, context: &[u8; CONTEXT_LEN]) -> [u8; 32] {
     kdf_data(label, context)
@@ -208,7 +218,7 @@ impl Ctx {
 
     fn open_session(
         &mut self,
-        wrapped: &[u8; WRAPPED_KEY_LEN],
+        wrapped: &WrappedChainKey,
         counter: Counter,
         rsn: &Rsn,
         packet: &PayerPacket,
@@ -217,9 +227,10 @@ impl Ctx {
         if self.tickets.len() >= self.shared.config.tickets_per_worker_max {
             return Err(HsmError::Busy.into());
         }
+        let kek = self.kek(wrapped.kek_version, false)?;
         let session = self.session()?;
         let previous_chain = session
-            .unwrap_key(&Mechanism::AesKeyWrapPad, self.keys.key_encryption, wrapped, &templates::unwrapped_chain_key())
+            .unwrap_key(&Mechanism::AesKeyWrapPad, kek, &wrapped.bytes, &templates::unwrapped_chain_key())
             .map_err(|e| match self.fail(e) {
                 // SoftHSM reports a failed integrity check as CKR_GENERAL_ERROR (the session
                 // was probed alive, else this would be `Unavailable`).
@@ -297,6 +308,8 @@ impl Ctx {
         if generation != self.generation {
             return Err(HsmError::Unavailable);
         }
+        let kek_version = self.kek_newest();
+        let kek = self.kek(kek_version, true);
         let ticket = self.take_ticket(id).ok_or(HsmError::TicketExpired)?;
         // Each object is destroyed when its guard drops, on every path below.
         let previous_chain = self.guard_existing(ticket.previous_chain);
@@ -305,6 +318,7 @@ impl Ctx {
         if ticket.opened.elapsed() >= std::time::Duration::from_millis(self.shared.config.ticket_ttl_ms) {
             return Err(HsmError::TicketExpired);
         }
+        let kek = kek?;
 
         let (iv, next_rsn) = match fixed {
             Some(fixed) => fixed,
@@ -343,14 +357,9 @@ impl Ctx {
             self.guard(self.derive(previous_chain.handle(), LABEL_CHAIN, &ticket.context, &templates::chain_key())?);
         let wrapped = self
             .session()?
-            .wrap_key(&Mechanism::AesKeyWrapPad, self.keys.key_encryption, next_chain.handle())
+            .wrap_key(&Mechanism::AesKeyWrapPad, kek, next_chain.handle())
             .map_err(|e| self.fail(e))?;
-        let wrapped_next_chain_key: [u8; WRAPPED_KEY_LEN] =
-            wrapped.as_slice().try_into().map_err(|_| HsmError::UnexpectedLength {
-                function: Pkcs11Function::WrapKey,
-                expected: WRAPPED_KEY_LEN,
-                actual: wrapped.len(),
-            })?;
+        let wrapped_next_chain_key = WrappedChainKey { kek_version, bytes: wrapped_key_bytes(&wrapped)? };
         Ok(SealedSession { answer, next_rsn, wrapped_next_chain_key })
     }
 

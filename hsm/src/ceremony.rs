@@ -1,22 +1,25 @@
 //! The key ceremony: creates the issuer keys of DESIGN.md section 3 on the token, exactly
-//! once, and lists what the token holds (never a value).
+//! once, rotates and retires the key-encryption key, and lists what the token holds (never a
+//! value).
 //!
-//! `mps-kek` and the transport keys carry `CKA_TRUSTED`, which only the security officer can
-//! set, and SoftHSM lets the SO create only public token objects: they are public, sensitive,
-//! not extractable. The SO PIN is needed only while one of them is missing. The other keys
-//! are private token objects created as the user. Keys that exist are kept and reported,
-//! never overwritten or duplicated.
-//!
-//! The SO cannot log in while a read-only session is open in the process (PKCS#11), so run
-//! the ceremony before starting a pool, or in its own process (`mps-hsm keys init`).
+//! Every issuer key is a private token object of the user: sensitive, never extractable, with
+//! only the usage it needs; `mps-kek` also carries a `CKA_UNWRAP_TEMPLATE` that forces
+//! `CKA_SENSITIVE` on whatever it unwraps. No key is made by the security officer any more:
+//! SoftHSM lets the SO create only public objects, whose values it stores in clear in the
+//! token directory and which any process can use without a PIN (docs/HSM.md). Keys that exist
+//! are kept and checked against the policy ([`crate::custody`]), never overwritten.
 
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 
 use crate::config::{HsmConfig, Pin};
+use crate::custody::{
+    KEK_VERSION_MAX, bool_attribute, KeyRole, check_key, check_pool_keys, check_unwrap_template, find_keks, kek_label,
+    unwrap_template_forcing_sensitive,
+};
 use crate::error::{HsmError, from_cryptoki};
-use crate::module::{self, OwnedSession, find_slot, find_token_object, login};
+use crate::module::{self, Initialised, OwnedSession, find_slot, find_token_object, login};
 use crate::templates::P256_OID_DER;
 
 /// Label prefix of SIM vendors' transport keys: `mps-tk-<vendor>`.
@@ -26,12 +29,6 @@ pub const TRANSPORT_KEY_PREFIX: &str = "mps-tk-";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CeremonyError {
-    /// A trusted key must be created and no SO PIN was given.
-    #[error("the security officer PIN is needed to create {labels:?} (CKA_TRUSTED keys)")]
-    SoPinRequired {
-        /// The trusted keys that are missing.
-        labels: Vec<String>,
-    },
     /// A vendor name that cannot be part of a label.
     #[error("transport key vendor {0:?} must be 1 to 32 characters of a-z, 0-9 and '-'")]
     InvalidVendor(String),
@@ -43,21 +40,28 @@ pub enum CeremonyError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A KEK operation the key's state does not allow.
+    #[error("{label}: {reason}")]
+    KekRefused {
+        /// The KEK's label.
+        label: String,
+        /// Why, and what to do.
+        reason: &'static str,
+    },
     /// The HSM failed.
     #[error(transparent)]
     Hsm(#[from] HsmError),
 }
 
 /// What the ceremony did with one key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyOutcome {
     /// Created now.
     Created,
-    /// Existed and was kept; `compliant` tells whether it is sensitive and not extractable
-    /// (and trusted where it must be).
+    /// Existed and was kept; `violation` says how it fails the key policy, if it does.
     Kept {
-        /// Whether the existing key meets the policy.
-        compliant: bool,
+        /// The policy violation of the existing key, if any.
+        violation: Option<String>,
     },
 }
 
@@ -83,49 +87,49 @@ fn label_attr(label: &str) -> [Attribute; 2] {
     [Attribute::Label(label.as_bytes().to_vec()), Attribute::Id(label.as_bytes().to_vec())]
 }
 
-/// A trusted AES-256 wrapping key, created by the SO: public token object, sensitive.
-fn trusted_wrapping_key(label: &str, unwrap: bool) -> Vec<Attribute> {
-    let mut template = vec![
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::AES),
-        Attribute::ValueLen(32.into()),
-        Attribute::Token(true),
-        Attribute::Private(false),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Trusted(true),
-        Attribute::Wrap(true),
-        Attribute::Unwrap(unwrap),
-        Attribute::Encrypt(false),
-        Attribute::Decrypt(false),
-        Attribute::Sign(false),
-        Attribute::Verify(false),
-        Attribute::Derive(false),
-    ];
-    template.extend(label_attr(label));
-    template
+/// Usage attributes of a secret key, all given explicitly: (sign/verify, wrap, unwrap, derive).
+#[derive(Clone, Copy)]
+struct SecretUsage {
+    sign_verify: bool,
+    wrap: bool,
+    unwrap: bool,
+    derive: bool,
 }
 
-/// A private, sensitive, non-extractable secret key of the user.
-fn user_secret_key(label: &str, key_type: KeyType, sign_verify: bool, derive: bool) -> Vec<Attribute> {
+/// A private, sensitive, non-extractable secret token key of the user, with only `usage`.
+fn secret_key(label: &str, key_type: KeyType, usage: SecretUsage) -> Vec<Attribute> {
     let mut template = vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(key_type),
-        Attribute::ValueLen(32.into()),
         Attribute::Token(true),
         Attribute::Private(true),
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
         Attribute::Encrypt(false),
         Attribute::Decrypt(false),
-        Attribute::Sign(sign_verify),
-        Attribute::Verify(sign_verify),
-        Attribute::Wrap(false),
-        Attribute::Unwrap(false),
-        Attribute::Derive(derive),
+        Attribute::Sign(usage.sign_verify),
+        Attribute::Verify(usage.sign_verify),
+        Attribute::Wrap(usage.wrap),
+        Attribute::Unwrap(usage.unwrap),
+        Attribute::Derive(usage.derive),
     ];
     template.extend(label_attr(label));
     template
+}
+
+/// A KEK (any version): AES-256, WRAP and UNWRAP only, and an unwrap template forcing
+/// `CKA_SENSITIVE` on every key it unwraps.
+fn kek_template(label: &str) -> Vec<Attribute> {
+    let mut template =
+        secret_key(label, KeyType::AES, SecretUsage { sign_verify: false, wrap: true, unwrap: true, derive: false });
+    template.push(Attribute::ValueLen(32.into()));
+    template.push(unwrap_template_forcing_sensitive());
+    template
+}
+
+/// A SIM vendor's transport key: AES-256, WRAP only.
+fn transport_template(label: &str) -> Vec<Attribute> {
+    secret_key(label, KeyType::AES, SecretUsage { sign_verify: false, wrap: true, unwrap: false, derive: false })
 }
 
 fn signing_pair(label: &str) -> (Vec<Attribute>, Vec<Attribute>) {
@@ -153,113 +157,113 @@ fn signing_pair(label: &str) -> (Vec<Attribute>, Vec<Attribute>) {
     (public, private)
 }
 
-fn bool_attribute(attributes: &[Attribute], wanted: AttributeType) -> Option<bool> {
-    attributes.iter().find(|a| a.attribute_type() == wanted).and_then(|a| match a {
-        Attribute::Sensitive(v)
-        | Attribute::Extractable(v)
-        | Attribute::Trusted(v)
-        | Attribute::Token(v)
-        | Attribute::Private(v)
-        | Attribute::AlwaysSensitive(v)
-        | Attribute::NeverExtractable(v)
-        | Attribute::WrapWithTrusted(v)
-        | Attribute::Local(v)
-        | Attribute::Modifiable(v)
-        | Attribute::Copyable(v)
-        | Attribute::Encrypt(v)
-        | Attribute::Decrypt(v)
-        | Attribute::Sign(v)
-        | Attribute::Verify(v)
-        | Attribute::Wrap(v)
-        | Attribute::Unwrap(v)
-        | Attribute::Derive(v) => Some(*v),
-        _ => None,
-    })
+/// How an existing key measures against its role's policy, for the report.
+fn kept(session: &Session, handle: ObjectHandle, label: &str, role: KeyRole) -> Result<KeyOutcome, HsmError> {
+    let checked = check_key(session, handle, label, role).and_then(|()| match role {
+        KeyRole::KeyEncryption => check_unwrap_template(session, handle, label),
+        _ => Ok(()),
+    });
+    match checked {
+        Ok(()) => Ok(KeyOutcome::Kept { violation: None }),
+        Err(HsmError::KeyPolicy(violation)) => Ok(KeyOutcome::Kept { violation: Some(violation.to_string()) }),
+        Err(e) => Err(e),
+    }
 }
 
-fn kept(session: &Session, handle: ObjectHandle, trusted: bool) -> Result<KeyOutcome, HsmError> {
-    let attributes = session
-        .get_attributes(handle, &[AttributeType::Sensitive, AttributeType::Extractable, AttributeType::Trusted])
-        .map_err(from_cryptoki)?;
-    let compliant = bool_attribute(&attributes, AttributeType::Sensitive) == Some(true)
-        && bool_attribute(&attributes, AttributeType::Extractable) == Some(false)
-        && (!trusted || bool_attribute(&attributes, AttributeType::Trusted) == Some(true));
-    Ok(KeyOutcome::Kept { compliant })
+/// A read-write session on the configured token, logged in as the user.
+struct UserSession {
+    owned: OwnedSession,
+    _module: Initialised,
 }
 
-/// Runs the ceremony: creates `mps-kek` and `mps-tk-<vendor>` for each of
-/// `transport_vendors` as the SO (only if missing, and then `so_pin` is required), then
-/// `mps-imk`, `mps-pvk` and the `mps-sign` pair as the user. Labels come from
-/// `config.keys`.
+impl UserSession {
+    fn open(config: &HsmConfig, user_pin: &Pin) -> Result<Self, HsmError> {
+        let initialised = module::initialise(&config.module_path)?;
+        let slot = find_slot(&initialised.pkcs11, &config.token_label)?;
+        let owned = OwnedSession::open(&initialised, slot, true)?;
+        login(owned.get()?, UserType::User, user_pin)?;
+        // Closing this session (not C_Logout) leaves any other session of the process logged in.
+        Ok(Self { owned, _module: initialised })
+    }
+
+    fn get(&self) -> Result<&Session, HsmError> {
+        self.owned.get()
+    }
+}
+
+/// Runs the ceremony as the user: creates whichever of `mps-kek` (version 1, when no KEK
+/// version exists), `mps-imk`, `mps-pvk`, the `mps-sign` pair and a generated
+/// `mps-tk-<vendor>` for each of `transport_vendors` is missing. Existing keys are kept and
+/// their policy reported. Labels come from `config.keys`.
+///
+/// A generated transport key cannot be known to any vendor: it serves benchmarks and smoke
+/// tests. A real vendor's key is imported with [`import_transport_key`].
 pub fn init_keys(
     config: &HsmConfig,
     user_pin: &Pin,
-    so_pin: Option<&Pin>,
     transport_vendors: &[String],
 ) -> Result<CeremonyReport, CeremonyError> {
     let labels = &config.keys;
-    let mut trusted = vec![(labels.key_encryption.clone(), true)];
-    for vendor in transport_vendors {
-        let label = transport_key_label(vendor)?;
-        if !trusted.iter().any(|(l, _)| *l == label) {
-            trusted.push((label, false));
-        }
-    }
-    let initialised = module::initialise(&config.module_path)?;
-    let slot = find_slot(&initialised.pkcs11, &config.token_label)?;
+    let user = UserSession::open(config, user_pin)?;
+    let session = user.get()?;
     let mut report = Vec::new();
 
-    // Trusted keys, as the security officer, only if one is missing.
-    {
-        let probe = OwnedSession::open(&initialised, slot, true)?;
-        let mut missing = Vec::new();
-        for (label, unwrap) in &trusted {
-            match find_token_object(probe.get()?, ObjectClass::SECRET_KEY, label)? {
-                Some(handle) => report.push((label.clone(), kept(probe.get()?, handle, true)?)),
-                None => missing.push((label.clone(), *unwrap)),
-            }
+    let keks = find_keks(session, &labels.key_encryption)?;
+    if keks.is_empty() {
+        session.generate_key(&Mechanism::AesKeyGen, &kek_template(&labels.key_encryption)).map_err(from_cryptoki)?;
+        report.push((labels.key_encryption.clone(), KeyOutcome::Created));
+    }
+    for (version, handle) in keks {
+        let label = kek_label(&labels.key_encryption, version);
+        report.push((label.clone(), kept(session, handle, &label, KeyRole::KeyEncryption)?));
+    }
+
+    let mut secrets = vec![
+        (
+            labels.issuer_master.clone(),
+            KeyRole::IssuerMaster,
+            secret_key(
+                &labels.issuer_master,
+                KeyType::AES,
+                SecretUsage { sign_verify: false, wrap: false, unwrap: false, derive: true },
+            ),
+            Mechanism::AesKeyGen,
+        ),
+        (
+            labels.password_verification.clone(),
+            KeyRole::PasswordVerification,
+            secret_key(
+                &labels.password_verification,
+                KeyType::GENERIC_SECRET,
+                SecretUsage { sign_verify: true, wrap: false, unwrap: false, derive: false },
+            ),
+            Mechanism::GenericSecretKeyGen,
+        ),
+    ];
+    for vendor in transport_vendors {
+        let label = transport_key_label(vendor)?;
+        if !secrets.iter().any(|(l, ..)| *l == label) {
+            let template = transport_template(&label);
+            secrets.push((label, KeyRole::Transport, template, Mechanism::AesKeyGen));
         }
-        drop(probe);
-        if !missing.is_empty() {
-            let so_pin = so_pin.ok_or_else(|| CeremonyError::SoPinRequired {
-                labels: missing.iter().map(|(l, _)| l.clone()).collect(),
-            })?;
-            let so = OwnedSession::open(&initialised, slot, true)?;
-            let session = so.get()?;
-            login(session, UserType::So, so_pin)?;
-            let created = missing.iter().try_for_each(|(label, unwrap)| {
-                session
-                    .generate_key(&Mechanism::AesKeyGen, &trusted_wrapping_key(label, *unwrap))
-                    .map(|_| report.push((label.clone(), KeyOutcome::Created)))
-                    .map_err(from_cryptoki)
-            });
-            let _ = session.logout();
-            created?;
+    }
+    for (label, role, mut template, mechanism) in secrets {
+        match find_token_object(session, ObjectClass::SECRET_KEY, &label)? {
+            Some(handle) => report.push((label.clone(), kept(session, handle, &label, role)?)),
+            None => {
+                template.push(Attribute::ValueLen(32.into()));
+                session.generate_key(&mechanism, &template).map_err(from_cryptoki)?;
+                report.push((label, KeyOutcome::Created));
+            }
         }
     }
 
-    // User keys.
-    let user = OwnedSession::open(&initialised, slot, true)?;
-    let session = user.get()?;
-    login(session, UserType::User, user_pin)?;
-    for (label, key_type, mechanism, sign_verify, derive) in [
-        (&labels.issuer_master, KeyType::AES, Mechanism::AesKeyGen, false, true),
-        (&labels.password_verification, KeyType::GENERIC_SECRET, Mechanism::GenericSecretKeyGen, true, false),
-    ] {
-        match find_token_object(session, ObjectClass::SECRET_KEY, label)? {
-            Some(handle) => report.push((label.clone(), kept(session, handle, false)?)),
-            None => {
-                session
-                    .generate_key(&mechanism, &user_secret_key(label, key_type, sign_verify, derive))
-                    .map_err(from_cryptoki)?;
-                report.push((label.clone(), KeyOutcome::Created));
-            }
-        }
-    }
     let private = find_token_object(session, ObjectClass::PRIVATE_KEY, &labels.signing)?;
     let public = find_token_object(session, ObjectClass::PUBLIC_KEY, &labels.signing)?;
     match (private, public) {
-        (Some(handle), Some(_)) => report.push((labels.signing.clone(), kept(session, handle, false)?)),
+        (Some(handle), Some(_)) => {
+            report.push((labels.signing.clone(), kept(session, handle, &labels.signing, KeyRole::Signing)?))
+        }
         (None, None) => {
             let (public, private) = signing_pair(&labels.signing);
             session.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private).map_err(from_cryptoki)?;
@@ -278,12 +282,11 @@ pub fn init_keys(
             });
         }
     }
-    // Closing our sessions (not C_Logout) leaves any other session of the process logged in.
     Ok(CeremonyReport { keys: report })
 }
 
-/// Imports the transport key of a SIM vendor, `mps-tk-<vendor>`, from its clear value as the
-/// security officer: a public token object, sensitive, not extractable, CKA_TRUSTED, WRAP only.
+/// Imports the transport key of a SIM vendor, `mps-tk-<vendor>`, from its clear value, as the
+/// user: a private token object, sensitive, not extractable, WRAP only.
 ///
 /// Transport keys are shared with the SIM vendor, so unlike the issuer's own keys they cannot
 /// simply be generated: at a key ceremony the vendor's key components are combined and entered
@@ -291,23 +294,17 @@ pub fn init_keys(
 /// cannot be read back to compare).
 pub fn import_transport_key(
     config: &HsmConfig,
-    so_pin: &Pin,
+    user_pin: &Pin,
     vendor: &str,
     value: &zeroize::Zeroizing<[u8; 32]>,
 ) -> Result<KeyOutcome, CeremonyError> {
     let label = transport_key_label(vendor)?;
-    let initialised = module::initialise(&config.module_path)?;
-    let slot = find_slot(&initialised.pkcs11, &config.token_label)?;
-    let owned = OwnedSession::open(&initialised, slot, true)?;
-    let session = owned.get()?;
+    let user = UserSession::open(config, user_pin)?;
+    let session = user.get()?;
     if let Some(handle) = find_token_object(session, ObjectClass::SECRET_KEY, &label)? {
-        return Ok(kept(session, handle, true)?);
+        return Ok(kept(session, handle, &label, KeyRole::Transport)?);
     }
-    login(session, UserType::So, so_pin)?;
-    let mut template: Vec<Attribute> = trusted_wrapping_key(&label, false)
-        .into_iter()
-        .filter(|a| a.attribute_type() != AttributeType::ValueLen)
-        .collect();
+    let mut template = transport_template(&label);
     template.push(Attribute::Value(value.to_vec()));
     let created = session.create_object(&template).map_err(from_cryptoki);
     // The template held a copy of the clear value: wipe it.
@@ -316,9 +313,108 @@ pub fn import_transport_key(
             zeroize::Zeroize::zeroize(bytes);
         }
     }
-    let _ = session.logout();
     created?;
     Ok(KeyOutcome::Created)
+}
+
+/// Checks every issuer key on the token against the key policy, as a starting pool does,
+/// plus every transport key: `Ok` with the labels checked, or the first violation.
+pub fn check_keys(config: &HsmConfig, user_pin: &Pin) -> Result<Vec<String>, CeremonyError> {
+    let user = UserSession::open(config, user_pin)?;
+    let session = user.get()?;
+    let labels = &config.keys;
+    let keks = check_pool_keys(session, labels)?;
+    let mut checked: Vec<String> = keks.iter().map(|(v, _)| kek_label(&labels.key_encryption, *v)).collect();
+    checked.extend([labels.issuer_master.clone(), labels.password_verification.clone(), labels.signing.clone()]);
+    let handles = {
+        let _lookup = module::key_lookup_lock();
+        session
+            .find_objects(&[Attribute::Token(true), Attribute::Class(ObjectClass::SECRET_KEY)])
+            .map_err(from_cryptoki)
+            .map_err(HsmError::from)?
+    };
+    for handle in handles {
+        let attributes = session.get_attributes(handle, &[AttributeType::Label]).map_err(from_cryptoki)?;
+        let label = attributes
+            .iter()
+            .find_map(|a| if let Attribute::Label(l) = a { Some(String::from_utf8_lossy(l).into_owned()) } else { None })
+            .unwrap_or_default();
+        if label.starts_with(TRANSPORT_KEY_PREFIX) {
+            check_key(session, handle, &label, KeyRole::Transport)?;
+            checked.push(label);
+        }
+    }
+    Ok(checked)
+}
+
+/// KEK rotation, step 1: creates the next KEK version (`mps-kek-<n+1>`) as a private token
+/// key with the KEK template. Running pools adopt it within `kek_refresh_ms`; from then on
+/// new chain keys are wrapped under it. Returns its version and label.
+pub fn rotate_kek(config: &HsmConfig, user_pin: &Pin) -> Result<(u32, String), CeremonyError> {
+    let base = &config.keys.key_encryption;
+    let user = UserSession::open(config, user_pin)?;
+    let session = user.get()?;
+    let newest = find_keks(session, base)?.last().map(|(v, _)| *v).unwrap_or(0);
+    let next = newest + 1;
+    let label = kek_label(base, next);
+    if next > KEK_VERSION_MAX {
+        return Err(CeremonyError::KekRefused { label, reason: "no KEK version is left (the highest is 999)" });
+    }
+    let handle = session.generate_key(&Mechanism::AesKeyGen, &kek_template(&label)).map_err(from_cryptoki)?;
+    // Never leave a KEK on the token that the pools would refuse.
+    check_key(session, handle, &label, KeyRole::KeyEncryption)?;
+    check_unwrap_template(session, handle, &label)?;
+    Ok((next, label))
+}
+
+/// The token handle of KEK `version`, refusing the newest one (new chain keys go under it).
+fn older_kek(session: &Session, base: &str, version: u32) -> Result<ObjectHandle, CeremonyError> {
+    let keks = find_keks(session, base)?;
+    let label = kek_label(base, version);
+    let newest = keks.last().map(|(v, _)| *v).unwrap_or(0);
+    let Some(&(_, handle)) = keks.iter().find(|(v, _)| *v == version) else {
+        return Err(CeremonyError::Hsm(HsmError::KeyNotFound { label }));
+    };
+    if version >= newest {
+        return Err(CeremonyError::KekRefused {
+            label,
+            reason: "this is the newest KEK, under which new chain keys are wrapped; rotate first",
+        });
+    }
+    Ok(handle)
+}
+
+/// KEK rotation, step 3 (run by `authz keys rewrap` once the ledger holds no chain key under
+/// `version` any more): clears `CKA_UNWRAP` on that older KEK, so that it can unwrap nothing
+/// and [`retire_kek`] may destroy it. Only the ledger's owner knows that no record needs it.
+pub fn mark_kek_drained(config: &HsmConfig, user_pin: &Pin, version: u32) -> Result<String, CeremonyError> {
+    let base = &config.keys.key_encryption;
+    let user = UserSession::open(config, user_pin)?;
+    let session = user.get()?;
+    let handle = older_kek(session, base, version)?;
+    session.update_attributes(handle, &[Attribute::Unwrap(false)]).map_err(from_cryptoki)?;
+    Ok(kek_label(base, version))
+}
+
+/// KEK rotation, step 4: destroys an older KEK version, and refuses while it may still be
+/// needed: the newest KEK always, and an older one until `authz keys rewrap` has found no
+/// chain key under it and marked it drained (`CKA_UNWRAP` false).
+pub fn retire_kek(config: &HsmConfig, user_pin: &Pin, version: u32) -> Result<String, CeremonyError> {
+    let base = &config.keys.key_encryption;
+    let label = kek_label(base, version);
+    let user = UserSession::open(config, user_pin)?;
+    let session = user.get()?;
+    let handle = older_kek(session, base, version)?;
+    let unwrap = session.get_attributes(handle, &[AttributeType::Unwrap]).map_err(from_cryptoki)?;
+    if unwrap.iter().any(|a| matches!(a, Attribute::Unwrap(true))) {
+        return Err(CeremonyError::KekRefused {
+            label,
+            reason: "chain keys in the ledger may still be wrapped under it: run `authz keys rewrap` until it \
+                     reports none left and marks the KEK drained, then retire it",
+        });
+    }
+    session.destroy_object(handle).map_err(from_cryptoki)?;
+    Ok(label)
 }
 
 /// One token object as `keys list` shows it: attributes only, never a value.
@@ -425,13 +521,14 @@ mod tests {
 
     #[test]
     fn templates_grant_only_the_needed_usage() {
-        let kek = trusted_wrapping_key("mps-kek", true);
-        assert!(kek.contains(&Attribute::Trusted(true)) && kek.contains(&Attribute::Private(false)));
+        let kek = kek_template("mps-kek");
+        assert!(kek.contains(&Attribute::Private(true)) && kek.contains(&Attribute::Sensitive(true)));
         assert!(kek.contains(&Attribute::Encrypt(false)) && kek.contains(&Attribute::Unwrap(true)));
-        let tk = trusted_wrapping_key("mps-tk-x", false);
+        assert!(kek.contains(&unwrap_template_forcing_sensitive()));
+        assert!(!kek.iter().any(|a| a.attribute_type() == AttributeType::Trusted));
+        let tk = transport_template("mps-tk-x");
         assert!(tk.contains(&Attribute::Unwrap(false)) && tk.contains(&Attribute::Wrap(true)));
-        let pvk = user_secret_key("mps-pvk", KeyType::GENERIC_SECRET, true, false);
-        assert!(pvk.contains(&Attribute::Sign(true)) && pvk.contains(&Attribute::Derive(false)));
+        assert!(tk.contains(&Attribute::Private(true)) && tk.contains(&Attribute::Extractable(false)));
         let (_, private) = signing_pair("mps-sign");
         assert!(private.contains(&Attribute::Sign(true)) && private.contains(&Attribute::Extractable(false)));
     }

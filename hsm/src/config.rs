@@ -65,6 +65,25 @@ pub enum ConfigError {
         /// "environment variable X" or "file Y".
         origin: String,
     },
+    /// A PIN file that other users could read or change.
+    #[error(
+        "the HSM PIN file {path} has mode {mode:o}: a PIN file must not be group- or world-accessible; \
+         run `chmod 600 {path}`"
+    )]
+    PinFilePermissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A PIN variable could not be taken out of the process environment.
+    #[error("cannot take the PIN variable {name} out of the environment: {reason}")]
+    PinEnvironment {
+        /// The variable(s).
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
     /// An `MPS_HSM__*` environment override names an unknown key, holds a value of the wrong
     /// type or is not UTF-8.
     #[error("HSM config: {0}")]
@@ -98,15 +117,32 @@ impl Pin {
         Ok(Self(AuthPin::from(pin)))
     }
 
-    /// Reads a PIN from an environment variable.
+    /// The PIN of environment variable `name`: the one
+    /// [`crate::take_pins_from_environment`] took out of the environment at start, else the
+    /// variable as it is now.
     pub fn from_env(name: &str) -> Result<Self, ConfigError> {
+        match crate::pin_environment::taken(name) {
+            Some(pin) => Ok(pin),
+            None => Self::read_env(name),
+        }
+    }
+
+    /// Reads a PIN from an environment variable as it is now.
+    pub(crate) fn read_env(name: &str) -> Result<Self, ConfigError> {
         let value =
             Zeroizing::new(std::env::var(name).map_err(|_| ConfigError::PinEnvMissing { name: name.to_owned() })?);
         Self::checked(&value, &format!("environment variable {name}"))
     }
 
-    /// Reads a PIN from a file: its first line, without the line end.
+    /// Reads a PIN from a file: its first line, without the line end. The file must not be
+    /// group- or world-accessible (mode 600 or 400).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
+        let metadata = std::fs::metadata(path).map_err(|source| ConfigError::PinFile { path: path.to_owned(), source })?;
+        let mode = metadata.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(ConfigError::PinFilePermissions { path: path.to_owned(), mode });
+        }
         let text = Zeroizing::new(
             std::fs::read_to_string(path).map_err(|source| ConfigError::PinFile { path: path.to_owned(), source })?,
         );
@@ -131,7 +167,8 @@ impl fmt::Debug for Pin {
 pub struct KeyLabels {
     /// Issuer master key (AES-256, derive only): personalisation.
     pub issuer_master: String,
-    /// Key-encryption key (AES-256, wrap/unwrap, trusted): chain keys at rest.
+    /// Key-encryption key (AES-256, wrap/unwrap, private, unwrap template): chain keys at
+    /// rest. This is version 1; `mps-hsm keys rotate-kek` makes `<label>-2`, `<label>-3`, ...
     pub key_encryption: String,
     /// Password verification key (generic secret, HMAC).
     pub password_verification: String,
@@ -182,6 +219,9 @@ pub struct HsmConfig {
     /// (re-)initialisation; 0 turns it off. SoftHSM keeps about 240 bytes per object until
     /// C_Finalize.
     pub recycle_after_objects: u64,
+    /// How often the pool looks on the token for a KEK made by `mps-hsm keys rotate-kek`
+    /// (1 s to 10 min; the supervisor wakes once a second, so less than 1000 acts as 1000).
+    pub kek_refresh_ms: u64,
     /// Labels of the issuer keys.
     pub keys: KeyLabels,
 }
@@ -202,6 +242,7 @@ impl Default for HsmConfig {
             ticket_ttl_ms: 30_000,
             recycle_drain_ms: 1_000,
             recycle_after_objects: 1_000_000,
+            kek_refresh_ms: 5_000,
             keys: KeyLabels::default(),
         }
     }
@@ -259,6 +300,7 @@ impl HsmConfig {
         range("tickets_per_worker_max", self.tickets_per_worker_max, 1, 65_536, "1 to 65536")?;
         range("ticket_ttl_ms", self.ticket_ttl_ms, 100, 600_000, "100 to 600000")?;
         range("recycle_drain_ms", self.recycle_drain_ms, 0, 60_000, "0 to 60000")?;
+        range("kek_refresh_ms", self.kek_refresh_ms, 100, 600_000, "100 to 600000")?;
         label("token_label", &self.token_label)?;
         label("pin_env", &self.pin_env)?;
         label("keys.issuer_master", &self.keys.issuer_master)?;
@@ -370,6 +412,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pin");
         std::fs::write(&path, "s3cret-pin\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        // A PIN file others may read is refused, with the fix in the message and no PIN.
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = Pin::from_file(&path).unwrap_err();
+            assert!(matches!(err, ConfigError::PinFilePermissions { .. }), "{mode:o}: {err:?}");
+            assert!(err.to_string().contains("chmod 600") && !err.to_string().contains("s3cret"), "{err}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let pin = Pin::from_file(&path).unwrap();
         assert_eq!(format!("{pin:?}"), "Pin(<redacted>)");
         std::fs::write(&path, "\n").unwrap();

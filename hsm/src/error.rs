@@ -90,11 +90,15 @@ pub enum HsmError {
     /// The configuration or the PIN source is unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A key on the token is weaker than the key policy (public, extractable, not sensitive,
+    /// a use it does not need, no enforced unwrap template): the pool refuses to start.
+    #[error(transparent)]
+    KeyPolicy(#[from] crate::custody::PolicyViolation),
 }
 
 impl HsmError {
     /// Every value of [`HsmError::kind`], for metrics.
-    pub const KINDS: [&'static str; 14] = [
+    pub const KINDS: [&'static str; 15] = [
         "unavailable",
         "timeout",
         "busy",
@@ -109,6 +113,7 @@ impl HsmError {
         "load",
         "library",
         "config",
+        "key_policy",
     ];
 
     /// A short stable name of the variant, for metric labels and logs.
@@ -128,6 +133,7 @@ impl HsmError {
             Self::Load { .. } => "load",
             Self::Library(_) => "library",
             Self::Config(_) => "config",
+            Self::KeyPolicy(_) => "key_policy",
         }
     }
 

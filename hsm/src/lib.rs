@@ -4,7 +4,7 @@
 //! # Use
 //!
 //! ```no_run
-//! # async fn example(packet: mps_protocol::PayerPacket, wrapped: [u8; 40], rsn: mps_protocol::Rsn)
+//! # async fn example(packet: mps_protocol::PayerPacket, wrapped: mps_hsm::WrappedChainKey, rsn: mps_protocol::Rsn)
 //! # -> Result<(), Box<dyn std::error::Error>> {
 //! use mps_hsm::{AnswerContent, Hsm, HsmConfig};
 //! use mps_protocol::{AuthCode, Currency, ResponseCode, TxnId};
@@ -35,21 +35,27 @@
 //!   reply, so tokio threads never block on the HSM.
 //! - One authorization creates four session objects (unwrap CK_{n-1}, derive Ki_n, Ks_n,
 //!   CK_n), the protocol's minimum, and destroys them on every path.
+//! - Key custody ([`custody`]): every issuer key is checked against the key policy when the
+//!   pool connects, and a weaker one stops it; chain keys are stored under a versioned KEK
+//!   ([`WrappedChainKey`]) so that the KEK can be rotated while serving.
 //! - When the HSM is lost every operation fails at once with [`HsmError::Unavailable`]
 //!   (callers fail closed) while a supervisor re-initialises with backoff.
 //! - [`Hsm::recycle`] re-initialises on purpose, to free SoftHSM's session-object memory.
 //!
-//! Binary `mps-hsm`: key ceremony (`keys init`, `keys list`) and the benchmark (`bench`).
+//! Binary `mps-hsm`: key ceremony (`keys init`, `keys list`, `keys check`, `keys rotate-kek`,
+//! `keys retire-kek`) and the benchmark (`bench`).
 //! Feature `testing`: `testing::TestToken` (a throwaway SoftHSM token) and known-answer
 //! hooks, for this crate's tests and other crates' dev-dependencies.
 
 mod authorization;
 pub mod ceremony;
 pub mod config;
+pub mod custody;
 mod error;
 mod metrics;
 mod module;
 mod operations;
+mod pin_environment;
 mod pool;
 mod supervisor;
 mod templates;
@@ -59,7 +65,9 @@ mod worker;
 
 pub use authorization::{AnswerContent, OpenedSession, SealedSession, SessionTicket};
 pub use config::{ConfigError, HsmConfig, KeyLabels, Pin};
+pub use custody::{PolicyViolation, WrappedChainKey};
 pub use error::{HsmError, Pkcs11Function, RvError, SessionError};
 pub use metrics::PoolMetrics;
 pub use operations::{RANDOM_BYTES_MAX, SimRegistration};
+pub use pin_environment::take_pins_from_environment;
 pub use pool::Hsm;

@@ -12,7 +12,9 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::ceremony::TRANSPORT_KEY_PREFIX;
-use crate::error::{HsmError, Pkcs11Function};
+use crate::authorization::wrapped_key_bytes;
+use crate::custody::{KeyRole, WrappedChainKey, check_key};
+use crate::error::{HsmError, Pkcs11Function, RvError};
 use crate::pool::{Hsm, Route};
 use crate::templates;
 use crate::worker::Ctx;
@@ -23,8 +25,8 @@ pub const RANDOM_BYTES_MAX: usize = 4096;
 /// What registering a SIM produces (DESIGN.md section 9).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimRegistration {
-    /// CK_0 wrapped under mps-kek: the ledger's chain key for session 1.
-    pub wrapped_chain_key_for_ledger: [u8; WRAPPED_KEY_LEN],
+    /// CK_0 wrapped under the newest KEK: the ledger's chain key for session 1.
+    pub wrapped_chain_key_for_ledger: WrappedChainKey,
     /// CK_0 wrapped under the SIM vendor's transport key: goes into the personalisation record.
     pub wrapped_chain_key_for_transport: [u8; WRAPPED_KEY_LEN],
     /// RSN_1, from the HSM's generator.
@@ -73,6 +75,19 @@ impl Hsm {
         self.call(Route::Any, move |ctx| ctx.random(len)).await
     }
 
+    /// The newest KEK version the pool wraps chain keys under.
+    pub fn kek_version_newest(&self) -> u32 {
+        self.shared().kek_newest.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// KEK rotation: unwraps `wrapped` under the KEK version it names and wraps it under the
+    /// newest KEK, inside the HSM (the chain key exists only as a sensitive session object,
+    /// destroyed before this returns). `None` when it is under the newest KEK already.
+    pub async fn rewrap_chain_key(&self, wrapped: &WrappedChainKey) -> Result<Option<WrappedChainKey>, HsmError> {
+        let wrapped = *wrapped;
+        self.call(Route::Any, move |ctx| ctx.rewrap_chain_key(&wrapped)).await
+    }
+
     /// Personalises a SIM: derives CK_0 = KDF(mps-imk, 'P', iccid || 00000000) as a session
     /// object, wraps it under mps-kek (for the ledger) and under the transport key
     /// `transport_key_label` (for the SIM vendor), destroys it, and draws RSN_1.
@@ -90,6 +105,15 @@ impl Hsm {
 }
 
 impl Ctx {
+    /// Refuses a transport key that is weaker than the key policy (the public, SO-made
+    /// transport key of an earlier ceremony): CK_0 must never leave under a key that any
+    /// process can use without the PIN.
+    fn check_transport_key(&self, label: &str) -> Result<(), HsmError> {
+        let session = self.session()?;
+        let handle = self.shared.token_key(session, label, ObjectClass::SECRET_KEY).map_err(|e| self.classify(e))?;
+        check_key(session, handle, label, KeyRole::Transport).map_err(|e| self.classify(e))
+    }
+
     pub(crate) fn password_verification_value(
         &self,
         account: &Account,
@@ -126,7 +150,30 @@ impl Ctx {
         Ok(out)
     }
 
-    fn register_sim(&self, sim_id: &SimId, transport_key_label: &str) -> Result<SimRegistration, HsmError> {
+    fn rewrap_chain_key(&mut self, wrapped: &WrappedChainKey) -> Result<Option<WrappedChainKey>, HsmError> {
+        let newest = self.kek_newest();
+        if wrapped.kek_version == newest {
+            return Ok(None);
+        }
+        let old = self.kek(wrapped.kek_version, false)?;
+        let new = self.kek(newest, true)?;
+        let session = self.session()?;
+        let chain_key = session
+            .unwrap_key(&Mechanism::AesKeyWrapPad, old, &wrapped.bytes, &templates::chain_key_in_transit())
+            .map_err(|e| match self.fail(e) {
+                HsmError::Pkcs11 { rv: RvError::WrappedKeyInvalid | RvError::GeneralError, .. } => {
+                    HsmError::WrappedKeyInvalid
+                }
+                other => other,
+            })?;
+        let chain_key = self.guard(chain_key);
+        let bytes = session.wrap_key(&Mechanism::AesKeyWrapPad, new, chain_key.handle()).map_err(|e| self.fail(e))?;
+        Ok(Some(WrappedChainKey { kek_version: newest, bytes: wrapped_key_bytes(&bytes)? }))
+    }
+
+    fn register_sim(&mut self, sim_id: &SimId, transport_key_label: &str) -> Result<SimRegistration, HsmError> {
+        let kek_version = self.kek_newest();
+        let kek = self.kek(kek_version, true)?;
         let data = kdf_data(LABEL_PERSONALISATION, &personalisation_context(sim_id));
         let params = KeyDerivationStringData::new(&data);
         let chain_key = self
@@ -134,22 +181,18 @@ impl Ctx {
             .derive_key(&templates::ecb_encrypt_data(&params), self.keys.issuer_master, &templates::chain_key())
             .map_err(|e| self.fail(e))?;
         let chain_key = self.guard(chain_key);
-        let wrap = |wrapped: Vec<u8>| -> Result<[u8; WRAPPED_KEY_LEN], HsmError> {
-            wrapped.as_slice().try_into().map_err(|_| HsmError::UnexpectedLength {
-                function: Pkcs11Function::WrapKey,
-                expected: WRAPPED_KEY_LEN,
-                actual: wrapped.len(),
-            })
-        };
         let session = self.session()?;
-        let for_ledger = wrap(
-            session
-                .wrap_key(&Mechanism::AesKeyWrapPad, self.keys.key_encryption, chain_key.handle())
-                .map_err(|e| self.fail(e))?,
-        )?;
-        let for_transport = wrap(self.with_token_key(transport_key_label, ObjectClass::SECRET_KEY, |transport| {
-            session.wrap_key(&Mechanism::AesKeyWrapPad, transport, chain_key.handle())
-        })?)?;
+        let for_ledger = WrappedChainKey {
+            kek_version,
+            bytes: wrapped_key_bytes(
+                &session.wrap_key(&Mechanism::AesKeyWrapPad, kek, chain_key.handle()).map_err(|e| self.fail(e))?,
+            )?,
+        };
+        self.check_transport_key(transport_key_label)?;
+        let for_transport =
+            wrapped_key_bytes(&self.with_token_key(transport_key_label, ObjectClass::SECRET_KEY, |transport| {
+                session.wrap_key(&Mechanism::AesKeyWrapPad, transport, chain_key.handle())
+            })?)?;
         let mut rsn = [0u8; 8];
         session.generate_random_slice(&mut rsn).map_err(|e| self.fail(e))?;
         Ok(SimRegistration {

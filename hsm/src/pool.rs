@@ -5,7 +5,7 @@
 //! The public operations themselves are in [`crate::authorization`] (the two-phase
 //! authorization session) and [`crate::operations`] (signing, passwords, personalisation).
 
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +46,10 @@ pub(crate) struct Shared {
     pub key_cache: moka::sync::Cache<String, ObjectHandle>,
     /// SEC1 uncompressed point of the signing key, read at every (re-)initialisation.
     pub public_key: Mutex<[u8; 65]>,
+    /// The newest KEK version on the token that passed the key policy: chain keys are
+    /// wrapped under it. Set at every connect and raised by the supervisor's periodic look
+    /// for a rotated KEK.
+    pub kek_newest: AtomicU32,
     next_ticket: AtomicU64,
     supervisor: Sender<SupervisorMsg>,
 }
@@ -207,6 +211,7 @@ impl Hsm {
             metrics: Metrics::default(),
             key_cache: moka::sync::Cache::new(256),
             public_key: Mutex::new([0; 65]),
+            kek_newest: AtomicU32::new(1),
             next_ticket: AtomicU64::new(1),
             supervisor: supervisor_tx.clone(),
         });

@@ -16,6 +16,7 @@ use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use cryptoki::session::UserType;
 use tokio::sync::oneshot;
 
+use crate::custody::{KeyRole, check_key, check_pool_keys, check_unwrap_template, find_keks, kek_label};
 use crate::error::{HsmError, RvError, from_cryptoki};
 use crate::module::{self, Initialised, OwnedSession, find_slot, find_token_object, login};
 use crate::pool::{PoolState, Shared};
@@ -45,6 +46,8 @@ pub(crate) struct Supervisor {
     module: Option<Initialised>,
     anchor: Option<OwnedSession>,
     pending_shutdown: Option<Sender<()>>,
+    /// When the token was last searched for a rotated KEK.
+    kek_looked_at: Option<Instant>,
 }
 
 enum Next {
@@ -59,7 +62,7 @@ impl Supervisor {
         threads: Vec<JoinHandle<()>>,
         rx: Receiver<SupervisorMsg>,
     ) -> Self {
-        Self { shared, controls, threads, rx, module: None, anchor: None, pending_shutdown: None }
+        Self { shared, controls, threads, rx, module: None, anchor: None, pending_shutdown: None, kek_looked_at: None }
     }
 
     /// The supervisor's loop, on its own thread.
@@ -82,6 +85,7 @@ impl Supervisor {
                 }
                 Err(RecvTimeoutError::Disconnected) => Next::Exit,
                 Err(RecvTimeoutError::Timeout) => {
+                    self.look_for_rotated_kek();
                     let threshold = self.shared.config.recycle_after_objects;
                     let created = self.shared.metrics.objects_since_init.load(Ordering::Relaxed);
                     if threshold > 0 && created >= threshold && self.shared.state() == PoolState::Up {
@@ -230,8 +234,15 @@ impl Supervisor {
 
         self.shared.key_cache.invalidate_all();
         let labels = &config.keys;
+        // Refuses to start on a key weaker than the policy, naming the key and the attribute.
+        let keks = check_pool_keys(session, labels)?;
+        for &(version, handle) in &keks {
+            self.shared.key_cache.insert(kek_label(&labels.key_encryption, version), handle);
+        }
+        if let Some(&(newest, _)) = keks.last() {
+            self.shared.kek_newest.store(newest, Ordering::Release);
+        }
         for (label, class) in [
-            (&labels.key_encryption, ObjectClass::SECRET_KEY),
             (&labels.password_verification, ObjectClass::SECRET_KEY),
             (&labels.issuer_master, ObjectClass::SECRET_KEY),
             (&labels.signing, ObjectClass::PRIVATE_KEY),
@@ -267,6 +278,47 @@ impl Supervisor {
                 self.detach_all(None);
                 Err(e)
             }
+        }
+    }
+
+    /// Every `kek_refresh_ms`, looks on the token for the KEK version after the newest one
+    /// (made by `mps-hsm keys rotate-kek`, perhaps by another process) and, once it passes
+    /// the key policy, makes it the one new chain keys are wrapped under. Workers copy it
+    /// into their sessions at its first use. A KEK that fails the policy is never adopted.
+    fn look_for_rotated_kek(&mut self) {
+        let interval = Duration::from_millis(self.shared.config.kek_refresh_ms);
+        if self.shared.state() != PoolState::Up || self.kek_looked_at.is_some_and(|at| at.elapsed() < interval) {
+            return;
+        }
+        self.kek_looked_at = Some(Instant::now());
+        let Some(session) = self.anchor.as_ref().and_then(|anchor| anchor.get().ok()) else { return };
+        let base = &self.shared.config.keys.key_encryption;
+        let current = self.shared.kek_newest.load(Ordering::Acquire);
+        let keks = match find_keks(session, base) {
+            Ok(keks) => keks,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look for a rotated KEK");
+                return;
+            }
+        };
+        let Some(&(newest, handle)) = keks.last() else { return };
+        if newest <= current {
+            return;
+        }
+        let label = kek_label(base, newest);
+        let checked = check_key(session, handle, &label, KeyRole::KeyEncryption)
+            .and_then(|()| check_unwrap_template(session, handle, &label));
+        match checked {
+            Ok(()) => {
+                self.shared.key_cache.insert(label.clone(), handle);
+                self.shared.kek_newest.store(newest, Ordering::Release);
+                tracing::info!(key = %label, version = newest, "new chain keys are now wrapped under the rotated KEK");
+            }
+            Err(e) => tracing::error!(
+                key = %label,
+                error = %e,
+                "a rotated KEK fails the key policy and is not used; chain keys stay under the previous KEK"
+            ),
         }
     }
 

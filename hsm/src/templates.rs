@@ -65,8 +65,16 @@ fn aes_session_key(usage: Usage, extractable: bool) -> Vec<Attribute> {
 
 /// CK_{n-1} unwrapped from the ledger: derive only, not extractable. No `CKA_VALUE_LEN`:
 /// SoftHSM refuses it in an unwrap template (the length comes from the wrapped data).
+/// `CKA_SENSITIVE = true` is stated because the KEK's unwrap template demands it.
 pub(crate) fn unwrapped_chain_key() -> Vec<Attribute> {
     aes_session_key(Usage { derive: true, ..Usage::default() }, false)
+}
+
+/// A chain key unwrapped only to be wrapped again under a newer KEK (KEK rotation): no usage
+/// at all, extractable so that the newer KEK can wrap it, sensitive as every KEK's unwrap
+/// template demands.
+pub(crate) fn chain_key_in_transit() -> Vec<Attribute> {
+    aes_session_key(Usage::default(), true)
 }
 
 /// A derived AES-256 key: `CKA_VALUE_LEN = 32` is required by `CKM_AES_ECB_ENCRYPT_DATA`.
@@ -86,11 +94,13 @@ pub(crate) fn encryption_key() -> Vec<Attribute> {
     derived(Usage { encrypt: true, decrypt: true, ..Usage::default() })
 }
 
-/// CK_n and CK_0: derive only, extractable solely under a trusted wrapping key (mps-kek, a
-/// transport key), so the ledger can store it wrapped and nothing else can export it.
+/// CK_n and CK_0: derive only, sensitive, and extractable, because the ledger stores it
+/// wrapped under mps-kek (and the SIM vendor gets CK_0 under its transport key): the only
+/// extractable key the issuer makes (DESIGN.md section 3). Not `CKA_WRAP_WITH_TRUSTED`: on
+/// SoftHSM only the security officer can make a trusted key, and only as a public object,
+/// which would leave mps-kek in clear in the token directory (docs/HSM.md).
 pub(crate) fn chain_key() -> Vec<Attribute> {
     let mut template = aes_session_key(Usage { derive: true, ..Usage::default() }, true);
-    template.push(Attribute::WrapWithTrusted(true));
     template.push(Attribute::ValueLen(32.into()));
     template
 }
@@ -118,10 +128,15 @@ mod tests {
     }
 
     #[test]
-    fn chain_key_is_extractable_only_with_trusted() {
+    fn chain_key_is_the_only_extractable_and_always_sensitive() {
         let template = chain_key();
         assert!(template.contains(&Attribute::Extractable(true)));
-        assert!(template.contains(&Attribute::WrapWithTrusted(true)));
+        assert!(template.contains(&Attribute::Private(true)));
+        for other in [unwrapped_chain_key(), integrity_key(), encryption_key()] {
+            assert!(other.contains(&Attribute::Extractable(false)) && other.contains(&Attribute::Sensitive(true)));
+        }
+        assert!(chain_key_in_transit().contains(&Attribute::Sensitive(true)));
+        assert!(chain_key_in_transit().contains(&Attribute::Derive(false)));
         assert!(template.contains(&Attribute::Sensitive(true)));
         assert!(template.contains(&Attribute::Encrypt(false)));
         assert!(!unwrapped_chain_key().iter().any(|a| matches!(a, Attribute::ValueLen(_))));

@@ -16,6 +16,7 @@ use mps_protocol::perso::WRAPPED_KEY_LEN;
 
 use crate::ceremony::{self, transport_key_label};
 use crate::config::{HsmConfig, Pin};
+use crate::custody::WrappedChainKey;
 use crate::error::{HsmError, Pkcs11Function, from_cryptoki};
 use crate::module;
 use crate::pool::{Hsm, Route};
@@ -31,7 +32,8 @@ pub const SO_PIN: &str = "test-so-pin-1234";
 /// Vendor of the test token's transport key (`mps-tk-test`).
 pub const TRANSPORT_VENDOR: &str = "test";
 /// Clear value of the test token's transport key, as the test SIM vendor holds it: tests
-/// personalise SIMs with it. Imported by the SO like a real vendor's key components.
+/// personalise SIMs with it. Imported like a real vendor's key components; custody tests
+/// look for these bytes in the token directory and must not find them.
 pub const TRANSPORT_KEY_VALUE: [u8; 32] = [
     0x7a, 0x51, 0x0c, 0x93, 0x4e, 0x22, 0xd8, 0x16, 0xa5, 0x3b, 0x60, 0xf1, 0x09, 0xc4, 0x8e, 0x2d, 0x57, 0xe0, 0x1b,
     0x96, 0x43, 0xfa, 0x28, 0x6c, 0xb1, 0x05, 0xdd, 0x72, 0x3e, 0x84, 0xc9, 0x10,
@@ -101,7 +103,7 @@ impl TestToken {
         );
         std::fs::write(&softhsm_conf, conf).map_err(|e| fail("write softhsm2.conf", &e))?;
         let pin_file = dir.join("user.pin");
-        std::fs::write(&pin_file, format!("{USER_PIN}\n")).map_err(|e| fail("write the PIN file", &e))?;
+        write_private_file(&pin_file, &format!("{USER_PIN}\n")).map_err(|e| fail("write the PIN file", &e))?;
 
         let output = Command::new("softhsm2-util")
             .env("SOFTHSM2_CONF", &softhsm_conf)
@@ -131,22 +133,40 @@ impl TestToken {
             op_timeout_ms: 10_000,
             reconnect_backoff_min_ms: 50,
             reconnect_backoff_max_ms: 1_000,
+            kek_refresh_ms: 500,
             ..HsmConfig::default()
         };
         let user_pin = Pin::new(USER_PIN).map_err(|e| fail("user PIN", &e))?;
-        let so_pin = Pin::new(SO_PIN).map_err(|e| fail("SO PIN", &e))?;
         ceremony::import_transport_key(
             &config,
-            &so_pin,
+            &user_pin,
             TRANSPORT_VENDOR,
             &zeroize::Zeroizing::new(TRANSPORT_KEY_VALUE),
         )
         .map_err(|e| fail("transport key import", &e))?;
-        ceremony::init_keys(&config, &user_pin, Some(&so_pin), &[TRANSPORT_VENDOR.to_owned()])
+        ceremony::init_keys(&config, &user_pin, &[TRANSPORT_VENDOR.to_owned()])
             .map_err(|e| fail("key ceremony", &e))?;
         let transport_key_label = transport_key_label(TRANSPORT_VENDOR).map_err(|e| fail("transport key", &e))?;
         Ok(TestToken { config, dir, softhsm_conf, transport_key_label })
     }
+}
+
+/// `CKM_AES_ECB_ENCRYPT_DATA` over `data`, for tests that derive with a raw session.
+pub fn ecb_encrypt_data<'a>(data: &'a KeyDerivationStringData<'a>) -> Mechanism<'a> {
+    templates::ecb_encrypt_data(data)
+}
+
+/// The `CKA_UNWRAP_TEMPLATE` attribute every KEK carries, for tests that make KEKs by hand.
+pub fn kek_unwrap_template() -> Attribute {
+    crate::custody::unwrap_template_forcing_sensitive()
+}
+
+/// Writes `text` to a new file readable by its owner only (a PIN file must be).
+pub fn write_private_file(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(text.as_bytes())
 }
 
 fn unreachable_pin() -> Pin {
@@ -195,7 +215,6 @@ fn imported_aes(value: &[u8; 32], derive: bool, chain_key: bool) -> Vec<Attribut
         Attribute::Value(value.to_vec()),
         Attribute::Sensitive(true),
         Attribute::Extractable(chain_key),
-        Attribute::WrapWithTrusted(chain_key),
         Attribute::Derive(derive),
         Attribute::Encrypt(false),
         Attribute::Decrypt(false),
@@ -207,17 +226,18 @@ fn imported_aes(value: &[u8; 32], derive: bool, chain_key: bool) -> Vec<Attribut
 }
 
 impl Ctx {
-    fn wrap_known_chain_key(&self, value: &[u8; 32]) -> Result<[u8; WRAPPED_KEY_LEN], HsmError> {
+    fn wrap_known_chain_key(&mut self, value: &[u8; 32]) -> Result<WrappedChainKey, HsmError> {
+        let kek_version = self.kek_newest();
+        let kek = self.kek(kek_version, true)?;
         let session = self.session()?;
         let key = self.guard(session.create_object(&imported_aes(value, true, true)).map_err(|e| self.fail(e))?);
-        wrapped(
-            session
-                .wrap_key(&Mechanism::AesKeyWrapPad, self.keys.key_encryption, key.handle())
-                .map_err(|e| self.fail(e))?,
-        )
+        let bytes = wrapped(session.wrap_key(&Mechanism::AesKeyWrapPad, kek, key.handle()).map_err(|e| self.fail(e))?)?;
+        Ok(WrappedChainKey { kek_version, bytes })
     }
 
-    fn chain_key_0_with_imk(&self, imk: &[u8; 32], sim_id: &SimId) -> Result<[u8; WRAPPED_KEY_LEN], HsmError> {
+    fn chain_key_0_with_imk(&mut self, imk: &[u8; 32], sim_id: &SimId) -> Result<WrappedChainKey, HsmError> {
+        let kek_version = self.kek_newest();
+        let kek = self.kek(kek_version, true)?;
         let session = self.session()?;
         let imk = self.guard(session.create_object(&imported_aes(imk, true, false)).map_err(|e| self.fail(e))?);
         let data = kdf_data(LABEL_PERSONALISATION, &personalisation_context(sim_id));
@@ -227,11 +247,9 @@ impl Ctx {
                 .derive_key(&templates::ecb_encrypt_data(&params), imk.handle(), &templates::chain_key())
                 .map_err(|e| self.fail(e))?,
         );
-        wrapped(
-            session
-                .wrap_key(&Mechanism::AesKeyWrapPad, self.keys.key_encryption, chain_key.handle())
-                .map_err(|e| self.fail(e))?,
-        )
+        let bytes =
+            wrapped(session.wrap_key(&Mechanism::AesKeyWrapPad, kek, chain_key.handle()).map_err(|e| self.fail(e))?)?;
+        Ok(WrappedChainKey { kek_version, bytes })
     }
 
     fn session_object_count(&self) -> Result<usize, HsmError> {
@@ -243,9 +261,9 @@ impl Ctx {
     }
 }
 
-/// Imports `value` as a chain key (session object, extractable only under trusted keys) and
-/// returns it wrapped under mps-kek: the ledger form of a known CK.
-pub async fn wrap_known_chain_key(hsm: &Hsm, value: &[u8; 32]) -> Result<[u8; WRAPPED_KEY_LEN], HsmError> {
+/// Imports `value` as a chain key (session object, extractable) and returns it wrapped under
+/// the newest KEK: the ledger form of a known CK.
+pub async fn wrap_known_chain_key(hsm: &Hsm, value: &[u8; 32]) -> Result<WrappedChainKey, HsmError> {
     let value = *value;
     hsm.call(Route::Any, move |ctx| ctx.wrap_known_chain_key(&value)).await
 }
@@ -258,7 +276,7 @@ pub async fn chain_key_0_with_imk(
     hsm: &Hsm,
     imk: &[u8; 32],
     sim_id: &SimId,
-) -> Result<[u8; WRAPPED_KEY_LEN], HsmError> {
+) -> Result<WrappedChainKey, HsmError> {
     let imk = *imk;
     let sim_id = sim_id.clone();
     hsm.call(Route::Any, move |ctx| ctx.chain_key_0_with_imk(&imk, &sim_id)).await

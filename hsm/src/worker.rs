@@ -19,6 +19,7 @@ use cryptoki::object::{ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use cryptoki::slot::Slot;
 
+use crate::custody::{KEK_VERSION_MAX, KeyRole, check_key, kek_label};
 use crate::error::{HsmError, RvError, from_cryptoki, is_connection_lost, is_stale_handle, rv_of};
 use crate::module::{Initialised, OwnedSession};
 use crate::pool::{PoolState, Shared};
@@ -197,7 +198,8 @@ fn on_control(
 /// Handles of the long-lived keys as this worker uses them: session copies when the token
 /// allows copying, else the token objects themselves.
 pub(crate) struct WorkerKeys {
-    pub key_encryption: ObjectHandle,
+    /// KEK versions copied so far: the newest at attach, others when a record names them.
+    pub keks: BTreeMap<u32, ObjectHandle>,
     pub password_verification: ObjectHandle,
     pub signing: ObjectHandle,
     pub issuer_master: ObjectHandle,
@@ -241,8 +243,10 @@ impl Ctx {
         let session = OwnedSession::open(module, slot, false)?;
         let labels = shared.config.keys.clone();
         let copy = |label: &str, class: ObjectClass| copy_key(&shared, session.get()?, label, class);
+        let newest = shared.kek_newest.load(Ordering::Acquire);
+        let newest_kek = copy(&kek_label(&labels.key_encryption, newest), ObjectClass::SECRET_KEY)?;
         let keys = WorkerKeys {
-            key_encryption: copy(&labels.key_encryption, ObjectClass::SECRET_KEY)?,
+            keks: BTreeMap::from([(newest, newest_kek)]),
             password_verification: copy(&labels.password_verification, ObjectClass::SECRET_KEY)?,
             signing: copy(&labels.signing, ObjectClass::PRIVATE_KEY)?,
             issuer_master: copy(&labels.issuer_master, ObjectClass::SECRET_KEY)?,
@@ -264,6 +268,37 @@ impl Ctx {
     /// The session.
     pub fn session(&self) -> Result<&Session, HsmError> {
         self.session.get()
+    }
+
+    /// The newest KEK version the pool knows: new chain keys are wrapped under it.
+    pub fn kek_newest(&self) -> u32 {
+        self.shared.kek_newest.load(Ordering::Acquire)
+    }
+
+    /// The handle of KEK `version`, copied into this worker's session the first time it is
+    /// needed (a version created by a rotation after attach, or an older one a record still
+    /// names). The token key's attributes are checked before its first use here; an older
+    /// KEK that fails the policy is allowed only to unwrap (`for_wrapping` false).
+    pub fn kek(&mut self, version: u32, for_wrapping: bool) -> Result<ObjectHandle, HsmError> {
+        if let Some(handle) = self.keys.keks.get(&version) {
+            return Ok(*handle);
+        }
+        if version == 0 || version > KEK_VERSION_MAX {
+            return Err(HsmError::WrappedKeyInvalid);
+        }
+        let label = kek_label(&self.shared.config.keys.key_encryption, version);
+        let session = self.session()?;
+        let token_key = self.shared.token_key(session, &label, ObjectClass::SECRET_KEY).map_err(|e| self.classify(e))?;
+        match check_key(session, token_key, &label, KeyRole::KeyEncryption) {
+            Ok(()) => {}
+            Err(HsmError::KeyPolicy(violation)) if !for_wrapping => {
+                tracing::warn!(key = %label, problem = %violation, "unwrapping with an older KEK that fails the key policy");
+            }
+            Err(e) => return Err(self.classify(e)),
+        }
+        let handle = copy_key(&self.shared, session, &label, ObjectClass::SECRET_KEY)?;
+        self.keys.keks.insert(version, handle);
+        Ok(handle)
     }
 
     /// Sorts an error: "HSM gone" marks the worker for detaching and becomes `Unavailable`.

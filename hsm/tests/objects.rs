@@ -45,7 +45,7 @@ async fn session_objects_are_destroyed_on_every_path() {
             }
             4 => {
                 let mut garbage = wrapped;
-                garbage[0] ^= 1;
+                garbage.bytes[0] ^= 1;
                 let err = hsm.open_session(&garbage, packet.fields.counter, sim.rsn, &packet).await;
                 assert!(matches!(err, Err(SessionError::Hsm(HsmError::WrappedKeyInvalid))), "{err:?}");
                 let err = hsm.register_sim(&sim_id, "mps-tk-nobody").await;

@@ -92,11 +92,18 @@ async fn malformed_inputs_are_typed_errors() {
 
     let packet = sim.packet(100, [2; 16]);
     let mut garbage = wrapped;
-    garbage[5] ^= 0x80;
+    garbage.bytes[5] ^= 0x80;
     let err = hsm.open_session(&garbage, packet.fields.counter, sim.rsn, &packet).await;
     assert!(matches!(err, Err(SessionError::Hsm(HsmError::WrappedKeyInvalid))), "{err:?}");
-    let err = hsm.open_session(&wrapped[..39], packet.fields.counter, sim.rsn, &packet).await;
-    assert!(matches!(err, Err(SessionError::Hsm(HsmError::WrappedKeyInvalid))), "{err:?}");
+    // A KEK version that does not exist is refused the same way, and a version 0 too.
+    for kek_version in [0, 7, u32::MAX] {
+        let unknown = mps_hsm::WrappedChainKey { kek_version, ..wrapped };
+        let err = hsm.open_session(&unknown, packet.fields.counter, sim.rsn, &packet).await;
+        assert!(
+            matches!(err, Err(SessionError::Hsm(HsmError::WrappedKeyInvalid | HsmError::KeyNotFound { .. }))),
+            "{err:?}"
+        );
+    }
     let err = hsm.open_session(&wrapped, packet.fields.counter.next().unwrap(), sim.rsn, &packet).await;
     assert!(matches!(err, Err(SessionError::Hsm(HsmError::InvalidInput { .. }))), "{err:?}");
 
@@ -160,7 +167,7 @@ async fn register_sim_wraps_ck0_for_the_ledger_and_the_vendor() {
     // CK_0 is a function of the IMK and the ICCID; RSN_1 is fresh.
     assert_eq!(first.wrapped_chain_key_for_ledger, again.wrapped_chain_key_for_ledger);
     assert_eq!(first.wrapped_chain_key_for_transport, again.wrapped_chain_key_for_transport);
-    assert_ne!(first.wrapped_chain_key_for_ledger, first.wrapped_chain_key_for_transport);
+    assert_ne!(first.wrapped_chain_key_for_ledger.bytes, first.wrapped_chain_key_for_transport);
     assert_ne!(first.rsn, again.rsn);
     let other = hsm.register_sim(&SimId::new("89490123456789012345").unwrap(), transport).await.unwrap();
     assert_ne!(first.wrapped_chain_key_for_ledger, other.wrapped_chain_key_for_ledger);

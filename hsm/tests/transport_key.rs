@@ -1,6 +1,6 @@
-//! The SIM vendor's transport key imported by the security officer from its clear value (the
-//! combined key components): kept on a second import, trusted and wrap-only, and CK_0 wrapped
-//! under it unwraps with the vendor's copy. Alone in its binary: the SO logs in.
+//! The SIM vendor's transport key imported from its clear value (the combined key
+//! components): kept on a second import, a private wrap-only key, and CK_0 wrapped under it
+//! unwraps with the vendor's copy.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
@@ -8,22 +8,22 @@ mod common;
 use common::token;
 use mps_hsm::ceremony::{KeyOutcome, list_keys};
 
-/// The vendor's transport key is imported once, kept on a second import, carries the trusted
+/// The vendor's transport key is imported once, kept on a second import, carries the private
 /// wrap-only policy, and wraps CK_0 so that the vendor's copy of the key unwraps it.
 #[test]
-fn imported_transport_key_is_trusted_and_wraps_for_the_vendor() {
+fn imported_transport_key_is_private_and_wraps_for_the_vendor() {
     use mps_hsm::ceremony::import_transport_key;
     use mps_hsm::testing::{TRANSPORT_KEY_VALUE, TRANSPORT_VENDOR};
     use mps_protocol::keys::AesKey;
 
     let token = token();
     let value = zeroize::Zeroizing::new(TRANSPORT_KEY_VALUE);
-    let again = import_transport_key(&token.config, &token.so_pin(), TRANSPORT_VENDOR, &value).unwrap();
-    assert!(matches!(again, KeyOutcome::Kept { compliant: true }), "{again:?}");
+    let again = import_transport_key(&token.config, &token.user_pin(), TRANSPORT_VENDOR, &value).unwrap();
+    assert!(matches!(again, KeyOutcome::Kept { violation: None }), "{again:?}");
     let listed = list_keys(&token.config, &token.user_pin()).unwrap();
     let key = listed.iter().find(|k| k.label == token.transport_key_label).expect("transport key listed");
     for (flag, expected) in [
-        ("TRUSTED", true),
+        ("PRIVATE", true),
         ("SENSITIVE", true),
         ("EXTRACTABLE", false),
         ("WRAP", true),

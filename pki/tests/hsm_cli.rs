@@ -70,7 +70,7 @@ fn ca_key_and_bank_key_in_the_hsm() {
     // keys exist already and are kept).
     let mut ceremony_config = token.config.clone();
     ceremony_config.keys.signing = CA_LABEL.to_owned();
-    mps_hsm::ceremony::init_keys(&ceremony_config, &token.user_pin(), None, &[]).unwrap();
+    mps_hsm::ceremony::init_keys(&ceremony_config, &token.user_pin(), &[]).unwrap();
 
     let work = tempfile::tempdir().unwrap();
     let cwd = work.path();

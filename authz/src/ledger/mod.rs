@@ -9,6 +9,7 @@
 //! command gets its own savepoint.
 
 mod config;
+mod custody;
 mod error;
 mod journal;
 mod model;
@@ -35,6 +36,7 @@ use time::Date;
 use tokio::sync::oneshot;
 
 pub use config::LedgerConfig;
+pub use custody::StoredChainKey;
 pub use error::{Conflict, LedgerError, MigrationError, Unavailable};
 pub use model::{
     AccountKind, AccountRecord, AccountStatus, EntryKind, HOLDER_NAME_CHARS_MAX, InternalAccount, InternalBalance,
@@ -131,6 +133,16 @@ impl Ledger {
         self.inner.readers.run(move |conn| queries::sim(conn, &sim_id)).await
     }
 
+    /// KEK rotation: how many stored chain keys are under each KEK version, ascending.
+    pub async fn kek_usage(&self) -> Result<Vec<(u32, u64)>, LedgerError> {
+        self.inner.readers.run(custody::kek_usage).await
+    }
+
+    /// KEK rotation: up to `limit` stored chain keys under a KEK version below `newest`.
+    pub async fn chain_keys_below(&self, newest: u32, limit: usize) -> Result<Vec<StoredChainKey>, LedgerError> {
+        self.inner.readers.run(move |conn| custody::chain_keys_below(conn, newest, limit)).await
+    }
+
     /// An account with its available funds.
     pub async fn account(&self, account: &Account) -> Result<Option<AccountRecord>, LedgerError> {
         let account = account.clone();
@@ -209,11 +221,18 @@ impl Ledger {
         sim_id: &SimId,
         iin: Iin,
         accounts: &[Account],
-        wrapped_chain_key: [u8; WRAPPED_CHAIN_KEY_LEN],
+        wrapped_chain_key: mps_hsm::WrappedChainKey,
         first_rsn: Rsn,
     ) -> Result<(), LedgerError> {
         let new = NewSim { sim_id: sim_id.clone(), iin, accounts: accounts.to_vec(), wrapped_chain_key, first_rsn };
         self.submit(Command::RegisterSim(Box::new(new))).await
+    }
+
+    /// KEK rotation: replaces `stored` by the same chain key under a newer KEK, only if the
+    /// SIM's row is unchanged since it was read; [`Conflict::StaleCounter`] when a payment
+    /// booked meanwhile (its CK_n is already under the newest KEK).
+    pub async fn rewrap_chain_key(&self, stored: StoredChainKey, new: mps_hsm::WrappedChainKey) -> Result<(), LedgerError> {
+        self.submit(Command::RewrapChainKey(Box::new((stored, new)))).await
     }
 
     /// Blocks or unblocks a SIM.
@@ -518,13 +537,14 @@ mod tests {
         assert!(ledger.sim(&sim_id(2)).await.unwrap().is_none());
 
         let iin = Iin::new("400012").unwrap();
-        let again = ledger.register_sim(&sim_id(1), iin, &[account(1)], [0; 40], Rsn([0; 8])).await;
+        const KEY: mps_hsm::WrappedChainKey = mps_hsm::WrappedChainKey { kek_version: 1, bytes: [0; 40] };
+        let again = ledger.register_sim(&sim_id(1), iin, &[account(1)], KEY, Rsn([0; 8])).await;
         assert!(matches!(again, Err(LedgerError::AlreadyExists("sim"))));
-        let unknown = ledger.register_sim(&sim_id(2), iin, &[account(1), account(5)], [0; 40], Rsn([0; 8])).await;
+        let unknown = ledger.register_sim(&sim_id(2), iin, &[account(1), account(5)], KEY, Rsn([0; 8])).await;
         assert!(matches!(unknown, Err(LedgerError::NotFound("account"))));
-        let twice = ledger.register_sim(&sim_id(2), iin, &[account(1), account(1)], [0; 40], Rsn([0; 8])).await;
+        let twice = ledger.register_sim(&sim_id(2), iin, &[account(1), account(1)], KEY, Rsn([0; 8])).await;
         assert!(matches!(twice, Err(LedgerError::InvalidInput(_))));
-        let none = ledger.register_sim(&sim_id(2), iin, &[], [0; 40], Rsn([0; 8])).await;
+        let none = ledger.register_sim(&sim_id(2), iin, &[], KEY, Rsn([0; 8])).await;
         assert!(matches!(none, Err(LedgerError::InvalidInput(_))));
         assert!(ledger.sim(&sim_id(2)).await.unwrap().is_none(), "a refused registration stores nothing");
     }

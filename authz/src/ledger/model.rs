@@ -183,7 +183,7 @@ pub struct SessionCommit {
     /// What happens to the account's wrong-password count.
     pub password_effect: PasswordEffect,
     /// CK_n wrapped under `mps-kek`: the SIM's next chain key.
-    pub wrapped_next_chain_key: [u8; WRAPPED_CHAIN_KEY_LEN],
+    pub wrapped_next_chain_key: mps_hsm::WrappedChainKey,
     /// RSN_{n+1}, sent inside this session's answer.
     pub next_rsn: Rsn,
     /// The session's payer packet, all 113 bytes (a retransmission must match it exactly).
@@ -268,7 +268,7 @@ pub struct SimRecord {
     /// The last completed session n (0 after registration).
     pub counter: Counter,
     /// CK_n wrapped under `mps-kek`.
-    pub wrapped_chain_key: [u8; WRAPPED_CHAIN_KEY_LEN],
+    pub wrapped_chain_key: mps_hsm::WrappedChainKey,
     /// RSN_{n+1}: the next session's random sequence number.
     pub next_rsn: Rsn,
     /// Accounts the SIM may pay from, in account-number order.
@@ -525,7 +525,7 @@ mod tests {
             iin: Iin::new("400012").unwrap(),
             status: SimStatus::Active,
             counter: Counter::ZERO,
-            wrapped_chain_key: [0xCD; 40],
+            wrapped_chain_key: mps_hsm::WrappedChainKey { kek_version: 1, bytes: [0xCD; 40] },
             next_rsn: Rsn([1; 8]),
             accounts: vec![account.account.clone()],
             last_answer: None,

@@ -13,7 +13,7 @@ use super::model::{
 use super::rows::{
     ACCOUNT_COLUMNS, RawAccount, RawStatementLine, RawStoredAnswer, RawTransaction, TRANSACTION_COLUMNS, day_text,
     parse_account, parse_counter, parse_currency, parse_iin, parse_rsn, parse_sim_id, parse_sim_status, parse_time,
-    parse_wrapped_key,
+    parse_chain_key,
 };
 
 /// A SIM with its bound accounts and last stored answer, from one snapshot.
@@ -21,7 +21,8 @@ pub(crate) fn sim(conn: &mut Connection, sim_id: &SimId) -> Result<Option<SimRec
     let tx = conn.transaction()?;
     let row = tx
         .prepare_cached(
-            "SELECT sim_id, iin, status, counter, wrapped_chain_key, next_rsn, created_at FROM sims WHERE sim_id = ?1",
+            "SELECT sim_id, iin, status, counter, wrapped_chain_key, next_rsn, created_at, kek_version \
+             FROM sims WHERE sim_id = ?1",
         )?
         .query_row([sim_id.as_str()], |row| {
             Ok((
@@ -32,10 +33,11 @@ pub(crate) fn sim(conn: &mut Connection, sim_id: &SimId) -> Result<Option<SimRec
                 row.get::<_, Vec<u8>>(4)?,
                 row.get::<_, Vec<u8>>(5)?,
                 row.get::<_, String>(6)?,
+                row.get::<_, i64>(7)?,
             ))
         })
         .optional()?;
-    let Some((id, iin, status, counter, key, rsn, created_at)) = row else {
+    let Some((id, iin, status, counter, key, rsn, created_at, kek_version)) = row else {
         return Ok(None);
     };
     let accounts = bound_accounts(&tx, sim_id)?;
@@ -46,7 +48,7 @@ pub(crate) fn sim(conn: &mut Connection, sim_id: &SimId) -> Result<Option<SimRec
         iin: parse_iin("sims.iin", &iin)?,
         status: parse_sim_status(&status)?,
         counter: parse_counter("sims.counter", counter)?,
-        wrapped_chain_key: parse_wrapped_key("sims.wrapped_chain_key", &key)?,
+        wrapped_chain_key: parse_chain_key("sims.wrapped_chain_key", &key, kek_version)?,
         next_rsn: parse_rsn("sims.next_rsn", &rsn)?,
         accounts,
         last_answer,

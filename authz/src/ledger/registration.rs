@@ -11,7 +11,7 @@ use super::error::LedgerError;
 use super::journal::{self, Posting, PostingTarget};
 use super::model::{
     AccountKind, AccountStatus, EntryKind, HOLDER_NAME_CHARS_MAX, InternalAccount, NewAccount, SimStatus,
-    WRAPPED_CHAIN_KEY_LEN, signed,
+    signed,
 };
 use super::queries;
 
@@ -73,7 +73,7 @@ pub(crate) struct NewSim {
     pub sim_id: SimId,
     pub iin: Iin,
     pub accounts: Vec<Account>,
-    pub wrapped_chain_key: [u8; WRAPPED_CHAIN_KEY_LEN],
+    pub wrapped_chain_key: mps_hsm::WrappedChainKey,
     pub first_rsn: Rsn,
 }
 
@@ -99,15 +99,16 @@ pub(crate) fn register_sim(conn: &Connection, new: &NewSim, now: &str) -> Result
         }
     }
     conn.prepare_cached(
-        "INSERT INTO sims (sim_id, iin, status, counter, wrapped_chain_key, next_rsn, created_at)
-         VALUES (?1, ?2, 'active', 0, ?3, ?4, ?5)",
+        "INSERT INTO sims (sim_id, iin, status, counter, wrapped_chain_key, next_rsn, created_at, kek_version)
+         VALUES (?1, ?2, 'active', 0, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
         new.sim_id.as_str(),
         new.iin.as_str(),
-        &new.wrapped_chain_key[..],
+        &new.wrapped_chain_key.bytes[..],
         &new.first_rsn.0[..],
-        now
+        now,
+        new.wrapped_chain_key.kek_version
     ])?;
     for account in &new.accounts {
         conn.prepare_cached("INSERT INTO sim_accounts (sim_id, account) VALUES (?1, ?2)")?

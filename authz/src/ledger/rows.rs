@@ -1,6 +1,7 @@
 //! Stored rows into protocol types and back: every value read is parsed, and one that does not
 //! parse is corruption ([`LedgerError::Corrupt`], naming the column, never the value).
 
+use mps_hsm::WrappedChainKey;
 use mps_protocol::wire::PACKET_LEN;
 use mps_protocol::{
     Account, Amount, AuthCode, Counter, Currency, Iin, MerchantId, OrderNo, ResponseCode, Rsn, SimId, TxnId,
@@ -106,6 +107,12 @@ pub(crate) fn parse_order_no(what: &'static str, s: &str) -> Result<OrderNo, Led
 
 pub(crate) fn parse_wrapped_key(what: &'static str, bytes: &[u8]) -> Result<[u8; WRAPPED_CHAIN_KEY_LEN], LedgerError> {
     bytes.try_into().or_else(corrupt(what))
+}
+
+/// A stored chain key: the wrapped bytes and the KEK version they are under.
+pub(crate) fn parse_chain_key(what: &'static str, bytes: &[u8], kek_version: i64) -> Result<WrappedChainKey, LedgerError> {
+    let kek_version = u32::try_from(kek_version).ok().filter(|v| *v >= 1).ok_or(LedgerError::Corrupt(what))?;
+    Ok(WrappedChainKey { kek_version, bytes: parse_wrapped_key(what, bytes)? })
 }
 
 pub(crate) fn parse_rsn(what: &'static str, bytes: &[u8]) -> Result<Rsn, LedgerError> {

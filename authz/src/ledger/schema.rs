@@ -26,7 +26,15 @@ pub(crate) struct Migration {
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "core ledger", sql: MIGRATION_1 },
     Migration { version: 2, name: "health checks and clearing index", sql: MIGRATION_2 },
+    Migration { version: 3, name: "KEK version of each chain key", sql: MIGRATION_3 },
 ];
+
+/// KEK rotation (docs/HSM.md): every stored chain key names the KEK version it is wrapped
+/// under. Chain keys stored before this migration are under version 1 (`mps-kek`).
+const MIGRATION_3: &str = r#"
+ALTER TABLE sims ADD COLUMN kek_version INTEGER NOT NULL DEFAULT 1 CHECK (kek_version BETWEEN 1 AND 999);
+CREATE INDEX sims_by_kek_version ON sims (kek_version);
+"#;
 
 /// The schema version this build writes.
 pub(crate) fn latest_version() -> i64 {

@@ -202,15 +202,16 @@ fn advance_sim(conn: &Connection, commit: &SessionCommit, previous_counter: i64)
     let counter = counter_value(commit.counter)?;
     let changed = conn
         .prepare_cached(
-            "UPDATE sims SET counter = ?1, wrapped_chain_key = ?2, next_rsn = ?3
+            "UPDATE sims SET counter = ?1, wrapped_chain_key = ?2, next_rsn = ?3, kek_version = ?6
              WHERE sim_id = ?4 AND counter = ?5 AND status = 'active'",
         )?
         .execute(params![
             counter,
-            &commit.wrapped_next_chain_key[..],
+            &commit.wrapped_next_chain_key.bytes[..],
             &commit.next_rsn.0[..],
             commit.sim_id.as_str(),
-            previous_counter
+            previous_counter,
+            commit.wrapped_next_chain_key.kek_version
         ])?;
     if changed != 1 {
         return Err(LedgerError::Conflict(Conflict::StaleCounter));

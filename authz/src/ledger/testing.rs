@@ -57,7 +57,7 @@ pub(crate) fn credit(n: u64, limit: u64) -> NewAccount {
 /// Registers SIM `n` bound to the given accounts, at counter 0.
 pub(crate) async fn register(ledger: &Ledger, n: u64, accounts: &[u64]) {
     let accounts: Vec<Account> = accounts.iter().map(|a| account(*a)).collect();
-    ledger.register_sim(&sim_id(n), Iin::new("400012").unwrap(), &accounts, [0x10; 40], Rsn([1; 8])).await.unwrap();
+    ledger.register_sim(&sim_id(n), Iin::new("400012").unwrap(), &accounts, mps_hsm::WrappedChainKey { kek_version: 1, bytes: [0x10; 40] }, Rsn([1; 8])).await.unwrap();
 }
 
 /// A distinct transaction id per (sim, counter).
@@ -91,7 +91,7 @@ pub(crate) fn approval(sim: u64, counter: u64, acct: u64, amount: u64) -> Sessio
         business_day: DAY,
         created_at: datetime!(2025-03-07 10:00 UTC),
         password_effect: PasswordEffect::Reset,
-        wrapped_next_chain_key: [counter as u8; 40],
+        wrapped_next_chain_key: mps_hsm::WrappedChainKey { kek_version: 1, bytes: [counter as u8; 40] },
         next_rsn: Rsn([counter as u8 + 1; 8]),
         packet,
         response_body: format!("{{\"response_code\":\"00\",\"counter\":{counter}}}").into_bytes(),

@@ -33,6 +33,8 @@ pub(crate) enum Command {
     SetAccountStatus(Account, AccountStatus),
     /// Clear wrong-password tries and the lock.
     ResetPasswordTries(Account),
+    /// Move one chain key to a newer KEK (compare-and-swap).
+    RewrapChainKey(Box<(super::custody::StoredChainKey, mps_hsm::WrappedChainKey)>),
     /// A tiny write for the readiness check.
     Heartbeat,
     /// Finish what is queued, then stop.
@@ -250,6 +252,7 @@ fn apply(conn: &Connection, command: &Command, stored_answer_bytes_max: usize) -
         Command::SetSimStatus(sim_id, status) => registration::set_sim_status(conn, sim_id, *status),
         Command::SetAccountStatus(account, status) => registration::set_account_status(conn, account, *status),
         Command::ResetPasswordTries(account) => registration::reset_password_tries(conn, account),
+        Command::RewrapChainKey(rewrap) => super::custody::rewrap(conn, &rewrap.0, &rewrap.1),
         Command::Heartbeat => registration::heartbeat(conn, &now_text()?),
         Command::Shutdown => Ok(()),
     }

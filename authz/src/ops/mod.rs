@@ -1,4 +1,5 @@
 //! Operations: Prometheus metrics, logs, health and readiness (DESIGN.md section 10).
 
+pub mod kek_rotation;
 pub mod logging;
 pub mod metrics;

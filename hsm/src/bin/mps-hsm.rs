@@ -1,12 +1,13 @@
 //! `mps-hsm`: the bank's HSM tooling. `keys init` runs the key ceremony (DESIGN.md section
-//! 3), `keys list` shows what the token holds (never a value), `bench` measures the pool's
-//! operations per second (built with the `testing` feature, since it imports a known chain
-//! key as a session object to build valid packets).
+//! 3), `keys list` shows what the token holds (never a value), `keys check` checks every key
+//! against the key policy, `keys rotate-kek` and `keys retire-kek` rotate the key-encryption
+//! key, `bench` measures the pool's operations per second (built with the `testing` feature,
+//! since it imports a known chain key as a session object to build valid packets).
 //!
 //! Config: `--config <toml>` (or `MPS_HSM_CONFIG`), then `MPS_HSM__<KEY>` environment overrides
 //! such as `MPS_HSM__POOL_SIZE` or `MPS_HSM__KEYS__SIGNING` (see `config/hsm.example.toml`).
-//! User PIN from `MPS_HSM_PIN` (or `pin_env`/`pin_file`), SO PIN from `MPS_HSM_SO_PIN` or
-//! `--so-pin-file` (`MPS_HSM_SO_PIN_FILE`); never from the TOML or the command line.
+//! User PIN from `MPS_HSM_PIN` (or `pin_env`/`pin_file`), never from the TOML or the command
+//! line; a PIN variable is taken out of the environment before anything else runs.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,22 +41,21 @@ enum Command {
 
 #[derive(Subcommand)]
 enum KeysAction {
-    /// Create the issuer keys that are missing: mps-kek and mps-tk-<vendor> as the security
-    /// officer (CKA_TRUSTED), mps-imk, mps-pvk and the mps-sign pair as the user. Existing
-    /// keys are kept and reported, never overwritten. The SO PIN is needed only when a trusted
-    /// key is missing.
+    /// Create the issuer keys that are missing, as the user: mps-kek (with its unwrap
+    /// template), mps-imk, mps-pvk and the mps-sign pair, each a private, sensitive,
+    /// non-extractable token key with only its usage. Existing keys are kept, checked and
+    /// reported, never overwritten.
     Init {
-        /// Also create the transport key mps-tk-<VENDOR> (repeatable).
+        /// Also generate a transport key mps-tk-<VENDOR> (repeatable). No vendor can know a
+        /// generated key: for benchmarks and smoke tests; import a real vendor's key with
+        /// `keys import-transport-key`.
         #[arg(long = "transport-key", value_name = "VENDOR")]
         transport_keys: Vec<String>,
-        /// File holding the SO PIN (else the MPS_HSM_SO_PIN environment variable).
-        #[arg(long, env = "MPS_HSM_SO_PIN_FILE", value_name = "FILE")]
-        so_pin_file: Option<PathBuf>,
     },
-    /// Import a SIM vendor's transport key mps-tk-<VENDOR> as the security officer, from its
-    /// clear value (64 hex digits on the first line of FILE: the combined key components of
-    /// the vendor ceremony). CKA_TRUSTED, sensitive, not extractable, WRAP only. An existing
-    /// key is kept, never overwritten.
+    /// Import a SIM vendor's transport key mps-tk-<VENDOR> from its clear value (64 hex digits
+    /// on the first line of FILE: the combined key components of the vendor ceremony). A
+    /// private token key, sensitive, not extractable, WRAP only. An existing key is kept,
+    /// never overwritten.
     ImportTransportKey {
         /// The vendor: the key is labelled mps-tk-<VENDOR>.
         #[arg(long, value_name = "VENDOR")]
@@ -63,12 +63,22 @@ enum KeysAction {
         /// File with the key as 64 hex digits.
         #[arg(long, value_name = "FILE")]
         key_file: PathBuf,
-        /// File holding the SO PIN (else the MPS_HSM_SO_PIN environment variable).
-        #[arg(long, env = "MPS_HSM_SO_PIN_FILE", value_name = "FILE")]
-        so_pin_file: Option<PathBuf>,
     },
     /// List the token's objects: label, class, type, length and attributes. Never a value.
     List,
+    /// Check every issuer key against the key policy, as authz does when it starts: private,
+    /// sensitive, not extractable, exactly its usage, and each KEK's unwrap template enforced.
+    Check,
+    /// Make the next KEK version (mps-kek-2, mps-kek-3, ...). Running servers adopt it within
+    /// kek_refresh_ms and wrap new chain keys under it; `authz keys rewrap` moves the rest.
+    RotateKek,
+    /// Destroy an older KEK version once `authz keys rewrap` has moved every chain key off it
+    /// and marked it drained. Refused for the newest KEK and for one not yet drained.
+    RetireKek {
+        /// The KEK version to destroy (1 is mps-kek itself).
+        #[arg(long)]
+        version: u32,
+    },
 }
 
 /// Arguments of `bench`.
@@ -90,6 +100,11 @@ struct BenchArgs {
 }
 
 fn main() -> ExitCode {
+    // Before anything else, while this is the only thread: the PIN leaves the environment.
+    if let Err(e) = mps_hsm::take_pins_from_environment(&[mps_hsm::config::DEFAULT_PIN_ENV]) {
+        eprintln!("mps-hsm: error: {e}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -121,72 +136,88 @@ fn load_config(path: Option<&PathBuf>) -> Result<HsmConfig, String> {
 fn run(cli: Cli) -> Result<(), String> {
     let config = load_config(cli.config.as_ref())?;
     match cli.command {
-        Command::Keys { action: KeysAction::Init { transport_keys, so_pin_file } } => {
-            keys_init(&config, &transport_keys, so_pin_file)
-        }
+        Command::Keys { action: KeysAction::Init { transport_keys } } => keys_init(&config, &transport_keys),
         Command::Keys { action: KeysAction::List } => keys_list(&config),
-        Command::Keys { action: KeysAction::ImportTransportKey { vendor, key_file, so_pin_file } } => {
-            import_transport_key(&config, &vendor, &key_file, so_pin_file)
+        Command::Keys { action: KeysAction::ImportTransportKey { vendor, key_file } } => {
+            import_transport_key(&config, &vendor, &key_file)
+        }
+        Command::Keys { action: KeysAction::Check } => keys_check(&config),
+        Command::Keys { action: KeysAction::RotateKek } => {
+            let (version, label) =
+                ceremony::rotate_kek(&config, &user_pin(&config)?).map_err(|e| e.to_string())?;
+            println!("  {label:<20} created (KEK version {version})");
+            println!(
+                "running servers wrap new chain keys under it within kek_refresh_ms ({} ms); \
+                 then run `authz keys rewrap` to move the others",
+                config.kek_refresh_ms
+            );
+            Ok(())
+        }
+        Command::Keys { action: KeysAction::RetireKek { version } } => {
+            let label = ceremony::retire_kek(&config, &user_pin(&config)?, version).map_err(|e| e.to_string())?;
+            println!("  {label:<20} destroyed");
+            Ok(())
         }
         Command::Bench(args) => bench::run(config, &args),
     }
 }
 
-fn keys_init(config: &HsmConfig, vendors: &[String], so_pin_file: Option<PathBuf>) -> Result<(), String> {
-    let user_pin = config.load_pin().map_err(|e| e.to_string())?;
-    let so_pin = match so_pin_file {
-        Some(path) => Some(Pin::from_file(&path).map_err(|e| e.to_string())?),
-        None => Pin::from_env("MPS_HSM_SO_PIN").ok(),
-    };
+fn user_pin(config: &HsmConfig) -> Result<Pin, String> {
+    config.load_pin().map_err(|e| e.to_string())
+}
+
+fn outcome_text(outcome: &KeyOutcome) -> String {
+    match outcome {
+        KeyOutcome::Created => "created".to_owned(),
+        KeyOutcome::Kept { violation: None } => "kept".to_owned(),
+        KeyOutcome::Kept { violation: Some(violation) } => format!("kept, NOT COMPLIANT: {violation}"),
+    }
+}
+
+fn keys_init(config: &HsmConfig, vendors: &[String]) -> Result<(), String> {
+    let user_pin = user_pin(config)?;
     println!("key ceremony on token {:?} ({})", config.token_label, config.module_path.display());
-    let report = ceremony::init_keys(config, &user_pin, so_pin.as_ref(), vendors).map_err(|e| e.to_string())?;
+    let report = ceremony::init_keys(config, &user_pin, vendors).map_err(|e| e.to_string())?;
     let mut non_compliant = 0;
     for (label, outcome) in &report.keys {
-        let what = match outcome {
-            KeyOutcome::Created => "created",
-            KeyOutcome::Kept { compliant: true } => "kept",
-            KeyOutcome::Kept { compliant: false } => {
-                non_compliant += 1;
-                "kept, NOT COMPLIANT (extractable, not sensitive or not trusted): replace it by hand"
-            }
-        };
-        println!("  {label:<20} {what}");
+        if matches!(outcome, KeyOutcome::Kept { violation: Some(_) }) {
+            non_compliant += 1;
+        }
+        println!("  {label:<20} {}", outcome_text(outcome));
     }
     if non_compliant > 0 {
-        return Err(format!("{non_compliant} existing key(s) do not meet the key policy"));
+        return Err(format!("{non_compliant} existing key(s) do not meet the key policy (docs/HSM.md)"));
     }
     Ok(())
 }
 
-fn import_transport_key(
-    config: &HsmConfig,
-    vendor: &str,
-    key_file: &std::path::Path,
-    so_pin_file: Option<PathBuf>,
-) -> Result<(), String> {
-    let so_pin = match so_pin_file {
-        Some(path) => Pin::from_file(&path).map_err(|e| e.to_string())?,
-        None => Pin::from_env("MPS_HSM_SO_PIN").map_err(|e| format!("{e} (or pass --so-pin-file)"))?,
-    };
+fn keys_check(config: &HsmConfig) -> Result<(), String> {
+    let checked = ceremony::check_keys(config, &user_pin(config)?).map_err(|e| e.to_string())?;
+    for label in &checked {
+        println!("  {label:<20} meets the key policy");
+    }
+    Ok(())
+}
+
+fn import_transport_key(config: &HsmConfig, vendor: &str, key_file: &std::path::Path) -> Result<(), String> {
+    let user_pin = user_pin(config)?;
     let text = zeroize::Zeroizing::new(
         std::fs::read_to_string(key_file).map_err(|e| format!("cannot read {}: {e}", key_file.display()))?,
     );
     let mut value = zeroize::Zeroizing::new([0u8; 32]);
     hex::decode_to_slice(text.lines().next().unwrap_or("").trim(), &mut value[..])
         .map_err(|_| format!("{} must hold the key as 64 hex digits on its first line", key_file.display()))?;
-    let outcome = ceremony::import_transport_key(config, &so_pin, vendor, &value).map_err(|e| e.to_string())?;
+    let outcome = ceremony::import_transport_key(config, &user_pin, vendor, &value).map_err(|e| e.to_string())?;
     let label = format!("{}{vendor}", ceremony::TRANSPORT_KEY_PREFIX);
     match outcome {
         KeyOutcome::Created => println!("  {label:<20} imported"),
-        KeyOutcome::Kept { compliant } => {
-            println!("  {label:<20} exists: kept, not overwritten{}", if compliant { "" } else { " (NOT COMPLIANT)" })
-        }
+        kept => println!("  {label:<20} exists, not overwritten: {}", outcome_text(&kept)),
     }
     Ok(())
 }
 
 fn keys_list(config: &HsmConfig) -> Result<(), String> {
-    let user_pin = config.load_pin().map_err(|e| e.to_string())?;
+    let user_pin = user_pin(config)?;
     let keys = ceremony::list_keys(config, &user_pin).map_err(|e| e.to_string())?;
     println!("{:<20} {:<8} {:<15} {:>4}  attributes (+ set, - clear)", "label", "class", "type", "len");
     for key in &keys {
@@ -233,7 +264,7 @@ mod bench {
     /// What every bench operation needs.
     struct Fixture {
         hsm: Hsm,
-        wrapped: [u8; 40],
+        wrapped: mps_hsm::WrappedChainKey,
         rsn: Rsn,
         packet: PayerPacket,
         account: Account,

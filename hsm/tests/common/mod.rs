@@ -135,7 +135,7 @@ pub fn declined() -> AnswerContent {
 }
 
 /// One full authorization against the pool; returns the sealed session.
-pub async fn authorize(hsm: &Hsm, wrapped: &[u8; 40], sim: &Sim, iv: [u8; 16]) -> SealedSession {
+pub async fn authorize(hsm: &Hsm, wrapped: &mps_hsm::WrappedChainKey, sim: &Sim, iv: [u8; 16]) -> SealedSession {
     let packet = sim.packet(1250, iv);
     let opened = hsm.open_session(wrapped, packet.fields.counter, sim.rsn, &packet).await.expect("open");
     assert_eq!(opened.account.expose(), ACCOUNT);
