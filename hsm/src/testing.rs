@@ -151,6 +151,36 @@ impl TestToken {
     }
 }
 
+/// Puts a deliberately weak KEK on the test token (public and/or extractable, with the unwrap
+/// template) under `label`, for tests that check that a pool refuses it.
+pub fn make_weak_kek(config: &HsmConfig, label: &str, public: bool, extractable: bool) -> Result<(), HsmError> {
+    let initialised = module::initialise(&config.module_path)?;
+    let slot = module::find_slot(&initialised.pkcs11, &config.token_label)?;
+    let owned = module::OwnedSession::open(&initialised, slot, true)?;
+    let session = owned.get()?;
+    module::login(session, cryptoki::session::UserType::User, &config.load_pin()?)?;
+    let template = vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::ValueLen(32.into()),
+        Attribute::Token(true),
+        Attribute::Private(!public),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(extractable),
+        Attribute::Wrap(true),
+        Attribute::Unwrap(true),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Derive(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        crate::custody::unwrap_template_forcing_sensitive(),
+    ];
+    session.generate_key(&Mechanism::AesKeyGen, &template).map_err(from_cryptoki)?;
+    Ok(())
+}
+
 /// `CKM_AES_ECB_ENCRYPT_DATA` over `data`, for tests that derive with a raw session.
 pub fn ecb_encrypt_data<'a>(data: &'a KeyDerivationStringData<'a>) -> Mechanism<'a> {
     templates::ecb_encrypt_data(data)

@@ -199,6 +199,66 @@ impl AccountSpec {
     }
 }
 
+/// Everything a bank server needs on disk: a PKI with every certificate, the bank's signing
+/// certificate for mps-sign (issued through the HSM), and the authz configuration text. For
+/// tests that run the server in-process ([`Bank`]) or as the `authz` binary.
+pub struct BankFiles {
+    pub dir: tempfile::TempDir,
+    pub pki: Pki,
+    /// A pool on the process's test token (it issued the bank certificate).
+    pub hsm: Hsm,
+    /// The authz configuration (TOML), HSM PIN from the test token's PIN file.
+    pub config_text: String,
+    pub gateway_leaf: Leaf,
+    pub merchant_leaf: Leaf,
+    pub bank_cert: PathBuf,
+    pub revoked_gateway_leaf: Leaf,
+    pub foreign_gateway_leaf: Leaf,
+}
+
+impl BankFiles {
+    pub async fn create(options: &BankOptions) -> BankFiles {
+        // Plain-HTTP helpers (reqwest::get on the admin listener) need a process provider.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let token = TestToken::shared().unwrap();
+        let hsm = token.hsm().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (pki, gateway_leaf, merchant_leaf, server_leaf, bank_cert, revoked_gateway_leaf, foreign_gateway_leaf) = {
+            let dir_path = dir.path().to_owned();
+            let hsm = hsm.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut pki = Pki::new(&dir_path);
+                let gateway = pki.issue("gateway-client", &request(Role::GatewayClient, "gateway"));
+                let revoked = pki.issue("gateway-revoked", &request(Role::GatewayClient, "gateway revoked"));
+                pki.revoke(&revoked);
+                let foreign_dir = dir_path.join("foreign");
+                std::fs::create_dir_all(&foreign_dir).unwrap();
+                let mut foreign_pki = Pki::new(&foreign_dir);
+                let foreign = foreign_pki.issue("gateway-foreign", &request(Role::GatewayClient, "gateway"));
+                let merchant = pki.issue("merchant", &request(Role::Merchant, "merchant"));
+                let server = pki.issue("authz-server", &request(Role::AuthzServer, "authz"));
+                let signer = mps_pki::hsm::HsmSigner::new(hsm);
+                let bank = pki.issue_for_key("bank-signing", &request(Role::BankSigning, "bank"), &signer);
+                (pki, gateway, merchant, server, bank, revoked, foreign)
+            })
+            .await
+            .unwrap()
+        };
+        let config_text = authz_config_text(dir.path(), &pki, &server_leaf, &bank_cert, &token.config, options);
+        BankFiles {
+            dir,
+            pki,
+            hsm,
+            config_text,
+            gateway_leaf,
+            merchant_leaf,
+            bank_cert,
+            revoked_gateway_leaf,
+            foreign_gateway_leaf,
+        }
+    }
+}
+
 /// The bank, its server and a gateway client.
 pub struct Bank {
     pub dir: tempfile::TempDir,
@@ -231,33 +291,9 @@ impl Bank {
     }
 
     pub async fn start_with(options: BankOptions) -> Bank {
-        // Plain-HTTP helpers (reqwest::get on the admin listener) need a process provider.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let token = TestToken::shared().unwrap();
-        let hsm = token.hsm().await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let (pki, gateway_leaf, merchant_leaf, server_leaf, bank_cert, revoked_gateway_leaf, foreign_gateway_leaf) = {
-            let dir_path = dir.path().to_owned();
-            let hsm = hsm.clone();
-            tokio::task::spawn_blocking(move || {
-                let mut pki = Pki::new(&dir_path);
-                let gateway = pki.issue("gateway-client", &request(Role::GatewayClient, "gateway"));
-                let revoked = pki.issue("gateway-revoked", &request(Role::GatewayClient, "gateway revoked"));
-                pki.revoke(&revoked);
-                let foreign_dir = dir_path.join("foreign");
-                std::fs::create_dir_all(&foreign_dir).unwrap();
-                let mut foreign_pki = Pki::new(&foreign_dir);
-                let foreign = foreign_pki.issue("gateway-foreign", &request(Role::GatewayClient, "gateway"));
-                let merchant = pki.issue("merchant", &request(Role::Merchant, "merchant"));
-                let server = pki.issue("authz-server", &request(Role::AuthzServer, "authz"));
-                let signer = mps_pki::hsm::HsmSigner::new(hsm);
-                let bank = pki.issue_for_key("bank-signing", &request(Role::BankSigning, "bank"), &signer);
-                (pki, gateway, merchant, server, bank, revoked, foreign)
-            })
-            .await
-            .unwrap()
-        };
-        let config_text = authz_config_text(dir.path(), &pki, &server_leaf, &bank_cert, &token.config, &options);
+        let files = BankFiles::create(&options).await;
+        let BankFiles { dir, pki, hsm, config_text, gateway_leaf, merchant_leaf, bank_cert, revoked_gateway_leaf, foreign_gateway_leaf } =
+            files;
         let config = AuthzConfig::from_parts(&config_text, Vec::new()).unwrap();
         let parts = app::parts_with_hsm(&config, hsm.clone()).unwrap();
         let ledger = parts.ledger.clone();
