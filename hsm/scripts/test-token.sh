@@ -14,10 +14,11 @@
 #
 # The exports are config overrides of mps-hsm (and of `pki --hsm-config`), in the
 # MPS_HSM__<KEY> style every MPS binary uses: MPS_HSM__MODULE_PATH, MPS_HSM__TOKEN_LABEL,
-# MPS_HSM__PIN_FILE; plus SOFTHSM2_CONF and MPS_HSM_SO_PIN_FILE (the --so-pin-file flag).
-# PINs are random (or taken from MPS_HSM_PIN / MPS_HSM_SO_PIN when set), written to user.pin
-# and so.pin (mode 0600) in the token directory, and passed on as MPS_HSM__PIN_FILE /
-# MPS_HSM_SO_PIN_FILE; they are never printed. Installs the
+# MPS_HSM__PIN_FILE; plus SOFTHSM2_CONF. PINs are random (or taken from MPS_HSM_PIN /
+# MPS_HSM_SO_PIN when set), written to user.pin and so.pin (mode 0600) in the token
+# directory; the user PIN is passed on as MPS_HSM__PIN_FILE. No MPS key needs the security
+# officer (every issuer key is a private object of the user); so.pin is there for token
+# administration only. PINs are never printed. Installs the
 # softhsm2 package with apt-get when it is missing and this runs as root; otherwise says what
 # to install. Everything but the export lines goes to stderr.
 set -euo pipefail
@@ -98,5 +99,4 @@ export SOFTHSM2_CONF='$conf'
 export MPS_HSM__MODULE_PATH='$module'
 export MPS_HSM__TOKEN_LABEL='$label'
 export MPS_HSM__PIN_FILE='$dir/user.pin'
-export MPS_HSM_SO_PIN_FILE='$dir/so.pin'
 EXPORTS
