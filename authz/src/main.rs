@@ -241,12 +241,16 @@ async fn keys(config: &AuthzConfig, command: KeysCommand) -> Result<(), CliError
                 ..RewrapLimits::default()
             };
             println!("moving chain keys to KEK version {}", parts.hsm.kek_version_newest());
-            let report = kek_rotation::rewrap(&parts.hsm, &parts.ledger, &config.hsm, &pin, limits, |moved, superseded| {
-                eprintln!("  ... {moved} moved, {superseded} superseded by a payment");
-            })
-            .await
-            .map_err(CliError::new)?;
-            println!("{} moved, {} superseded by a payment (already under the newest KEK)", report.moved, report.superseded);
+            let report =
+                kek_rotation::rewrap(&parts.hsm, &parts.ledger, &config.hsm, &pin, limits, |moved, superseded| {
+                    eprintln!("  ... {moved} moved, {superseded} superseded by a payment");
+                })
+                .await
+                .map_err(CliError::new)?;
+            println!(
+                "{} moved, {} superseded by a payment (already under the newest KEK)",
+                report.moved, report.superseded
+            );
             print_usage(&report.usage);
             for label in &report.drained {
                 println!("  {label:<20} drained: no chain key needs it; `mps-hsm keys retire-kek` may destroy it");

@@ -355,10 +355,8 @@ impl Ctx {
 
         let next_chain =
             self.guard(self.derive(previous_chain.handle(), LABEL_CHAIN, &ticket.context, &templates::chain_key())?);
-        let wrapped = self
-            .session()?
-            .wrap_key(&Mechanism::AesKeyWrapPad, kek, next_chain.handle())
-            .map_err(|e| self.fail(e))?;
+        let wrapped =
+            self.session()?.wrap_key(&Mechanism::AesKeyWrapPad, kek, next_chain.handle()).map_err(|e| self.fail(e))?;
         let wrapped_next_chain_key = WrappedChainKey { kek_version, bytes: wrapped_key_bytes(&wrapped)? };
         Ok(SealedSession { answer, next_rsn, wrapped_next_chain_key })
     }

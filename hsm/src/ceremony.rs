@@ -15,7 +15,7 @@ use cryptoki::session::{Session, UserType};
 
 use crate::config::{HsmConfig, Pin};
 use crate::custody::{
-    KEK_VERSION_MAX, bool_attribute, KeyRole, check_key, check_pool_keys, check_unwrap_template, find_keks, kek_label,
+    KEK_VERSION_MAX, KeyRole, bool_attribute, check_key, check_pool_keys, check_unwrap_template, find_keks, kek_label,
     unwrap_template_forcing_sensitive,
 };
 use crate::error::{HsmError, from_cryptoki};
@@ -330,14 +330,15 @@ pub fn check_keys(config: &HsmConfig, user_pin: &Pin) -> Result<Vec<String>, Cer
         let _lookup = module::key_lookup_lock();
         session
             .find_objects(&[Attribute::Token(true), Attribute::Class(ObjectClass::SECRET_KEY)])
-            .map_err(from_cryptoki)
-            .map_err(HsmError::from)?
+            .map_err(from_cryptoki)?
     };
     for handle in handles {
         let attributes = session.get_attributes(handle, &[AttributeType::Label]).map_err(from_cryptoki)?;
         let label = attributes
             .iter()
-            .find_map(|a| if let Attribute::Label(l) = a { Some(String::from_utf8_lossy(l).into_owned()) } else { None })
+            .find_map(
+                |a| if let Attribute::Label(l) = a { Some(String::from_utf8_lossy(l).into_owned()) } else { None },
+            )
             .unwrap_or_default();
         if label.starts_with(TRANSPORT_KEY_PREFIX) {
             check_key(session, handle, &label, KeyRole::Transport)?;

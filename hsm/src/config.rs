@@ -138,7 +138,8 @@ impl Pin {
     /// group- or world-accessible (mode 600 or 400).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         use std::os::unix::fs::PermissionsExt;
-        let metadata = std::fs::metadata(path).map_err(|source| ConfigError::PinFile { path: path.to_owned(), source })?;
+        let metadata =
+            std::fs::metadata(path).map_err(|source| ConfigError::PinFile { path: path.to_owned(), source })?;
         let mode = metadata.permissions().mode() & 0o7777;
         if mode & 0o077 != 0 {
             return Err(ConfigError::PinFilePermissions { path: path.to_owned(), mode });

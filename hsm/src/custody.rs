@@ -152,12 +152,7 @@ fn shown(value: Option<bool>) -> String {
 }
 
 /// Checks the attributes of the token key `handle` labelled `label` against `role`.
-pub(crate) fn check_key(
-    session: &Session,
-    handle: ObjectHandle,
-    label: &str,
-    role: KeyRole,
-) -> Result<(), HsmError> {
+pub(crate) fn check_key(session: &Session, handle: ObjectHandle, label: &str, role: KeyRole) -> Result<(), HsmError> {
     let mut wanted = vec![
         AttributeType::Class,
         AttributeType::KeyType,
@@ -303,7 +298,7 @@ pub fn kek_version(base: &str, label: &str) -> Option<u32> {
     let digits = label.strip_prefix(base)?.strip_prefix('-')?;
     let version: u32 = digits.parse().ok()?;
     // One spelling per version: "mps-kek-2", never "mps-kek-02" or "mps-kek-1".
-    (version >= 2 && version <= KEK_VERSION_MAX && digits == version.to_string()).then_some(version)
+    ((2..=KEK_VERSION_MAX).contains(&version) && digits == version.to_string()).then_some(version)
 }
 
 /// Every KEK version on the token, ascending, with its handle (one search over the token's
@@ -395,8 +390,7 @@ mod tests {
 
     #[test]
     fn the_unwrap_template_is_one_nested_attribute() {
-        let Attribute::VendorDefined((AttributeType::VendorDefined(kind), bytes)) =
-            unwrap_template_forcing_sensitive()
+        let Attribute::VendorDefined((AttributeType::VendorDefined(kind), bytes)) = unwrap_template_forcing_sensitive()
         else {
             unreachable!("the template is a raw array attribute")
         };

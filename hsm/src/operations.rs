@@ -11,8 +11,8 @@ use mps_protocol::{Account, Password, Rsn, SimId};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::ceremony::TRANSPORT_KEY_PREFIX;
 use crate::authorization::wrapped_key_bytes;
+use crate::ceremony::TRANSPORT_KEY_PREFIX;
 use crate::custody::{KeyRole, WrappedChainKey, check_key};
 use crate::error::{HsmError, Pkcs11Function, RvError};
 use crate::pool::{Hsm, Route};

@@ -302,11 +302,7 @@ pub async fn wrap_known_chain_key(hsm: &Hsm, value: &[u8; 32]) -> Result<Wrapped
 /// derivation as [`Hsm::register_sim`], with a known IMK) and returns it wrapped under
 /// mps-kek. RFC 5649 is deterministic, so equality with [`wrap_known_chain_key`] of the
 /// expected CK_0 proves the derivation.
-pub async fn chain_key_0_with_imk(
-    hsm: &Hsm,
-    imk: &[u8; 32],
-    sim_id: &SimId,
-) -> Result<WrappedChainKey, HsmError> {
+pub async fn chain_key_0_with_imk(hsm: &Hsm, imk: &[u8; 32], sim_id: &SimId) -> Result<WrappedChainKey, HsmError> {
     let imk = *imk;
     let sim_id = sim_id.clone();
     hsm.call(Route::Any, move |ctx| ctx.chain_key_0_with_imk(&imk, &sim_id)).await

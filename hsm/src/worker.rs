@@ -288,7 +288,8 @@ impl Ctx {
         }
         let label = kek_label(&self.shared.config.keys.key_encryption, version);
         let session = self.session()?;
-        let token_key = self.shared.token_key(session, &label, ObjectClass::SECRET_KEY).map_err(|e| self.classify(e))?;
+        let token_key =
+            self.shared.token_key(session, &label, ObjectClass::SECRET_KEY).map_err(|e| self.classify(e))?;
         match check_key(session, token_key, &label, KeyRole::KeyEncryption) {
             Ok(()) => {}
             Err(HsmError::KeyPolicy(violation)) if !for_wrapping => {

@@ -249,3 +249,21 @@ async fn a_pool_refuses_a_weak_kek_naming_the_key_and_the_attribute() {
     // The ceremony's own keys pass the same check.
     Hsm::connect(token().config.clone()).await.unwrap();
 }
+
+/// On SoftHSM only the security officer may set CKA_TRUSTED, and the SO makes only public
+/// objects: a private trusted KEK cannot exist, so chain keys cannot be bound to one with
+/// CKA_WRAP_WITH_TRUSTED (docs/HSM.md).
+#[test]
+fn the_user_cannot_make_a_trusted_key() {
+    let session = logged_in_session();
+    let attempt = session.generate_key(
+        &Mechanism::AesKeyGen,
+        &aes_template(&[
+            Attribute::ValueLen(32.into()),
+            Attribute::Private(true),
+            Attribute::Wrap(true),
+            Attribute::Trusted(true),
+        ]),
+    );
+    assert!(matches!(attempt, Err(Error::Pkcs11(RvError::AttributeReadOnly, _))), "{attempt:?}");
+}

@@ -27,7 +27,10 @@ async fn rotate_adopt_rewrap_drain_retire() {
     let (version, label) = rotate_kek(&token.config, &pin).unwrap();
     assert_eq!((version, label.as_str()), (2, "mps-kek-2"));
     // The running pool finds the rotated KEK by itself (kek_refresh_ms, 500 ms in tests).
-    assert!(eventually(Duration::from_secs(10), async || hsm.kek_version_newest() == 2).await, "pool adopted mps-kek-2");
+    assert!(
+        eventually(Duration::from_secs(10), async || hsm.kek_version_newest() == 2).await,
+        "pool adopted mps-kek-2"
+    );
 
     // An older chain key still opens under mps-kek, and the next one is stored under mps-kek-2.
     let sealed = authorize(&hsm, &under_v1, &sim, [1; 16]).await;
@@ -57,10 +60,7 @@ async fn rotate_adopt_rewrap_drain_retire() {
     assert!(matches!(mark_kek_drained(&token.config, &pin, 2), Err(CeremonyError::KekRefused { .. })));
     assert_eq!(mark_kek_drained(&token.config, &pin, 1).unwrap(), "mps-kek");
     assert_eq!(retire_kek(&token.config, &pin, 1).unwrap(), "mps-kek");
-    assert!(matches!(
-        retire_kek(&token.config, &pin, 1),
-        Err(CeremonyError::Hsm(HsmError::KeyNotFound { .. }))
-    ));
+    assert!(matches!(retire_kek(&token.config, &pin, 1), Err(CeremonyError::Hsm(HsmError::KeyNotFound { .. }))));
 
     // After a re-initialisation the pool has no copy of mps-kek left: a chain key under it
     // no longer opens, and one under mps-kek-2 does. A new pool starts with mps-kek-2 alone.

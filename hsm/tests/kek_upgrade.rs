@@ -34,9 +34,7 @@ async fn a_public_kek_of_an_earlier_ceremony_is_rotated_away() {
         Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
         Err(e) => panic!("{e}"),
     }
-    let legacy = session
-        .find_objects(&[Attribute::Token(true), Attribute::Label(b"legacy-kek".to_vec())])
-        .unwrap()[0];
+    let legacy = session.find_objects(&[Attribute::Token(true), Attribute::Label(b"legacy-kek".to_vec())]).unwrap()[0];
     let chain_key = session
         .create_object(&[
             Attribute::Class(ObjectClass::SECRET_KEY),

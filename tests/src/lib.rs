@@ -292,8 +292,17 @@ impl Bank {
 
     pub async fn start_with(options: BankOptions) -> Bank {
         let files = BankFiles::create(&options).await;
-        let BankFiles { dir, pki, hsm, config_text, gateway_leaf, merchant_leaf, bank_cert, revoked_gateway_leaf, foreign_gateway_leaf } =
-            files;
+        let BankFiles {
+            dir,
+            pki,
+            hsm,
+            config_text,
+            gateway_leaf,
+            merchant_leaf,
+            bank_cert,
+            revoked_gateway_leaf,
+            foreign_gateway_leaf,
+        } = files;
         let config = AuthzConfig::from_parts(&config_text, Vec::new()).unwrap();
         let parts = app::parts_with_hsm(&config, hsm.clone()).unwrap();
         let ledger = parts.ledger.clone();

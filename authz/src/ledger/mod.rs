@@ -231,7 +231,11 @@ impl Ledger {
     /// KEK rotation: replaces `stored` by the same chain key under a newer KEK, only if the
     /// SIM's row is unchanged since it was read; [`Conflict::StaleCounter`] when a payment
     /// booked meanwhile (its CK_n is already under the newest KEK).
-    pub async fn rewrap_chain_key(&self, stored: StoredChainKey, new: mps_hsm::WrappedChainKey) -> Result<(), LedgerError> {
+    pub async fn rewrap_chain_key(
+        &self,
+        stored: StoredChainKey,
+        new: mps_hsm::WrappedChainKey,
+    ) -> Result<(), LedgerError> {
         self.submit(Command::RewrapChainKey(Box::new((stored, new)))).await
     }
 

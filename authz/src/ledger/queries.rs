@@ -12,8 +12,8 @@ use super::model::{
 };
 use super::rows::{
     ACCOUNT_COLUMNS, RawAccount, RawStatementLine, RawStoredAnswer, RawTransaction, TRANSACTION_COLUMNS, day_text,
-    parse_account, parse_counter, parse_currency, parse_iin, parse_rsn, parse_sim_id, parse_sim_status, parse_time,
-    parse_chain_key,
+    parse_account, parse_chain_key, parse_counter, parse_currency, parse_iin, parse_rsn, parse_sim_id,
+    parse_sim_status, parse_time,
 };
 
 /// A SIM with its bound accounts and last stored answer, from one snapshot.

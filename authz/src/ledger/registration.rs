@@ -10,8 +10,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::error::LedgerError;
 use super::journal::{self, Posting, PostingTarget};
 use super::model::{
-    AccountKind, AccountStatus, EntryKind, HOLDER_NAME_CHARS_MAX, InternalAccount, NewAccount, SimStatus,
-    signed,
+    AccountKind, AccountStatus, EntryKind, HOLDER_NAME_CHARS_MAX, InternalAccount, NewAccount, SimStatus, signed,
 };
 use super::queries;
 

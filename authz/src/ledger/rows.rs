@@ -110,7 +110,11 @@ pub(crate) fn parse_wrapped_key(what: &'static str, bytes: &[u8]) -> Result<[u8;
 }
 
 /// A stored chain key: the wrapped bytes and the KEK version they are under.
-pub(crate) fn parse_chain_key(what: &'static str, bytes: &[u8], kek_version: i64) -> Result<WrappedChainKey, LedgerError> {
+pub(crate) fn parse_chain_key(
+    what: &'static str,
+    bytes: &[u8],
+    kek_version: i64,
+) -> Result<WrappedChainKey, LedgerError> {
     let kek_version = u32::try_from(kek_version).ok().filter(|v| *v >= 1).ok_or(LedgerError::Corrupt(what))?;
     Ok(WrappedChainKey { kek_version, bytes: parse_wrapped_key(what, bytes)? })
 }

@@ -57,7 +57,16 @@ pub(crate) fn credit(n: u64, limit: u64) -> NewAccount {
 /// Registers SIM `n` bound to the given accounts, at counter 0.
 pub(crate) async fn register(ledger: &Ledger, n: u64, accounts: &[u64]) {
     let accounts: Vec<Account> = accounts.iter().map(|a| account(*a)).collect();
-    ledger.register_sim(&sim_id(n), Iin::new("400012").unwrap(), &accounts, mps_hsm::WrappedChainKey { kek_version: 1, bytes: [0x10; 40] }, Rsn([1; 8])).await.unwrap();
+    ledger
+        .register_sim(
+            &sim_id(n),
+            Iin::new("400012").unwrap(),
+            &accounts,
+            mps_hsm::WrappedChainKey { kek_version: 1, bytes: [0x10; 40] },
+            Rsn([1; 8]),
+        )
+        .await
+        .unwrap();
 }
 
 /// A distinct transaction id per (sim, counter).

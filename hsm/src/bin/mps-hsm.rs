@@ -143,8 +143,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Keys { action: KeysAction::Check } => keys_check(&config),
         Command::Keys { action: KeysAction::RotateKek } => {
-            let (version, label) =
-                ceremony::rotate_kek(&config, &user_pin(&config)?).map_err(|e| e.to_string())?;
+            let (version, label) = ceremony::rotate_kek(&config, &user_pin(&config)?).map_err(|e| e.to_string())?;
             println!("  {label:<20} created (KEK version {version})");
             println!(
                 "running servers wrap new chain keys under it within kek_refresh_ms ({} ms); \
