@@ -43,8 +43,16 @@ fn authz(config: &Path, overrides: &[(&str, &str)]) -> Child {
     command.spawn().unwrap()
 }
 
+/// The tests of this binary run one at a time: SoftHSM's file store answered
+/// CKR_GENERAL_ERROR to a token-object creation while another process opened the same token.
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pin_is_gone_from_the_environment_of_a_running_server() {
+    let _serial = one_at_a_time().await;
     let (_files, config) = config_with_pin_in_environment().await;
     let mut server = authz(&config, &[]);
     let stdout = server.stdout.take().unwrap();
@@ -72,6 +80,7 @@ async fn the_pin_is_gone_from_the_environment_of_a_running_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_refuses_a_public_or_extractable_kek() {
+    let _serial = one_at_a_time().await;
     let (_files, config) = config_with_pin_in_environment().await;
     let token = TestToken::shared().unwrap();
     for (label, public, extractable, attribute) in

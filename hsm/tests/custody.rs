@@ -49,8 +49,16 @@ fn aes_template(extra: &[Attribute]) -> Vec<Attribute> {
     template
 }
 
+/// The tests of this binary run one at a time: SoftHSM's file store answered
+/// CKR_GENERAL_ERROR to a token-object creation while another process opened the same token.
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_without_the_pin_finds_no_issuer_key_and_cannot_unwrap_a_ledger_blob() {
+    let _serial = one_at_a_time().await;
     let token = token();
     let hsm = token.hsm().await.unwrap();
     let blob = wrap_known_chain_key(&hsm, &[0x5c; 32]).await.unwrap();
@@ -115,8 +123,9 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
     hits
 }
 
-#[test]
-fn the_token_directory_holds_no_key_value() {
+#[tokio::test]
+async fn the_token_directory_holds_no_key_value() {
+    let _serial = one_at_a_time().await;
     let token = token();
     let tokens = token.dir.join("tokens");
     // The transport key was imported with a known value: as a private object it is stored
@@ -144,6 +153,7 @@ fn the_token_directory_holds_no_key_value() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_pin_the_unwrap_template_is_enforced_and_derivation_is_not() {
+    let _serial = one_at_a_time().await;
     let hsm = token().hsm().await.unwrap();
     let blob = wrap_known_chain_key(&hsm, &[0x3d; 32]).await.unwrap();
     let session = logged_in_session();
@@ -205,6 +215,7 @@ fn ecb_encrypt_data<'a>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_refuses_a_weak_kek_naming_the_key_and_the_attribute() {
+    let _serial = one_at_a_time().await;
     let session = logged_in_session();
     let kek_usage = [
         Attribute::ValueLen(32.into()),
@@ -253,8 +264,9 @@ async fn a_pool_refuses_a_weak_kek_naming_the_key_and_the_attribute() {
 /// On SoftHSM only the security officer may set CKA_TRUSTED, and the SO makes only public
 /// objects: a private trusted KEK cannot exist, so chain keys cannot be bound to one with
 /// CKA_WRAP_WITH_TRUSTED (docs/HSM.md).
-#[test]
-fn the_user_cannot_make_a_trusted_key() {
+#[tokio::test]
+async fn the_user_cannot_make_a_trusted_key() {
+    let _serial = one_at_a_time().await;
     let session = logged_in_session();
     let attempt = session.generate_key(
         &Mechanism::AesKeyGen,
