@@ -78,6 +78,19 @@ pub fn authorizer(config: &AuthzConfig, parts: &Parts) -> Result<Authorizer, App
         .map_err(|e| AppError::Pki(format!("merchant trust (merchants.scheme_ca / merchants.crls): {e}")))?;
     let chain = mps_pki::pem::load_certificates(&config.issuer.signing_certificate)
         .map_err(|e| AppError::Pki(format!("issuer.signing_certificate: {e}")))?;
+    check_certificate_key(&chain, parts.hsm.signing_public_key(), "issuer.signing_certificate", "hsm.keys.signing")?;
+    let mut signer = AnswerSigner::new(&chain);
+    if let Some((from, path)) = config.issuer.next_signing()? {
+        let next_chain = mps_pki::pem::load_certificates(path)
+            .map_err(|e| AppError::Pki(format!("issuer.next_signing_certificate: {e}")))?;
+        let next_key = parts
+            .hsm
+            .signing_public_key_next()
+            .ok_or_else(|| AppError::Pki("issuer.next_signing_certificate needs hsm.keys.signing_next".to_owned()))?;
+        check_certificate_key(&next_chain, next_key, "issuer.next_signing_certificate", "hsm.keys.signing_next")?;
+        tracing::info!(%from, "signing-key renewal configured: answers switch to the next signing key then");
+        signer = signer.with_next(from, &next_chain);
+    }
     let cutoff = Cutoff::parse(&config.issuer.business_day_cutoff)
         .map_err(|e| AppError::Pki(format!("issuer.business_day_cutoff: {e}")))?;
     let settings =
@@ -86,10 +99,31 @@ pub fn authorizer(config: &AuthzConfig, parts: &Parts) -> Result<Authorizer, App
         parts.hsm.clone(),
         parts.ledger.clone(),
         MerchantVerifier::new(trust),
-        AnswerSigner::new(&chain),
+        signer,
         settings,
         Arc::clone(&parts.metrics),
     ))
+}
+
+/// Refuses a signing certificate whose key is not the HSM's key: every answer it would sign
+/// would fail verification at the merchant.
+fn check_certificate_key(
+    chain: &[rustls_pki_types::CertificateDer<'static>],
+    hsm_key: [u8; 65],
+    certificate_field: &str,
+    key_field: &str,
+) -> Result<(), AppError> {
+    let leaf =
+        chain.first().ok_or_else(|| AppError::Pki(format!("{certificate_field}: the file holds no certificate")))?;
+    let key =
+        mps_pki::identity::subject_public_key(leaf).map_err(|e| AppError::Pki(format!("{certificate_field}: {e}")))?;
+    if key != hsm_key {
+        return Err(AppError::Pki(format!(
+            "{certificate_field} certifies another key than the HSM's {key_field}: issue it for that key \
+             (pki issue --role bank-signing --hsm-config ...)"
+        )));
+    }
+    Ok(())
 }
 
 /// A server that is running: its bound addresses, a way to stop it, and its task.

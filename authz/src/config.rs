@@ -161,6 +161,37 @@ pub struct IssuerConfig {
     /// Consecutive wrong passwords that lock payments (code 75 at the last one).
     #[serde(default = "defaults::password_tries_max")]
     pub password_tries_max: u32,
+    /// Signing-key renewal: the certificate chain of the next signing key (`hsm.keys.
+    /// signing_next`), used for answers signed from `next_signing_from` on.
+    #[serde(default)]
+    pub next_signing_certificate: Option<PathBuf>,
+    /// Signing-key renewal: when answers start being signed with the next key, RFC 3339 UTC
+    /// ("2026-12-01T00:00:00Z").
+    #[serde(default)]
+    pub next_signing_from: Option<String>,
+}
+
+impl IssuerConfig {
+    /// The signing-key renewal, when configured: (switch time, next certificate).
+    pub fn next_signing(&self) -> Result<Option<(time::OffsetDateTime, &std::path::Path)>, ConfigError> {
+        match (&self.next_signing_certificate, &self.next_signing_from) {
+            (None, None) => Ok(None),
+            (Some(certificate), Some(from)) => {
+                let from = time::OffsetDateTime::parse(from, &time::format_description::well_known::Rfc3339).map_err(
+                    |_| {
+                        ConfigError::Invalid(format!(
+                            "issuer.next_signing_from {from:?} is not an RFC 3339 time like 2026-12-01T00:00:00Z"
+                        ))
+                    },
+                )?;
+                Ok(Some((from, certificate.as_path())))
+            }
+            _ => Err(ConfigError::Invalid(
+                "issuer.next_signing_certificate and issuer.next_signing_from go together (a signing-key renewal)"
+                    .to_owned(),
+            )),
+        }
+    }
 }
 
 /// Trust for merchant signatures.
@@ -279,6 +310,9 @@ impl AuthzConfig {
         }
         if !(1..=10).contains(&self.issuer.password_tries_max) {
             return invalid("issuer.password_tries_max must be 1 to 10");
+        }
+        if self.issuer.next_signing()?.is_some() && self.hsm.keys.signing_next.is_none() {
+            return invalid("issuer.next_signing_certificate needs hsm.keys.signing_next (the next key's label)");
         }
         crate::decision::business_day::Cutoff::parse(&self.issuer.business_day_cutoff)
             .map_err(|e| ConfigError::Invalid(format!("issuer.business_day_cutoff: {e}")))?;

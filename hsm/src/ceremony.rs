@@ -348,6 +348,29 @@ pub fn check_keys(config: &HsmConfig, user_pin: &Pin) -> Result<Vec<String>, Cer
     Ok(checked)
 }
 
+/// Signing-key renewal, step 1: creates a new P-256 pair labelled `label` (private key
+/// private, sensitive, not extractable, SIGN only) while the current one keeps signing. Its
+/// certificate is then issued through the HSM (`pki issue --role bank-signing --hsm-config`
+/// with `MPS_HSM__KEYS__SIGNING=<label>`), and authz switches to it at a configured time
+/// (docs/HSM.md). An existing pair of that label is kept and checked, never replaced.
+pub fn create_signing_key(config: &HsmConfig, user_pin: &Pin, label: &str) -> Result<KeyOutcome, CeremonyError> {
+    let user = UserSession::open(config, user_pin)?;
+    let session = user.get()?;
+    let private = find_token_object(session, ObjectClass::PRIVATE_KEY, label)?;
+    let public = find_token_object(session, ObjectClass::PUBLIC_KEY, label)?;
+    match (private, public) {
+        (Some(handle), Some(_)) => Ok(kept(session, handle, label, KeyRole::Signing)?),
+        (None, None) => {
+            let (public, private) = signing_pair(label);
+            session.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private).map_err(from_cryptoki)?;
+            Ok(KeyOutcome::Created)
+        }
+        _ => {
+            Err(CeremonyError::Inconsistent { label: label.to_owned(), reason: "only one half of the key pair exists" })
+        }
+    }
+}
+
 /// KEK rotation, step 1: creates the next KEK version (`mps-kek-<n+1>`) as a private token
 /// key with the KEK template. Running pools adopt it within `kek_refresh_ms`; from then on
 /// new chain keys are wrapped under it. Returns its version and label.

@@ -175,6 +175,10 @@ pub struct KeyLabels {
     pub password_verification: String,
     /// Signing key pair (EC P-256): the bank's JWS signatures.
     pub signing: String,
+    /// The next signing key pair during a signing-key renewal (`mps-hsm keys
+    /// new-signing-key`): the pool checks it and keeps it ready, and authz switches to it at
+    /// `issuer.next_signing_from`. Unset outside a renewal.
+    pub signing_next: Option<String>,
 }
 
 impl Default for KeyLabels {
@@ -184,6 +188,7 @@ impl Default for KeyLabels {
             key_encryption: "mps-kek".to_owned(),
             password_verification: "mps-pvk".to_owned(),
             signing: "mps-sign".to_owned(),
+            signing_next: None,
         }
     }
 }
@@ -308,6 +313,15 @@ impl HsmConfig {
         label("keys.key_encryption", &self.keys.key_encryption)?;
         label("keys.password_verification", &self.keys.password_verification)?;
         label("keys.signing", &self.keys.signing)?;
+        if let Some(next) = &self.keys.signing_next {
+            label("keys.signing_next", next)?;
+            if *next == self.keys.signing {
+                return Err(ConfigError::Range {
+                    field: "keys.signing_next",
+                    reason: "must name another key pair than keys.signing",
+                });
+            }
+        }
         Ok(())
     }
 

@@ -355,11 +355,15 @@ pub(crate) fn check_pool_keys(
             Err(e) => return Err(e),
         }
     }
-    for (label, role) in [
+    let mut keys = vec![
         (&labels.issuer_master, KeyRole::IssuerMaster),
         (&labels.password_verification, KeyRole::PasswordVerification),
         (&labels.signing, KeyRole::Signing),
-    ] {
+    ];
+    if let Some(next) = &labels.signing_next {
+        keys.push((next, KeyRole::Signing));
+    }
+    for (label, role) in keys {
         let handle = find_token_object(session, role.class(), label)?
             .ok_or_else(|| HsmError::KeyNotFound { label: label.clone() })?;
         check_key(session, handle, label, role)?;

@@ -68,6 +68,6 @@ pub use config::{ConfigError, HsmConfig, KeyLabels, Pin};
 pub use custody::{PolicyViolation, WrappedChainKey};
 pub use error::{HsmError, Pkcs11Function, RvError, SessionError};
 pub use metrics::PoolMetrics;
-pub use operations::{RANDOM_BYTES_MAX, SimRegistration};
+pub use operations::{RANDOM_BYTES_MAX, SigningKey, SimRegistration};
 pub use pin_environment::take_pins_from_environment;
 pub use pool::Hsm;

@@ -19,6 +19,16 @@ use crate::pool::{Hsm, Route};
 use crate::templates;
 use crate::worker::Ctx;
 
+/// Which of the bank's signing keys signs: the current one (`keys.signing`), or during a
+/// signing-key renewal the next one (`keys.signing_next`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningKey {
+    /// `keys.signing`.
+    Current,
+    /// `keys.signing_next`.
+    Next,
+}
+
 /// Longest [`Hsm::random_bytes`] request.
 pub const RANDOM_BYTES_MAX: usize = 4096;
 
@@ -49,8 +59,14 @@ impl Hsm {
     /// ECDSA P-256 over SHA-256(message) with mps-sign (hash on the host, `CKM_ECDSA` in the
     /// HSM): the 64-byte r || s of a JWS ES256 signature.
     pub async fn sign_es256(&self, message: &[u8]) -> Result<[u8; 64], HsmError> {
+        self.sign_es256_with(SigningKey::Current, message).await
+    }
+
+    /// [`Hsm::sign_es256`] with the current or the next signing key; the next one must be
+    /// configured (`keys.signing_next`), else `KeyNotFound`.
+    pub async fn sign_es256_with(&self, key: SigningKey, message: &[u8]) -> Result<[u8; 64], HsmError> {
         let digest: [u8; 32] = Sha256::digest(message).into();
-        self.call(Route::Any, move |ctx| ctx.sign_digest(&digest)).await
+        self.call(Route::Any, move |ctx| ctx.sign_digest(key, &digest)).await
     }
 
     /// [`Hsm::sign_es256`] for synchronous code (for example rcgen's remote key). Blocks the
@@ -58,13 +74,18 @@ impl Hsm {
     /// `spawn_blocking` or the async form there).
     pub fn blocking_sign_es256(&self, message: &[u8]) -> Result<[u8; 64], HsmError> {
         let digest: [u8; 32] = Sha256::digest(message).into();
-        self.call_blocking(Route::Any, move |ctx| ctx.sign_digest(&digest))
+        self.call_blocking(Route::Any, move |ctx| ctx.sign_digest(SigningKey::Current, &digest))
     }
 
     /// The public half of mps-sign as a SEC1 uncompressed point (65 bytes, `04 x y`), read at
     /// connection time and at every re-initialisation. Does not touch the HSM.
     pub fn signing_public_key(&self) -> [u8; 65] {
         *self.shared().public_key.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The public half of `keys.signing_next`, when a signing-key renewal is configured.
+    pub fn signing_public_key_next(&self) -> Option<[u8; 65]> {
+        *self.shared().public_key_next.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// `len` bytes from the HSM's random generator (at most [`RANDOM_BYTES_MAX`]).
@@ -133,8 +154,15 @@ impl Ctx {
         })
     }
 
-    pub(crate) fn sign_digest(&self, digest: &[u8; 32]) -> Result<[u8; 64], HsmError> {
-        let signature = self.session()?.sign(&Mechanism::Ecdsa, self.keys.signing, digest).map_err(|e| self.fail(e))?;
+    pub(crate) fn sign_digest(&self, key: SigningKey, digest: &[u8; 32]) -> Result<[u8; 64], HsmError> {
+        let handle = match key {
+            SigningKey::Current => self.keys.signing,
+            SigningKey::Next => self
+                .keys
+                .signing_next
+                .ok_or_else(|| HsmError::KeyNotFound { label: "keys.signing_next (not configured)".to_owned() })?,
+        };
+        let signature = self.session()?.sign(&Mechanism::Ecdsa, handle, digest).map_err(|e| self.fail(e))?;
         signature.as_slice().try_into().map_err(|_| HsmError::UnexpectedLength {
             function: Pkcs11Function::Sign,
             expected: 64,

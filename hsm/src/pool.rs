@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     pub key_cache: moka::sync::Cache<String, ObjectHandle>,
     /// SEC1 uncompressed point of the signing key, read at every (re-)initialisation.
     pub public_key: Mutex<[u8; 65]>,
+    /// The same for `keys.signing_next`, during a signing-key renewal.
+    pub public_key_next: Mutex<Option<[u8; 65]>>,
     /// The newest KEK version on the token that passed the key policy: chain keys are
     /// wrapped under it. Set at every connect and raised by the supervisor's periodic look
     /// for a rotated KEK.
@@ -211,6 +213,7 @@ impl Hsm {
             metrics: Metrics::default(),
             key_cache: moka::sync::Cache::new(256),
             public_key: Mutex::new([0; 65]),
+            public_key_next: Mutex::new(None),
             kek_newest: AtomicU32::new(1),
             next_ticket: AtomicU64::new(1),
             supervisor: supervisor_tx.clone(),

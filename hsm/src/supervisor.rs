@@ -253,6 +253,16 @@ impl Supervisor {
         }
         let public_key = read_public_key(session, &labels.signing)?;
         *self.shared.public_key.lock().unwrap_or_else(|p| p.into_inner()) = public_key;
+        let public_key_next = match &labels.signing_next {
+            Some(next) => {
+                let handle = find_token_object(session, ObjectClass::PRIVATE_KEY, next)?
+                    .ok_or_else(|| HsmError::KeyNotFound { label: next.clone() })?;
+                self.shared.key_cache.insert(next.clone(), handle);
+                Some(read_public_key(session, next)?)
+            }
+            None => None,
+        };
+        *self.shared.public_key_next.lock().unwrap_or_else(|p| p.into_inner()) = public_key_next;
         self.anchor = Some(anchor);
         self.shared.metrics.objects_since_init.store(0, Ordering::Relaxed);
 

@@ -202,6 +202,8 @@ pub(crate) struct WorkerKeys {
     pub keks: BTreeMap<u32, ObjectHandle>,
     pub password_verification: ObjectHandle,
     pub signing: ObjectHandle,
+    /// `keys.signing_next`, during a signing-key renewal.
+    pub signing_next: Option<ObjectHandle>,
     pub issuer_master: ObjectHandle,
 }
 
@@ -249,6 +251,10 @@ impl Ctx {
             keks: BTreeMap::from([(newest, newest_kek)]),
             password_verification: copy(&labels.password_verification, ObjectClass::SECRET_KEY)?,
             signing: copy(&labels.signing, ObjectClass::PRIVATE_KEY)?,
+            signing_next: match &labels.signing_next {
+                Some(next) => Some(copy(next, ObjectClass::PRIVATE_KEY)?),
+                None => None,
+            },
             issuer_master: copy(&labels.issuer_master, ObjectClass::SECRET_KEY)?,
         };
         Ok(Self {

@@ -163,6 +163,12 @@ pub(crate) fn parse_certificate(der: &[u8]) -> Result<X509Certificate<'_>, Inspe
     }
 }
 
+/// The certificate's subject public key bits (for a P-256 key: the 65-byte SEC1 point), to
+/// check that a certificate belongs to a key held elsewhere (an HSM). Does not verify anything.
+pub fn subject_public_key(der: &CertificateDer<'_>) -> Result<Vec<u8>, InspectError> {
+    Ok(parse_certificate(der)?.public_key().subject_public_key.data.to_vec())
+}
+
 /// Reads a certificate's names, validity, role and identity. Does not verify anything.
 pub fn inspect(der: &CertificateDer<'_>) -> Result<CertificateInfo, InspectError> {
     let cert = parse_certificate(der)?;

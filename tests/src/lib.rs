@@ -292,6 +292,12 @@ impl Bank {
 
     pub async fn start_with(options: BankOptions) -> Bank {
         let files = BankFiles::create(&options).await;
+        Self::start_from(files).await
+    }
+
+    /// Starts the server in-process from prepared files, with `files.hsm` as its pool and
+    /// `files.config_text` as its configuration (both may be changed before).
+    pub async fn start_from(files: BankFiles) -> Bank {
         let BankFiles {
             dir,
             pki,

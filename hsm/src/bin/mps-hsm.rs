@@ -72,6 +72,14 @@ enum KeysAction {
     /// Make the next KEK version (mps-kek-2, mps-kek-3, ...). Running servers adopt it within
     /// kek_refresh_ms and wrap new chain keys under it; `authz keys rewrap` moves the rest.
     RotateKek,
+    /// Make a new signing key pair for a signing-key renewal (mps-sign-2, ...): certify it with
+    /// `pki issue --role bank-signing --hsm-config <file>` and MPS_HSM__KEYS__SIGNING=<LABEL>,
+    /// then configure authz's issuer.next_signing_* and hsm.keys.signing_next.
+    NewSigningKey {
+        /// Label of the new pair.
+        #[arg(long)]
+        label: String,
+    },
     /// Destroy an older KEK version once `authz keys rewrap` has moved every chain key off it
     /// and marked it drained. Refused for the newest KEK and for one not yet drained.
     RetireKek {
@@ -150,6 +158,12 @@ fn run(cli: Cli) -> Result<(), String> {
                  then run `authz keys rewrap` to move the others",
                 config.kek_refresh_ms
             );
+            Ok(())
+        }
+        Command::Keys { action: KeysAction::NewSigningKey { label } } => {
+            let outcome =
+                ceremony::create_signing_key(&config, &user_pin(&config)?, &label).map_err(|e| e.to_string())?;
+            println!("  {label:<20} {}", outcome_text(&outcome));
             Ok(())
         }
         Command::Keys { action: KeysAction::RetireKek { version } } => {
