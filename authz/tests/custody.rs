@@ -95,3 +95,98 @@ async fn the_server_refuses_a_public_or_extractable_kek() {
         assert!(stderr.contains("rotate-kek"), "the message says what to do: {stderr}");
     }
 }
+
+fn authz_command(config: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let token = TestToken::shared().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_authz"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("MPS_HSM_PIN", USER_PIN)
+        .env("SOFTHSM2_CONF", &token.softhsm_conf)
+        .env_remove("MPS_AUTHZ_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "authz {args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// `authz keys usage` and `authz keys rewrap` as an operator runs them after
+/// `mps-hsm keys rotate-kek` (made here through the library, the same code).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rewrap_command_moves_every_chain_key_and_drains_the_old_kek() {
+    let _serial = one_at_a_time().await;
+    let (files, config) = config_with_pin_in_environment().await;
+    let token = TestToken::shared().unwrap();
+    let account = "4000120000000500";
+    authz_command(
+        &config,
+        &[
+            "account",
+            "create",
+            "--account",
+            account,
+            "--holder",
+            "Li Xi",
+            "--currency",
+            "EUR",
+            "--balance",
+            "10.00",
+            "--password-stdin",
+        ],
+        Some("8642\n"),
+    );
+    for sim in ["8949012600000000001", "8949012600000000002", "8949012600000000003"] {
+        let out = files.dir.path().join(format!("{sim}.json"));
+        authz_command(
+            &config,
+            &[
+                "sim",
+                "register",
+                "--sim-id",
+                sim,
+                "--account",
+                account,
+                "--transport-key",
+                "mps-tk-test",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            None,
+        );
+    }
+    let usage = authz_command(&config, &["keys", "usage"], None);
+    let usage = String::from_utf8_lossy(&usage.stdout).into_owned();
+    assert!(usage.contains("mps-kek ") && usage.contains("3 chain key(s)"), "{usage}");
+
+    let (config_hsm, pin) = (token.config.clone(), token.user_pin());
+    tokio::task::spawn_blocking(move || mps_hsm::ceremony::rotate_kek(&config_hsm, &pin)).await.unwrap().unwrap();
+    let rewrap = authz_command(&config, &["keys", "rewrap", "--batch-size", "2"], None);
+    let rewrap = String::from_utf8_lossy(&rewrap.stdout).into_owned();
+    assert!(rewrap.contains("3 moved"), "{rewrap}");
+    assert!(rewrap.contains("mps-kek-2") && rewrap.contains("mps-kek              drained"), "{rewrap}");
+    let usage = authz_command(&config, &["keys", "usage"], None);
+    let usage = String::from_utf8_lossy(&usage.stdout).into_owned();
+    assert!(usage.contains("KEK version 2") && !usage.contains("mps-kek  "), "{usage}");
+    let (config_hsm, pin) = (token.config.clone(), token.user_pin());
+    let retired = tokio::task::spawn_blocking(move || mps_hsm::ceremony::retire_kek(&config_hsm, &pin, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(retired, "mps-kek");
+}

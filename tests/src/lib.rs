@@ -581,12 +581,13 @@ fn toml_of_hsm(hsm: &mps_hsm::HsmConfig) -> String {
         None => format!("pin_env = \"{}\"", hsm.pin_env),
     };
     format!(
-        "[hsm]\nmodule_path = \"{}\"\ntoken_label = \"{}\"\n{pin}\npool_size = {}\nreconnect_backoff_min_ms = {}\nreconnect_backoff_max_ms = {}\n",
+        "[hsm]\nmodule_path = \"{}\"\ntoken_label = \"{}\"\n{pin}\npool_size = {}\nreconnect_backoff_min_ms = {}\nreconnect_backoff_max_ms = {}\nkek_refresh_ms = {}\n",
         hsm.module_path.display(),
         hsm.token_label,
         hsm.pool_size,
         hsm.reconnect_backoff_min_ms,
         hsm.reconnect_backoff_max_ms,
+        hsm.kek_refresh_ms,
     )
 }
 
