@@ -86,7 +86,7 @@ async fn the_server_refuses_a_public_or_extractable_kek() {
     for (label, public, extractable, attribute) in
         [("weak-public-kek", true, false, "CKA_PRIVATE"), ("weak-extractable-kek", false, true, "CKA_EXTRACTABLE")]
     {
-        make_weak_kek(&token.config, label, public, extractable).unwrap();
+        make_weak_kek(&token.config, label, public, extractable, true).unwrap();
         let server = authz(&config, &[("MPS_AUTHZ__HSM__KEYS__KEY_ENCRYPTION", label)]);
         let output = server.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);

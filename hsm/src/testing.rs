@@ -151,15 +151,21 @@ impl TestToken {
     }
 }
 
-/// Puts a deliberately weak KEK on the test token (public and/or extractable, with the unwrap
-/// template) under `label`, for tests that check that a pool refuses it.
-pub fn make_weak_kek(config: &HsmConfig, label: &str, public: bool, extractable: bool) -> Result<(), HsmError> {
+/// Puts a deliberately weak KEK on the test token (public and/or extractable, with or without
+/// the unwrap template) under `label`, for tests that check that a pool refuses it.
+pub fn make_weak_kek(
+    config: &HsmConfig,
+    label: &str,
+    public: bool,
+    extractable: bool,
+    with_unwrap_template: bool,
+) -> Result<(), HsmError> {
     let initialised = module::initialise(&config.module_path)?;
     let slot = module::find_slot(&initialised.pkcs11, &config.token_label)?;
     let owned = module::OwnedSession::open(&initialised, slot, true)?;
     let session = owned.get()?;
     module::login(session, cryptoki::session::UserType::User, &config.load_pin()?)?;
-    let template = vec![
+    let mut template = vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::AES),
         Attribute::ValueLen(32.into()),
@@ -175,8 +181,10 @@ pub fn make_weak_kek(config: &HsmConfig, label: &str, public: bool, extractable:
         Attribute::Verify(false),
         Attribute::Derive(false),
         Attribute::Label(label.as_bytes().to_vec()),
-        crate::custody::unwrap_template_forcing_sensitive(),
     ];
+    if with_unwrap_template {
+        template.push(crate::custody::unwrap_template_forcing_sensitive());
+    }
     session.generate_key(&Mechanism::AesKeyGen, &template).map_err(from_cryptoki)?;
     Ok(())
 }

@@ -13,33 +13,19 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::token;
+use common::{find_key as find, token};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
-use cryptoki::types::AuthPin;
-use mps_hsm::testing::{TRANSPORT_KEY_VALUE, USER_PIN, wrap_known_chain_key};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
+use cryptoki::session::Session;
+use mps_hsm::testing::{TRANSPORT_KEY_VALUE, wrap_known_chain_key};
 use mps_hsm::{Hsm, HsmConfig, HsmError};
 
 const CHILD_ENV: &str = "MPS_CUSTODY_CHILD_BLOB";
 
 fn logged_in_session() -> Session {
-    let session = common::raw_session(&token().config);
-    match session.login(UserType::User, Some(&AuthPin::from(USER_PIN))) {
-        Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-        Err(e) => panic!("{e}"),
-    }
-    session
-}
-
-fn find(session: &Session, class: ObjectClass, label: &str) -> ObjectHandle {
-    let found = session
-        .find_objects(&[Attribute::Token(true), Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())])
-        .unwrap();
-    assert_eq!(found.len(), 1, "exactly one {label}");
-    found[0]
+    common::user_session(&token().config)
 }
 
 fn aes_template(extra: &[Attribute]) -> Vec<Attribute> {
@@ -216,37 +202,12 @@ fn ecb_encrypt_data<'a>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_refuses_a_weak_kek_naming_the_key_and_the_attribute() {
     let _serial = one_at_a_time().await;
-    let session = logged_in_session();
-    let kek_usage = [
-        Attribute::ValueLen(32.into()),
-        Attribute::Token(true),
-        Attribute::Sensitive(true),
-        Attribute::Wrap(true),
-        Attribute::Unwrap(true),
-        Attribute::Encrypt(false),
-        Attribute::Decrypt(false),
-        Attribute::Sign(false),
-        Attribute::Verify(false),
-        Attribute::Derive(false),
-    ];
-    let template = mps_hsm::testing::kek_unwrap_template();
     for (label, private, extractable, with_template, attribute) in [
         ("weak-public-kek", false, false, true, "CKA_PRIVATE"),
         ("weak-extractable-kek", true, true, true, "CKA_EXTRACTABLE"),
         ("weak-untemplated-kek", true, false, false, "CKA_UNWRAP_TEMPLATE"),
     ] {
-        let mut attributes = aes_template(&kek_usage);
-        attributes.retain(|a| a.attribute_type() != AttributeType::Token);
-        attributes.extend([
-            Attribute::Token(true),
-            Attribute::Private(private),
-            Attribute::Extractable(extractable),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ]);
-        if with_template {
-            attributes.push(template.clone());
-        }
-        session.generate_key(&Mechanism::AesKeyGen, &attributes).unwrap();
+        mps_hsm::testing::make_weak_kek(&token().config, label, !private, extractable, with_template).unwrap();
 
         let mut config = token().config.clone();
         config.keys.key_encryption = label.to_owned();

@@ -26,7 +26,7 @@ async fn a_public_kek_of_an_earlier_ceremony_is_rotated_away() {
     let pin = token.user_pin();
     let mut config = token.config.clone();
     config.keys.key_encryption = "legacy-kek".to_owned();
-    mps_hsm::testing::make_weak_kek(&config, "legacy-kek", true, false).unwrap();
+    mps_hsm::testing::make_weak_kek(&config, "legacy-kek", true, false, true).unwrap();
 
     // A chain key as the earlier ceremony stored it: wrapped under the public KEK.
     let session = common::raw_session(&config);

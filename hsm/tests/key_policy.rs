@@ -5,31 +5,17 @@
 
 mod common;
 
-use common::{raw_session, token};
+use common::{find_key as find, token, user_session};
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
-use cryptoki::types::AuthPin;
+use cryptoki::session::Session;
 use mps_hsm::HsmError;
-use mps_hsm::testing::{USER_PIN, try_derive_from_token_key};
+use mps_hsm::testing::try_derive_from_token_key;
 
 /// A session of our own on the test token, logged in as the user.
 fn session() -> Session {
-    let session = raw_session(&token().config);
-    match session.login(UserType::User, Some(&AuthPin::from(USER_PIN))) {
-        Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-        Err(e) => panic!("{e}"),
-    }
-    session
-}
-
-fn find(session: &Session, class: ObjectClass, label: &str) -> ObjectHandle {
-    let found = session
-        .find_objects(&[Attribute::Token(true), Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())])
-        .unwrap();
-    assert_eq!(found.len(), 1, "exactly one {label}");
-    found[0]
+    user_session(&token().config)
 }
 
 fn flag(session: &Session, key: ObjectHandle, attribute: AttributeType) -> bool {

@@ -40,6 +40,32 @@ pub fn raw_session(config: &mps_hsm::HsmConfig) -> cryptoki::session::Session {
     pkcs11.open_rw_session(slot).unwrap()
 }
 
+/// [`raw_session`] logged in as the user (login is per process: "already logged in" is fine).
+pub fn user_session(config: &mps_hsm::HsmConfig) -> cryptoki::session::Session {
+    use cryptoki::error::{Error, RvError};
+    let session = raw_session(config);
+    let pin = cryptoki::types::AuthPin::from(testing::USER_PIN);
+    match session.login(cryptoki::session::UserType::User, Some(&pin)) {
+        Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+        Err(e) => panic!("{e}"),
+    }
+    session
+}
+
+/// The one token object of `class` labelled `label`.
+pub fn find_key(
+    session: &cryptoki::session::Session,
+    class: cryptoki::object::ObjectClass,
+    label: &str,
+) -> cryptoki::object::ObjectHandle {
+    use cryptoki::object::Attribute;
+    let found = session
+        .find_objects(&[Attribute::Token(true), Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())])
+        .unwrap();
+    assert_eq!(found.len(), 1, "exactly one {label}");
+    found[0]
+}
+
 pub async fn hsm() -> Hsm {
     token().hsm().await.expect("connect to the test token")
 }
