@@ -30,7 +30,7 @@ use zeroize::Zeroizing;
 
 use crate::custody::WrappedChainKey;
 use crate::error::{HsmError, Pkcs11Function, RvError, SessionError};
-use crate::pool::{Hsm, Route};
+use crate::pool::{Generation, Hsm, Route, TicketId};
 use crate::templates;
 use crate::worker::{Ctx, Job, OpenTicket};
 
@@ -58,9 +58,9 @@ impl fmt::Debug for OpenedSession {
 /// The right to seal one opened session: names the worker and the objects that hold Ks_n,
 /// Ki_n and CK_{n-1}. Dropping it without sealing destroys them.
 pub struct SessionTicket {
-    id: u64,
+    id: TicketId,
     worker: usize,
-    generation: u64,
+    generation: Generation,
     discard: Option<Sender<Job>>,
 }
 
@@ -300,8 +300,8 @@ impl Ctx {
 
     fn seal(
         &mut self,
-        id: u64,
-        generation: u64,
+        id: TicketId,
+        generation: Generation,
         content: &AnswerContent,
         fixed: Option<([u8; 16], Rsn)>,
     ) -> Result<SealedSession, HsmError> {
@@ -362,7 +362,7 @@ impl Ctx {
     }
 
     /// Destroys an opened session's objects (its ticket was dropped without sealing).
-    pub(crate) fn discard(&mut self, id: u64, generation: u64) {
+    pub(crate) fn discard(&mut self, id: TicketId, generation: Generation) {
         if generation != self.generation {
             return;
         }

@@ -5,7 +5,7 @@
 //! The public operations themselves are in [`crate::authorization`] (the two-phase
 //! authorization session) and [`crate::operations`] (signing, passwords, personalisation).
 
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,26 +21,37 @@ use crate::module::find_token_object;
 use crate::supervisor::{Supervisor, SupervisorMsg};
 use crate::worker::{self, Control, Ctx, Job, WorkerChannels};
 
+/// Which attach of the workers a session or a ticket belongs to: incremented at every attach,
+/// so that work of an older one (whose session died with a re-initialisation) is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Generation(pub u64);
+
+/// An opened authorization session on one worker, unique in the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct TicketId(pub u64);
+
 /// Where the pool stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PoolState {
     /// Logged in, every worker attached.
-    Up = 0,
+    Up,
     /// The HSM was lost: every operation fails at once with `Unavailable`.
-    Down = 1,
+    Down,
     /// A planned re-initialisation: operations queue and run once it is done.
-    Recycling = 2,
+    Recycling,
     /// The last [`Hsm`] handle was dropped.
-    Closed = 3,
+    Closed,
 }
 
 /// State shared by the handle, the workers and the supervisor.
 pub(crate) struct Shared {
     pub config: HsmConfig,
     pub pin: Pin,
-    state: AtomicU8,
-    /// Incremented at every attach of the workers; tickets of an older one are dead.
-    pub generation: AtomicU64,
+    /// Read on every call; written on faults, recycles and shutdown (an uncontended lock).
+    state: Mutex<PoolState>,
+    /// Incremented at every attach of the workers; tickets of an older one are dead (read it
+    /// as a [`Generation`] through [`Shared::current_generation`]).
+    generation: AtomicU64,
     pub metrics: Metrics,
     /// Handles of token keys by label (found once per initialisation, refreshed when stale).
     pub key_cache: moka::sync::Cache<String, ObjectHandle>,
@@ -58,31 +69,37 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub fn state(&self) -> PoolState {
-        match self.state.load(Ordering::Acquire) {
-            0 => PoolState::Up,
-            1 => PoolState::Down,
-            2 => PoolState::Recycling,
-            _ => PoolState::Closed,
-        }
+        *self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn set_state(&self, state: PoolState) {
+        let mut current = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // Closed is final.
-        let _ = self.state.fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
-            (current != PoolState::Closed as u8).then_some(state as u8)
-        });
+        if *current != PoolState::Closed {
+            *current = state;
+        }
     }
 
     /// A worker found the HSM gone while attached under `generation`.
-    pub fn report_fault(&self, generation: u64) {
-        if generation == self.generation.load(Ordering::Acquire) {
+    pub fn report_fault(&self, generation: Generation) {
+        if generation == self.current_generation() {
             self.set_state(PoolState::Down);
             let _ = self.supervisor.send(SupervisorMsg::Fault { generation });
         }
     }
 
-    pub fn next_ticket_id(&self) -> u64 {
-        self.next_ticket.fetch_add(1, Ordering::Relaxed)
+    pub fn next_ticket_id(&self) -> TicketId {
+        TicketId(self.next_ticket.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The workers' current attach.
+    pub fn current_generation(&self) -> Generation {
+        Generation(self.generation.load(Ordering::Acquire))
+    }
+
+    /// Starts the next attach and returns it.
+    pub fn next_generation(&self) -> Generation {
+        Generation(self.generation.fetch_add(1, Ordering::AcqRel) + 1)
     }
 
     /// The handle of a token key, from the cache or found once.
@@ -208,7 +225,7 @@ impl Hsm {
         let shared = Arc::new(Shared {
             config,
             pin,
-            state: AtomicU8::new(PoolState::Down as u8),
+            state: Mutex::new(PoolState::Down),
             generation: AtomicU64::new(0),
             metrics: Metrics::default(),
             key_cache: moka::sync::Cache::new(256),

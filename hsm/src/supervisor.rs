@@ -19,13 +19,13 @@ use tokio::sync::oneshot;
 use crate::custody::{KeyRole, check_key, check_pool_keys, check_unwrap_template, find_keks, kek_label};
 use crate::error::{HsmError, RvError, from_cryptoki};
 use crate::module::{self, Initialised, OwnedSession, find_slot, find_token_object, login};
-use crate::pool::{PoolState, Shared};
+use crate::pool::{Generation, PoolState, Shared};
 use crate::worker::Control;
 
 /// Messages to the supervisor.
 pub(crate) enum SupervisorMsg {
     /// A worker attached under `generation` found the HSM gone.
-    Fault { generation: u64 },
+    Fault { generation: Generation },
     /// Re-initialise on purpose.
     Recycle { reply: oneshot::Sender<Result<(), HsmError>> },
     /// The last handle is gone; `done` is told once every session is closed.
@@ -71,7 +71,7 @@ impl Supervisor {
         loop {
             let next = match self.rx.recv_timeout(IDLE_CHECK) {
                 Ok(SupervisorMsg::Fault { generation }) => {
-                    if generation == self.shared.generation.load(Ordering::Acquire) {
+                    if generation == self.shared.current_generation() {
                         tracing::warn!("HSM lost; re-initialising");
                         self.reconnect_loop()
                     } else {
@@ -266,7 +266,7 @@ impl Supervisor {
         self.anchor = Some(anchor);
         self.shared.metrics.objects_since_init.store(0, Ordering::Relaxed);
 
-        let generation = self.shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let generation = self.shared.next_generation();
         let mut acks = Vec::with_capacity(self.controls.len());
         for control in &self.controls {
             let (done, ack) = crossbeam_channel::bounded(1);

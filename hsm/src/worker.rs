@@ -22,7 +22,7 @@ use cryptoki::slot::Slot;
 use crate::custody::{KEK_VERSION_MAX, KeyRole, check_key, kek_label};
 use crate::error::{HsmError, RvError, from_cryptoki, is_connection_lost, is_stale_handle, rv_of};
 use crate::module::{Initialised, OwnedSession};
-use crate::pool::{PoolState, Shared};
+use crate::pool::{Generation, PoolState, Shared, TicketId};
 use crate::templates;
 
 /// Work for a worker: runs on its session, or learns why there is none.
@@ -34,7 +34,7 @@ const TICK: Duration = Duration::from_millis(500);
 /// Messages from the supervisor.
 pub(crate) enum Control {
     /// Open a session on `slot` and copy the long-lived keys into it.
-    Attach { module: Initialised, slot: Slot, generation: u64, done: Sender<Result<(), HsmError>> },
+    Attach { module: Initialised, slot: Slot, generation: Generation, done: Sender<Result<(), HsmError>> },
     /// Give up the session; with `drain_until`, first wait (serving only seals and discards)
     /// until no authorization session is open or the instant passes.
     Detach { drain_until: Option<Instant>, done: Sender<()> },
@@ -50,81 +50,108 @@ pub(crate) struct WorkerChannels {
     pub control: Receiver<Control>,
 }
 
+/// Tells the supervisor that a detach is finished, exactly once: when dropped. A worker
+/// holds it while it drains, and drops it after its session is closed on every path out.
+pub(crate) struct DetachDone(Sender<()>);
+
+impl Drop for DetachDone {
+    fn drop(&mut self) {
+        // A supervisor that stopped waiting (its timeout passed) needs no answer.
+        let _ = self.0.send(());
+    }
+}
+
+/// A worker waiting for its opened authorization sessions to be sealed before it detaches.
+/// Fields drop in order: the session closes before the supervisor is told.
+struct Draining {
+    ctx: Box<Ctx>,
+    until: Instant,
+    done: DetachDone,
+}
+
 enum Mode {
     Attached(Box<Ctx>),
-    Draining(Box<Ctx>, Instant, Sender<()>),
+    Draining(Draining),
     Detached,
+}
+
+/// What a worker reads from: its channels, and the pool it belongs to.
+struct Inbox<'a> {
+    index: usize,
+    shared: &'a Arc<Shared>,
+    channels: &'a WorkerChannels,
+    never: Receiver<Job>,
 }
 
 /// Runs a worker until it is told to shut down or its channels close.
 pub(crate) fn run(index: usize, shared: Arc<Shared>, channels: WorkerChannels) {
-    let never = crossbeam_channel::never::<Job>();
+    let inbox = Inbox { index, shared: &shared, channels: &channels, never: crossbeam_channel::never() };
     let mut mode = Mode::Detached;
     loop {
         let next = match mode {
-            Mode::Attached(mut ctx) => select_biased! {
-                recv(channels.control) -> msg => on_control(index, &shared, &channels, Mode::Attached(ctx), msg.ok()),
-                recv(channels.tickets) -> job => match job {
-                    Ok(job) => run_job(ctx, job),
-                    Err(_) => None,
-                },
-                recv(channels.jobs) -> job => match job {
-                    Ok(job) => run_job(ctx, job),
-                    Err(_) => None,
-                },
-                default(TICK) => {
-                    ctx.reap_expired_tickets();
-                    Some(Mode::Attached(ctx))
-                }
-            },
-            Mode::Draining(ctx, until, done) => {
-                let now = Instant::now();
-                if ctx.tickets.is_empty() || now >= until {
-                    drop(ctx);
-                    let _ = done.send(());
-                    Some(Mode::Detached)
-                } else {
-                    select_biased! {
-                        recv(channels.control) -> msg => {
-                            let _ = done.send(());
-                            on_control(index, &shared, &channels, Mode::Attached(ctx), msg.ok())
-                        },
-                        recv(channels.tickets) -> job => match job {
-                            Ok(job) => match run_job(ctx, job) {
-                                Some(Mode::Attached(ctx)) => Some(Mode::Draining(ctx, until, done)),
-                                other => {
-                                    let _ = done.send(());
-                                    other
-                                }
-                            },
-                            Err(_) => None,
-                        },
-                        default(until.saturating_duration_since(now).min(TICK)) => Some(Mode::Draining(ctx, until, done)),
-                    }
-                }
-            }
-            Mode::Detached => {
-                // While the HSM is down, queued jobs are answered at once; during a recycle
-                // they stay queued and run after the new session is attached.
-                let jobs = if shared.state() == PoolState::Recycling { &never } else { &channels.jobs };
-                select_biased! {
-                    recv(channels.control) -> msg => on_control(index, &shared, &channels, Mode::Detached, msg.ok()),
-                    recv(channels.tickets) -> job => job.ok().map(|job| {
-                        job(Err(HsmError::Unavailable));
-                        Mode::Detached
-                    }),
-                    recv(jobs) -> job => job.ok().map(|job| {
-                        job(Err(HsmError::Unavailable));
-                        Mode::Detached
-                    }),
-                    default(TICK) => Some(Mode::Detached),
-                }
-            }
+            Mode::Attached(ctx) => attached(&inbox, ctx),
+            Mode::Draining(draining) => drain(&inbox, draining),
+            Mode::Detached => detached(&inbox),
         };
         match next {
             Some(next) => mode = next,
             None => return,
         }
+    }
+}
+
+/// Attached: control first, then seals and discards, then new work; an idle tick reaps
+/// expired authorization sessions.
+fn attached(inbox: &Inbox<'_>, mut ctx: Box<Ctx>) -> Option<Mode> {
+    let channels = inbox.channels;
+    select_biased! {
+        recv(channels.control) -> msg => on_control(inbox, Mode::Attached(ctx), msg.ok()),
+        recv(channels.tickets) -> job => run_job(ctx, job.ok()?),
+        recv(channels.jobs) -> job => run_job(ctx, job.ok()?),
+        default(TICK) => {
+            ctx.reap_expired_tickets();
+            Some(Mode::Attached(ctx))
+        }
+    }
+}
+
+/// Draining: only seals and discards run, until no authorization session is open or the
+/// deadline passes; then the session closes and the supervisor is told (by `done`'s drop).
+fn drain(inbox: &Inbox<'_>, draining: Draining) -> Option<Mode> {
+    let now = Instant::now();
+    if draining.ctx.tickets.is_empty() || now >= draining.until {
+        drop(draining);
+        return Some(Mode::Detached);
+    }
+    let Draining { ctx, until, done } = draining;
+    let channels = inbox.channels;
+    select_biased! {
+        recv(channels.control) -> msg => {
+            drop(done);
+            on_control(inbox, Mode::Attached(ctx), msg.ok())
+        },
+        recv(channels.tickets) -> job => match run_job(ctx, job.ok()?) {
+            Some(Mode::Attached(ctx)) => Some(Mode::Draining(Draining { ctx, until, done })),
+            other => other,
+        },
+        default(until.saturating_duration_since(now).min(TICK)) => Some(Mode::Draining(Draining { ctx, until, done })),
+    }
+}
+
+/// Detached: while the HSM is down, queued jobs are answered `Unavailable` at once; during a
+/// recycle they stay queued and run after the new session is attached.
+fn detached(inbox: &Inbox<'_>) -> Option<Mode> {
+    let channels = inbox.channels;
+    let jobs = if inbox.shared.state() == PoolState::Recycling { &inbox.never } else { &channels.jobs };
+    let unavailable = |job: Job| {
+        job(Err(HsmError::Unavailable));
+        Mode::Detached
+    };
+    select_biased! {
+        recv(channels.control) -> msg => on_control(inbox, Mode::Detached, msg.ok()),
+        recv(channels.tickets) -> job => job.ok().map(unavailable),
+        recv(jobs) -> job => job.ok().map(unavailable),
+        default(TICK) => Some(Mode::Detached),
     }
 }
 
@@ -156,32 +183,35 @@ fn run_job(mut ctx: Box<Ctx>, job: Job) -> Option<Mode> {
     }
 }
 
-fn on_control(
-    index: usize,
-    shared: &Arc<Shared>,
-    channels: &WorkerChannels,
-    mode: Mode,
-    msg: Option<Control>,
-) -> Option<Mode> {
+fn on_control(inbox: &Inbox<'_>, mode: Mode, msg: Option<Control>) -> Option<Mode> {
     match msg? {
         Control::Shutdown => None,
-        Control::Detach { drain_until, done } => match mode {
-            Mode::Attached(ctx) | Mode::Draining(ctx, _, _) => match drain_until {
-                Some(until) if !ctx.tickets.is_empty() => Some(Mode::Draining(ctx, until, done)),
-                _ => {
-                    drop(ctx);
-                    let _ = done.send(());
-                    Some(Mode::Detached)
-                }
-            },
-            Mode::Detached => {
-                let _ = done.send(());
-                Some(Mode::Detached)
+        Control::Detach { drain_until, done } => {
+            let done = DetachDone(done);
+            match mode {
+                Mode::Attached(ctx) | Mode::Draining(Draining { ctx, .. }) => match drain_until {
+                    Some(until) if !ctx.tickets.is_empty() => Some(Mode::Draining(Draining { ctx, until, done })),
+                    // The session closes (ctx drops) before the supervisor hears (done drops).
+                    _ => {
+                        drop(ctx);
+                        drop(done);
+                        Some(Mode::Detached)
+                    }
+                },
+                Mode::Detached => Some(Mode::Detached),
             }
-        },
+        }
         Control::Attach { module, slot, generation, done } => {
             drop(mode);
-            match Ctx::attach(index, Arc::clone(shared), channels.tickets_sender.clone(), &module, slot, generation) {
+            let attached = Ctx::attach(
+                inbox.index,
+                Arc::clone(inbox.shared),
+                inbox.channels.tickets_sender.clone(),
+                &module,
+                slot,
+                generation,
+            );
+            match attached {
                 Ok(ctx) => {
                     let _ = done.send(Ok(()));
                     Some(Mode::Attached(Box::new(ctx)))
@@ -223,9 +253,9 @@ pub(crate) struct Ctx {
     module: Initialised,
     pub shared: Arc<Shared>,
     pub worker: usize,
-    pub generation: u64,
+    pub generation: Generation,
     pub keys: WorkerKeys,
-    pub tickets: BTreeMap<u64, OpenTicket>,
+    pub tickets: BTreeMap<TicketId, OpenTicket>,
     pub tickets_sender: Sender<Job>,
     /// Set when a call said the HSM is gone: the worker detaches after the job.
     fault: Cell<bool>,
@@ -239,7 +269,7 @@ impl Ctx {
         tickets_sender: Sender<Job>,
         module: &Initialised,
         slot: Slot,
-        generation: u64,
+        generation: Generation,
     ) -> Result<Self, HsmError> {
         // Read-only: a worker only creates session objects and can never change the token.
         let session = OwnedSession::open(module, slot, false)?;
@@ -375,7 +405,7 @@ impl Ctx {
     }
 
     /// Stores an opened authorization session's objects under a new ticket id.
-    pub fn insert_ticket(&mut self, ticket: OpenTicket) -> u64 {
+    pub fn insert_ticket(&mut self, ticket: OpenTicket) -> TicketId {
         let id = self.shared.next_ticket_id();
         self.tickets.insert(id, ticket);
         self.shared.metrics.open_tickets.fetch_add(1, Ordering::Relaxed);
@@ -383,7 +413,7 @@ impl Ctx {
     }
 
     /// Takes an opened session's objects out of the map (the caller destroys them).
-    pub fn take_ticket(&mut self, id: u64) -> Option<OpenTicket> {
+    pub fn take_ticket(&mut self, id: TicketId) -> Option<OpenTicket> {
         let ticket = self.tickets.remove(&id)?;
         self.shared.metrics.open_tickets.fetch_sub(1, Ordering::Relaxed);
         Some(ticket)
