@@ -1,18 +1,13 @@
 //! Step 8 of the decision: the account named inside the packet is bound to this SIM (57), open
 //! (62), and in the payment's currency (57).
 
-use mps_protocol::{Account, Currency, ResponseCode};
+use mps_protocol::{Currency, ResponseCode};
 
-use crate::ledger::{AccountRecord, AccountStatus, SimRecord};
+use crate::ledger::{AccountRecord, AccountStatus};
 
-/// Step 8.
-pub fn check(
-    sim: &SimRecord,
-    account_number: &Account,
-    account: Option<&AccountRecord>,
-    currency: Currency,
-) -> Result<(), ResponseCode> {
-    if !sim.accounts.iter().any(|bound| bound == account_number) {
+/// Step 8. `bound_to_sim`: the account number is among the SIM's bound accounts.
+pub fn check(bound_to_sim: bool, account: Option<&AccountRecord>, currency: Currency) -> Result<(), ResponseCode> {
+    if !bound_to_sim {
         return Err(ResponseCode::NotPermitted);
     }
     let account = account.ok_or(ResponseCode::NotPermitted)?;

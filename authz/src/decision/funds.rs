@@ -7,6 +7,5 @@ use crate::ledger::AccountRecord;
 
 /// Step 12.
 pub fn check(account: &AccountRecord, amount: Amount) -> Result<(), ResponseCode> {
-    let amount = i128::from(amount.minor());
-    if i128::from(account.available()) >= amount { Ok(()) } else { Err(ResponseCode::InsufficientFunds) }
+    if account.available_amount() >= amount { Ok(()) } else { Err(ResponseCode::InsufficientFunds) }
 }

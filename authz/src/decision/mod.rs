@@ -21,6 +21,7 @@ pub mod packet;
 pub mod password;
 pub mod request;
 pub mod response;
+pub mod rules;
 pub mod signature;
 pub mod sim;
 
@@ -32,7 +33,10 @@ use mps_protocol::wire::PayerPacket;
 use mps_protocol::{Amount, AuthCode, Currency, ResponseCode};
 use time::OffsetDateTime;
 
-use crate::ledger::{AccountRecord, Ledger, LedgerError, PasswordEffect, SessionCommit, SimRecord};
+use crate::ledger::{
+    AccountRecord, DeclineCode, Ledger, LedgerError, PasswordEffect, SessionCommit, SessionOutcome, SimRecord,
+    Transaction,
+};
 use crate::ops::metrics::{Metrics, Stage};
 
 use self::business_day::Cutoff;
@@ -40,10 +44,10 @@ use self::locks::LockTable;
 use self::request::AuthorizationRequest;
 use self::signature::AnswerSigner;
 
-/// What the front end sends back.
+/// What the decision hands the front end: `front/` alone turns it into HTTP.
 #[derive(Debug)]
 pub enum Reply {
-    /// HTTP 200: a processed authorization, approved or declined, signed.
+    /// A processed authorization, approved or declined, signed.
     Processed {
         /// The exact body bytes.
         body: Vec<u8>,
@@ -52,20 +56,59 @@ pub enum Reply {
         /// The ISO 8583 code inside, for metrics and logs.
         code: ResponseCode,
     },
-    /// HTTP 4xx with an RFC 7807 problem.
-    Refused {
-        /// 400 or 401.
-        status: u16,
-        /// ISO 8583 code (30, 12 or 63).
-        code: ResponseCode,
-        /// What the client should fix.
-        detail: String,
-    },
-    /// HTTP 503: the HSM or the ledger could not answer; nothing was approved.
-    Unavailable {
-        /// Which dependency.
-        dependency: &'static str,
-    },
+    /// Refused before any decision: nothing is signed, stored or changed.
+    Refused(Refusal),
+    /// A dependency could not answer; nothing was approved.
+    Unavailable(Dependency),
+}
+
+/// Why a request was refused before the issuer decided (steps 2 to 4).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The body is not a well-formed authorization request (step 2).
+    #[error("{0}")]
+    Format(request::BadRequest),
+    /// The merchant's signature does not verify (step 3).
+    #[error("{0}")]
+    Signature(merchant::MerchantRefusal),
+    /// The payer packet is malformed, for another issuer, or says something else than the
+    /// body (step 4).
+    #[error("{0}")]
+    Packet(packet::PacketRefusal),
+}
+
+impl Refusal {
+    /// The ISO 8583 code of this refusal.
+    pub fn response_code(&self) -> ResponseCode {
+        match self {
+            Self::Format(_) => ResponseCode::FormatError,
+            Self::Signature(_) => ResponseCode::SecurityViolation,
+            Self::Packet(refusal) => refusal.response_code(),
+        }
+    }
+}
+
+/// What could not answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    /// The HSM pool.
+    Hsm,
+    /// The ledger.
+    Ledger,
+    /// The request's own deadline passed.
+    Deadline,
+}
+
+impl Dependency {
+    /// A name for logs and problem details.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hsm => "hsm",
+            Self::Ledger => "ledger",
+            Self::Deadline => "deadline",
+        }
+    }
 }
 
 /// Fixed settings of the decision.
@@ -138,20 +181,12 @@ impl Authorizer {
     }
 
     async fn run(&self, body: &[u8], jws: Option<&str>) -> Early<Reply> {
-        let request = request::parse(body).map_err(|e| Reply::Refused {
-            status: 400,
-            code: ResponseCode::FormatError,
-            detail: e.0,
-        })?;
+        let request = request::parse(body).map_err(|e| Reply::Refused(Refusal::Format(e)))?;
         self.timed(Stage::Jws, async { self.merchants.check(jws, body, &request.merchant_id) }).await.map_err(|e| {
             tracing::info!(reason = %e, "merchant signature refused");
-            Reply::Refused { status: 401, code: ResponseCode::SecurityViolation, detail: e.to_string() }
+            Reply::Refused(Refusal::Signature(e))
         })?;
-        let packet = packet::check(&request, self.settings.iin).map_err(|e| Reply::Refused {
-            status: 400,
-            code: e.response_code(),
-            detail: e.to_string(),
-        })?;
+        let packet = packet::check(&request, self.settings.iin).map_err(|e| Reply::Refused(Refusal::Packet(e)))?;
         let _sim_guard = self.sim_locks.lock(packet.fields.sim_id.as_str()).await;
         let sim = self.ledger_call(self.ledger.sim(&packet.fields.sim_id)).await?;
         match sim::check(sim.as_ref(), &packet, &request.payer_packet) {
@@ -193,7 +228,7 @@ impl Authorizer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "HSM failed while opening a session");
-                Err(Reply::Unavailable { dependency: "hsm" })
+                Err(Reply::Unavailable(Dependency::Hsm))
             }
         }
     }
@@ -210,19 +245,22 @@ impl Authorizer {
         let business_day = self.settings.cutoff.business_day(now);
         let account = self.ledger_call(self.ledger.account(&opened.account)).await?;
         let decision = self.decide(request, sim, &opened, account.as_ref(), business_day).await?;
-        let approved = decision.code == ResponseCode::Approved;
-        let auth_code = if approved { approve::new_auth_code() } else { AuthCode::NONE };
+        let outcome = match DeclineCode::new(decision.code) {
+            None => SessionOutcome::Approved { auth_code: approve::new_auth_code() },
+            Some(code) => SessionOutcome::Declined { code, password_effect: decision.password_effect },
+        };
+        let auth_code = outcome.stored().auth_code().unwrap_or(AuthCode::NONE);
         let txn_id = approve::new_txn_id();
         let (balance, currency) = Self::answer_balance(account.as_ref(), decision.code, request);
         let content = AnswerContent { response_code: decision.code, auth_code, balance, currency, txn_id };
         let sealed = self.timed(Stage::Hsm, self.hsm.seal_answer(opened.ticket, content)).await.map_err(|e| {
             tracing::error!(error = %e, "HSM failed while sealing an answer");
-            Reply::Unavailable { dependency: "hsm" }
+            Reply::Unavailable(Dependency::Hsm)
         })?;
         let answer_bytes = sealed.answer.encode();
         let body = response::body(request, decision.code, auth_code, txn_id, now, Some(&answer_bytes));
         let signature = self.sign(&body).await?;
-        let commit = SessionCommit {
+        let transaction = Transaction {
             txn_id,
             sim_id: sim.sim_id.clone(),
             counter: packet.fields.counter,
@@ -233,11 +271,12 @@ impl Authorizer {
             merchant_account: request.merchant_account.as_str().to_owned(),
             amount: request.amount,
             currency: request.currency,
-            response_code: decision.code,
-            auth_code: approved.then_some(auth_code),
             business_day,
             created_at: now,
-            password_effect: decision.password_effect,
+        };
+        let commit = SessionCommit {
+            transaction,
+            outcome,
             wrapped_next_chain_key: sealed.wrapped_next_chain_key,
             next_rsn: sealed.next_rsn,
             packet: request.payer_packet.clone(),
@@ -266,7 +305,8 @@ impl Authorizer {
         business_day: time::Date,
     ) -> Early<Decision> {
         let refuse = |code| Ok(Decision { code, password_effect: PasswordEffect::None });
-        if let Err(code) = account::check(sim, &opened.account, account, request.currency) {
+        let bound_to_sim = sim.accounts.contains(&opened.account);
+        if let Err(code) = account::check(bound_to_sim, account, request.currency) {
             return refuse(code);
         }
         let Some(account) = account else { return refuse(ResponseCode::NotPermitted) };
@@ -276,17 +316,11 @@ impl Authorizer {
         }
         let verified = |code| Decision { code, password_effect: password.effect };
         let approved_today = self.ledger_call(self.ledger.daily_approved_total(&opened.account, business_day)).await?;
-        if let Err(code) = limits::check(account, request.amount, approved_today) {
-            return Ok(verified(code));
-        }
         let seen = self.ledger_call(self.ledger.order_authorized(&request.merchant_id, &request.order_no)).await?;
-        if let Err(code) = duplicate::check(seen) {
-            return Ok(verified(code));
+        match rules::after_password(account, request.amount, approved_today, seen) {
+            Ok(()) => Ok(verified(ResponseCode::Approved)),
+            Err(code) => Ok(verified(code)),
         }
-        if let Err(code) = funds::check(account, request.amount) {
-            return Ok(verified(code));
-        }
-        Ok(verified(ResponseCode::Approved))
     }
 
     /// The balance the SIM is told: the available funds after this session, but only once
@@ -331,21 +365,21 @@ impl Authorizer {
                 code: stored.response_code,
             },
             // sim::check only reports a retransmission when a stored answer exists.
-            None => Reply::Unavailable { dependency: "ledger" },
+            None => Reply::Unavailable(Dependency::Ledger),
         }
     }
 
     async fn sign(&self, body: &[u8]) -> Early<String> {
         self.timed(Stage::Hsm, self.signer.sign(&self.hsm, body)).await.map_err(|e| {
             tracing::error!(error = %e, "HSM failed while signing an answer");
-            Reply::Unavailable { dependency: "hsm" }
+            Reply::Unavailable(Dependency::Hsm)
         })
     }
 
     async fn ledger_call<T>(&self, call: impl Future<Output = Result<T, LedgerError>>) -> Early<T> {
         self.timed(Stage::Ledger, call).await.map_err(|e| {
             tracing::error!(error = %e, "ledger failed");
-            Reply::Unavailable { dependency: "ledger" }
+            Reply::Unavailable(Dependency::Ledger)
         })
     }
 

@@ -17,10 +17,16 @@ pub struct PasswordVerdict {
     pub effect: PasswordEffect,
 }
 
+/// Step 9, first half: payments from a locked account are refused (75) whatever the password.
+/// The ledger re-checks this at booking time.
+pub fn unlocked(account: &AccountRecord) -> Result<(), ResponseCode> {
+    if account.password_locked { Err(ResponseCode::PasswordTriesExceeded) } else { Ok(()) }
+}
+
 /// Step 9.
 pub fn check(account: &AccountRecord, received_verification_value: &[u8; 32], tries_max: u32) -> PasswordVerdict {
-    if account.password_locked {
-        return PasswordVerdict { result: Err(ResponseCode::PasswordTriesExceeded), effect: PasswordEffect::None };
+    if let Err(code) = unlocked(account) {
+        return PasswordVerdict { result: Err(code), effect: PasswordEffect::None };
     }
     let matches: bool = account.password_verification_value.ct_eq(received_verification_value).into();
     if matches {

@@ -13,7 +13,8 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use super::problem;
-use crate::decision::{Authorizer, Reply};
+use crate::decision::packet::PacketRefusal;
+use crate::decision::{Authorizer, Dependency, Refusal, Reply};
 use crate::ops::metrics::Metrics;
 
 /// Header carrying detached JWS signatures, both ways.
@@ -113,7 +114,7 @@ async fn handle(
         Ok(reply) => reply,
         Err(_) => {
             tracing::error!("authorization timed out");
-            Reply::Unavailable { dependency: "deadline" }
+            Reply::Unavailable(Dependency::Deadline)
         }
     };
     into_response(state, reply)
@@ -131,15 +132,17 @@ fn into_response(state: &AppState, reply: Reply) -> Response {
             }
             response
         }
-        Reply::Refused { status, code, detail } => {
+        Reply::Refused(refusal) => {
+            let code = refusal.response_code();
             state.metrics.responses.with_label_values(&[code.as_str()]).inc();
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-            let title = if status == StatusCode::UNAUTHORIZED { "Signature refused" } else { "Malformed request" };
-            problem::response(status, title, &detail, Some(code))
+            let (status, title) = refusal_status(&refusal);
+            problem::response(status, title, &refusal.to_string(), Some(code))
         }
-        Reply::Unavailable { dependency } => {
-            let detail =
-                format!("the issuer cannot decide now ({dependency} unavailable); nothing was approved, retry later");
+        Reply::Unavailable(dependency) => {
+            let detail = format!(
+                "the issuer cannot decide now ({} unavailable); nothing was approved, retry later",
+                dependency.as_str()
+            );
             let mut response = problem::response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Issuer unavailable",
@@ -148,6 +151,19 @@ fn into_response(state: &AppState, reply: Reply) -> Response {
             );
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             response
+        }
+    }
+}
+
+/// The one place a refusal becomes an HTTP status and a problem title; the ISO 8583 code
+/// comes from [`Refusal::response_code`].
+fn refusal_status(refusal: &Refusal) -> (StatusCode, &'static str) {
+    match refusal {
+        Refusal::Format(_) => (StatusCode::BAD_REQUEST, "Malformed request"),
+        Refusal::Signature(_) => (StatusCode::UNAUTHORIZED, "Signature refused"),
+        Refusal::Packet(PacketRefusal::Malformed(_)) => (StatusCode::BAD_REQUEST, "Malformed request"),
+        Refusal::Packet(PacketRefusal::OtherIssuer(_) | PacketRefusal::FieldMismatch(_)) => {
+            (StatusCode::BAD_REQUEST, "Invalid transaction")
         }
     }
 }

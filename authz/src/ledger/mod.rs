@@ -39,9 +39,10 @@ pub use config::LedgerConfig;
 pub use custody::StoredChainKey;
 pub use error::{Conflict, LedgerError, MigrationError, Unavailable};
 pub use model::{
-    AccountKind, AccountRecord, AccountStatus, EntryKind, HOLDER_NAME_CHARS_MAX, InternalAccount, InternalBalance,
-    MERCHANT_ACCOUNT_CHARS_MAX, NewAccount, PASSWORD_VERIFICATION_VALUE_LEN, PasswordEffect, SessionCommit, SimRecord,
-    SimStatus, StatementLine, StoredAnswer, TransactionRecord, WRAPPED_CHAIN_KEY_LEN,
+    AccountKind, AccountRecord, AccountStatus, DeclineCode, EntryKind, HOLDER_NAME_CHARS_MAX, InternalAccount,
+    InternalBalance, MERCHANT_ACCOUNT_CHARS_MAX, NewAccount, Outcome, PASSWORD_VERIFICATION_VALUE_LEN, PasswordEffect,
+    SessionCommit, SessionOutcome, SimRecord, SimStatus, StatementLine, StoredAnswer, Transaction, TransactionRecord,
+    WRAPPED_CHAIN_KEY_LEN,
 };
 pub use queries::AuditReport;
 pub use registration::SIM_ACCOUNTS_MAX;
@@ -413,20 +414,21 @@ mod tests {
         assert_eq!(sim.next_rsn, commit.next_rsn);
         let stored = sim.last_answer.unwrap();
         assert_eq!(stored.counter.value(), 1);
-        assert_eq!(stored.txn_id, commit.txn_id);
+        assert_eq!(stored.txn_id, commit.transaction.txn_id);
         assert_eq!(stored.response_code, ResponseCode::Approved);
         assert_eq!(stored.packet, commit.packet);
         assert_eq!(stored.response_body, commit.response_body);
         assert_eq!(stored.response_signature, commit.response_signature);
 
-        let txn = ledger.transaction(&commit.txn_id).await.unwrap().unwrap();
-        assert_eq!(txn.response_code, ResponseCode::Approved);
-        assert_eq!(txn.auth_code, commit.auth_code);
-        assert_eq!((txn.amount, txn.business_day, txn.created_at), (commit.amount, DAY, commit.created_at));
-        assert_eq!(txn.merchant_account, commit.merchant_account);
+        let txn = ledger.transaction(&commit.transaction.txn_id).await.unwrap().unwrap();
+        // What was written comes back, field for field.
+        assert_eq!(txn.transaction, commit.transaction);
+        assert_eq!(txn.outcome, commit.outcome.stored());
+        assert_eq!(txn.outcome.response_code(), ResponseCode::Approved);
         assert_eq!(ledger.approved_transactions(DAY).await.unwrap(), vec![txn]);
         assert_eq!(ledger.daily_approved_total(&account(1), DAY).await.unwrap(), Amount::from_minor(2_500));
-        assert!(ledger.order_authorized(&commit.merchant_id, &commit.order_no).await.unwrap());
+        let order = (&commit.transaction.merchant_id, &commit.transaction.order_no);
+        assert!(ledger.order_authorized(order.0, order.1).await.unwrap());
 
         let payable = InternalAccount::SettlementPayable { acquirer_iin: Iin::new("500001").unwrap() };
         let internal = ledger.internal_balances().await.unwrap();
@@ -464,10 +466,12 @@ mod tests {
         assert_eq!(sim.counter.value(), 1);
         assert_eq!(sim.wrapped_chain_key, commit.wrapped_next_chain_key);
         assert_eq!(sim.last_answer.unwrap().response_code, ResponseCode::InsufficientFunds);
-        let txn = ledger.transaction(&commit.txn_id).await.unwrap().unwrap();
-        assert_eq!((txn.response_code, txn.auth_code), (ResponseCode::InsufficientFunds, None));
+        let txn = ledger.transaction(&commit.transaction.txn_id).await.unwrap().unwrap();
+        assert_eq!((txn.outcome.response_code(), txn.outcome.auth_code()), (ResponseCode::InsufficientFunds, None));
+        assert_eq!(txn.transaction, commit.transaction);
         assert_eq!(ledger.daily_approved_total(&account(1), DAY).await.unwrap(), Amount::from_minor(0));
-        assert!(!ledger.order_authorized(&commit.merchant_id, &commit.order_no).await.unwrap());
+        let order = (&commit.transaction.merchant_id, &commit.transaction.order_no);
+        assert!(!ledger.order_authorized(order.0, order.1).await.unwrap());
         assert!(ledger.approved_transactions(DAY).await.unwrap().is_empty());
         assert_eq!(ledger.audit().await.unwrap().postings, 2, "only the opening entry");
     }
@@ -480,12 +484,10 @@ mod tests {
         // The decrypted secret named an account this bank does not hold: 57.
         let unknown = decline(1, 1, 99, 10, ResponseCode::NotPermitted);
         ledger.commit_session(unknown.clone()).await.unwrap();
-        assert_eq!(ledger.transaction(&unknown.txn_id).await.unwrap().unwrap().account, account(99));
+        let stored = ledger.transaction(&unknown.transaction.txn_id).await.unwrap().unwrap();
+        assert_eq!(stored.transaction.account, account(99));
         // A password effect needs an account to act on.
-        let with_effect = SessionCommit {
-            password_effect: PasswordEffect::Reset,
-            ..decline(1, 2, 99, 10, ResponseCode::NotPermitted)
-        };
+        let with_effect = testing::declined_with(1, 2, 99, 10, ResponseCode::NotPermitted, PasswordEffect::Reset);
         assert!(matches!(ledger.commit_session(with_effect).await, Err(LedgerError::NotFound("account"))));
         // The command failed after its transaction row was written: its savepoint took the row
         // back with everything else.

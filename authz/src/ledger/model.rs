@@ -147,16 +147,15 @@ impl fmt::Debug for Redacted {
     }
 }
 
-/// Everything one authenticated session stores, in one transaction (DESIGN.md section 7, from
-/// step 8 on): the transaction row, the postings of an approval, the password count, the SIM's
-/// next ratchet state and the exact answer for retransmission.
-#[derive(Clone)]
-pub struct SessionCommit {
+/// What every processed authorization records, approved or declined: the transaction row
+/// without its outcome. [`SessionCommit`] writes it and [`TransactionRecord`] reads it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
     /// The issuer's transaction id (also in the answer).
     pub txn_id: TxnId,
     /// The paying SIM.
     pub sim_id: SimId,
-    /// This session's counter n; the SIM's stored counter must be n - 1.
+    /// The session's counter n.
     pub counter: Counter,
     /// The account from the decrypted secret (may be unknown to the bank on a 57 decline).
     pub account: Account,
@@ -172,17 +171,100 @@ pub struct SessionCommit {
     pub amount: Amount,
     /// The packet's currency.
     pub currency: Currency,
-    /// 00 books the payment; any other code moves no money.
-    pub response_code: ResponseCode,
-    /// The 6-character auth code (uppercase letters and digits): present exactly when approved.
-    pub auth_code: Option<AuthCode>,
     /// The business day (from the configured UTC cut-off) the session counts for.
     pub business_day: Date,
     /// When the issuer decided (stored as RFC 3339 UTC).
     pub created_at: OffsetDateTime,
-    /// What happens to the account's wrong-password count.
-    pub password_effect: PasswordEffect,
-    /// CK_n wrapped under `mps-kek`: the SIM's next chain key.
+}
+
+/// An ISO 8583 response code other than 00: the code of a decline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeclineCode(ResponseCode);
+
+impl DeclineCode {
+    /// `None` for 00, which is an approval, not a decline.
+    pub fn new(code: ResponseCode) -> Option<Self> {
+        (code != ResponseCode::Approved).then_some(Self(code))
+    }
+
+    /// The code.
+    pub fn code(self) -> ResponseCode {
+        self.0
+    }
+}
+
+/// How a stored authorization ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// 00, with its 6-character auth code.
+    Approved {
+        /// The auth code.
+        auth_code: AuthCode,
+    },
+    /// Any other code; no auth code, no money moved.
+    Declined {
+        /// The code.
+        code: DeclineCode,
+    },
+}
+
+impl Outcome {
+    /// The ISO 8583 code.
+    pub fn response_code(&self) -> ResponseCode {
+        match self {
+            Self::Approved { .. } => ResponseCode::Approved,
+            Self::Declined { code } => code.code(),
+        }
+    }
+
+    /// The auth code of an approval.
+    pub fn auth_code(&self) -> Option<AuthCode> {
+        match self {
+            Self::Approved { auth_code } => Some(*auth_code),
+            Self::Declined { .. } => None,
+        }
+    }
+}
+
+/// How an authenticated session ended, with what it does to the account's wrong-password
+/// count. An approval means the password was right, so its count goes back to zero; an
+/// approval after a wrong password cannot be written down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionOutcome {
+    /// 00: the amount is booked and the wrong-password count is cleared.
+    Approved {
+        /// The 6-character auth code (uppercase letters and digits).
+        auth_code: AuthCode,
+    },
+    /// Declined with `code`; nothing is booked.
+    Declined {
+        /// The code.
+        code: DeclineCode,
+        /// What happens to the wrong-password count.
+        password_effect: PasswordEffect,
+    },
+}
+
+impl SessionOutcome {
+    /// The outcome as the transaction row stores it.
+    pub fn stored(&self) -> Outcome {
+        match *self {
+            Self::Approved { auth_code } => Outcome::Approved { auth_code },
+            Self::Declined { code, .. } => Outcome::Declined { code },
+        }
+    }
+}
+
+/// Everything one authenticated session stores, in one transaction (DESIGN.md section 7, from
+/// step 8 on): the transaction row, the postings of an approval, the password count, the SIM's
+/// next ratchet state and the exact answer for retransmission.
+#[derive(Clone)]
+pub struct SessionCommit {
+    /// The transaction row; its counter is n, and the SIM's stored counter must be n - 1.
+    pub transaction: Transaction,
+    /// Approved or declined, and the password count's change.
+    pub outcome: SessionOutcome,
+    /// CK_n wrapped under the newest KEK: the SIM's next chain key.
     pub wrapped_next_chain_key: mps_hsm::WrappedChainKey,
     /// RSN_{n+1}, sent inside this session's answer.
     pub next_rsn: Rsn,
@@ -197,17 +279,9 @@ pub struct SessionCommit {
 impl fmt::Debug for SessionCommit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionCommit")
-            .field("txn_id", &self.txn_id)
-            .field("sim_id", &self.sim_id)
-            .field("counter", &self.counter)
-            .field("account", &self.account)
-            .field("merchant_id", &self.merchant_id)
-            .field("order_no", &self.order_no)
-            .field("amount", &self.amount)
-            .field("currency", &self.currency)
-            .field("response_code", &self.response_code)
-            .field("password_effect", &self.password_effect)
-            .field("wrapped_next_chain_key", &REDACTED)
+            .field("transaction", &self.transaction)
+            .field("outcome", &self.outcome)
+            .field("wrapped_next_chain_key", &self.wrapped_next_chain_key)
             .finish_non_exhaustive()
     }
 }
@@ -359,34 +433,10 @@ impl fmt::Debug for AccountRecord {
 /// A stored transaction (approved or declined).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransactionRecord {
-    /// The issuer's transaction id.
-    pub txn_id: TxnId,
-    /// The paying SIM.
-    pub sim_id: SimId,
-    /// The session counter.
-    pub counter: Counter,
-    /// The payer's account.
-    pub account: Account,
-    /// The merchant.
-    pub merchant_id: MerchantId,
-    /// The merchant's order number.
-    pub order_no: OrderNo,
-    /// The acquirer.
-    pub acquirer_iin: Iin,
-    /// The merchant's account at the acquirer.
-    pub merchant_account: String,
-    /// The amount.
-    pub amount: Amount,
-    /// The currency.
-    pub currency: Currency,
-    /// The ISO 8583 response code.
-    pub response_code: ResponseCode,
-    /// The auth code of an approval.
-    pub auth_code: Option<AuthCode>,
-    /// The business day.
-    pub business_day: Date,
-    /// When the issuer decided.
-    pub created_at: OffsetDateTime,
+    /// The row.
+    pub transaction: Transaction,
+    /// How it ended.
+    pub outcome: Outcome,
 }
 
 /// One line of an account statement: one posting, with the balance after it.

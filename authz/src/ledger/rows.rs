@@ -13,8 +13,8 @@ use time::{Date, OffsetDateTime, UtcOffset};
 
 use super::error::LedgerError;
 use super::model::{
-    AccountKind, AccountRecord, AccountStatus, EntryKind, SimStatus, StatementLine, StoredAnswer, TransactionRecord,
-    WRAPPED_CHAIN_KEY_LEN, available_funds, merchant_account_is_valid,
+    AccountKind, AccountRecord, AccountStatus, DeclineCode, EntryKind, Outcome, SimStatus, StatementLine, StoredAnswer,
+    Transaction, TransactionRecord, WRAPPED_CHAIN_KEY_LEN, available_funds, merchant_account_is_valid,
 };
 
 const DAY_FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
@@ -251,10 +251,13 @@ impl RawTransaction {
     pub(crate) fn parse(self) -> Result<TransactionRecord, LedgerError> {
         let response_code = parse_response_code("transactions.response_code", &self.response_code)?;
         let auth_code = self.auth_code.as_deref().map(|s| parse_auth_code("transactions.auth_code", s)).transpose()?;
-        if (response_code == ResponseCode::Approved) != auth_code.is_some() {
-            return Err(LedgerError::Corrupt("transactions.auth_code"));
-        }
-        Ok(TransactionRecord {
+        let outcome = match (DeclineCode::new(response_code), auth_code) {
+            (None, Some(auth_code)) => Outcome::Approved { auth_code },
+            (Some(code), None) => Outcome::Declined { code },
+            // An approval must carry an auth code and a decline none.
+            _ => return Err(LedgerError::Corrupt("transactions.auth_code")),
+        };
+        let transaction = Transaction {
             txn_id: parse_txn_id("transactions.txn_id", &self.txn_id)?,
             sim_id: parse_sim_id("transactions.sim_id", &self.sim_id)?,
             counter: parse_counter("transactions.counter", self.counter)?,
@@ -265,11 +268,10 @@ impl RawTransaction {
             merchant_account: parse_merchant_account("transactions.merchant_account", self.merchant_account)?,
             amount: parse_amount("transactions.amount", self.amount)?,
             currency: parse_currency("transactions.currency", self.currency)?,
-            response_code,
-            auth_code,
             business_day: parse_day("transactions.business_day", &self.business_day)?,
             created_at: parse_time("transactions.created_at", &self.created_at)?,
-        })
+        };
+        Ok(TransactionRecord { transaction, outcome })
     }
 }
 

@@ -11,15 +11,15 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::error::{Conflict, LedgerError};
 use super::journal::{self, Posting, PostingTarget};
-use mps_protocol::ResponseCode;
 use mps_protocol::wire::PACKET_LEN;
 
 use super::model::{
-    AccountRecord, AccountStatus, EntryKind, InternalAccount, PasswordEffect, SessionCommit, SimStatus,
+    AccountRecord, EntryKind, InternalAccount, PasswordEffect, SessionCommit, SessionOutcome, SimStatus, Transaction,
     merchant_account_is_valid, signed,
 };
 use super::queries;
 use super::rows::{auth_code_is_valid, counter_value, day_text, parse_counter, parse_sim_status, time_text};
+use crate::decision::rules;
 
 /// Books one session. Called by the writer inside a savepoint.
 pub(crate) fn commit_session(
@@ -31,49 +31,49 @@ pub(crate) fn commit_session(
     let previous_counter = check_sim(conn, commit)?;
     let exists: Option<i64> = conn
         .prepare_cached("SELECT 1 FROM transactions WHERE txn_id = ?1")?
-        .query_row([&commit.txn_id.0[..]], |row| row.get(0))
+        .query_row([&commit.transaction.txn_id.0[..]], |row| row.get(0))
         .optional()?;
     if exists.is_some() {
         return Err(LedgerError::AlreadyExists("transaction"));
     }
-    let account = queries::account(conn, &commit.account)?;
-    let created_at = time_text(commit.created_at)?;
-    if commit.response_code == ResponseCode::Approved {
-        let account = account.as_ref().ok_or(LedgerError::NotFound("account"))?;
-        check_approval(conn, commit, account)?;
-        insert_transaction(conn, commit, &created_at)?;
-        book_approval(conn, commit, account, amount, &created_at)?;
-    } else {
-        insert_transaction(conn, commit, &created_at)?;
+    let account = queries::account(conn, &commit.transaction.account)?;
+    let created_at = time_text(commit.transaction.created_at)?;
+    match commit.outcome {
+        SessionOutcome::Approved { .. } => {
+            let account = account.as_ref().ok_or(LedgerError::NotFound("account"))?;
+            check_approval(conn, commit, account)?;
+            insert_transaction(conn, commit, &created_at)?;
+            book_approval(conn, commit, account, amount, &created_at)?;
+            // The password was right: consecutive wrong tries start again from zero.
+            apply_password_effect(conn, &commit.transaction, PasswordEffect::Reset, Some(account))?;
+        }
+        SessionOutcome::Declined { password_effect, .. } => {
+            insert_transaction(conn, commit, &created_at)?;
+            apply_password_effect(conn, &commit.transaction, password_effect, account.as_ref())?;
+        }
     }
-    apply_password_effect(conn, commit, account.as_ref())?;
     advance_sim(conn, commit, previous_counter)?;
     store_answer(conn, commit)
 }
 
 /// The commit's own consistency; returns the amount as signed minor units.
 fn validate(commit: &SessionCommit, stored_answer_bytes_max: usize) -> Result<i64, LedgerError> {
-    if commit.counter.value() == 0 {
+    if commit.transaction.counter.value() == 0 {
         return Err(LedgerError::InvalidInput("session counter 0"));
     }
-    let amount = signed(commit.amount, "amount")?;
-    if commit.response_code == ResponseCode::Approved {
-        if !commit.auth_code.as_ref().is_some_and(auth_code_is_valid) {
+    let amount = signed(commit.transaction.amount, "amount")?;
+    if let SessionOutcome::Approved { auth_code } = &commit.outcome {
+        if !auth_code_is_valid(auth_code) {
             return Err(LedgerError::InvalidInput("an approval needs a 6-character auth code"));
         }
         if amount == 0 {
             return Err(LedgerError::InvalidInput("an approval of zero"));
         }
-        if matches!(commit.password_effect, PasswordEffect::Failure { .. }) {
-            return Err(LedgerError::InvalidInput("an approval after a wrong password"));
-        }
-    } else if commit.auth_code.is_some() {
-        return Err(LedgerError::InvalidInput("a decline has no auth code"));
     }
     if commit.packet.len() != PACKET_LEN {
         return Err(LedgerError::InvalidInput("the payer packet must be 113 bytes"));
     }
-    if !merchant_account_is_valid(&commit.merchant_account) {
+    if !merchant_account_is_valid(&commit.transaction.merchant_account) {
         return Err(LedgerError::InvalidInput("merchant account"));
     }
     if commit.response_body.len() + commit.response_signature.len() > stored_answer_bytes_max {
@@ -86,65 +86,60 @@ fn validate(commit: &SessionCommit, stored_answer_bytes_max: usize) -> Result<i6
 fn check_sim(conn: &Connection, commit: &SessionCommit) -> Result<i64, LedgerError> {
     let row: Option<(String, i64)> = conn
         .prepare_cached("SELECT status, counter FROM sims WHERE sim_id = ?1")?
-        .query_row([commit.sim_id.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row([commit.transaction.sim_id.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
     let (status, counter) = row.ok_or(LedgerError::NotFound("sim"))?;
     if parse_sim_status(&status)? != SimStatus::Active {
         return Err(LedgerError::Conflict(Conflict::SimNotActive));
     }
-    if parse_counter("sims.counter", counter)?.next() != Some(commit.counter) {
+    if parse_counter("sims.counter", counter)?.next() != Some(commit.transaction.counter) {
         return Err(LedgerError::Conflict(Conflict::StaleCounter));
     }
     Ok(counter)
 }
 
-/// Steps 8 to 12 once more, inside the write transaction.
+/// Steps 8 to 12 once more, inside the write transaction, with the decision's own step
+/// functions on the rows read here: a rule is stated once, in `decision/`.
 fn check_approval(conn: &Connection, commit: &SessionCommit, account: &AccountRecord) -> Result<(), LedgerError> {
+    let transaction = &commit.transaction;
     let bound: Option<i64> = conn
         .prepare_cached("SELECT 1 FROM sim_accounts WHERE sim_id = ?1 AND account = ?2")?
-        .query_row(params![commit.sim_id.as_str(), commit.account.expose()], |row| row.get(0))
+        .query_row(params![transaction.sim_id.as_str(), transaction.account.expose()], |row| row.get(0))
         .optional()?;
-    if bound.is_none() || account.status != AccountStatus::Open || account.currency != commit.currency {
-        return Err(LedgerError::Conflict(Conflict::AccountNotPermitted));
-    }
-    if account.password_locked {
-        return Err(LedgerError::Conflict(Conflict::PasswordLocked));
-    }
-    let day_total = queries::daily_approved_total(conn, &commit.account, commit.business_day)?;
-    let day_after = day_total.minor().checked_add(commit.amount.minor());
-    if commit.amount > account.per_txn_limit || day_after.is_none_or(|t| t > account.daily_limit.minor()) {
-        return Err(LedgerError::Conflict(Conflict::LimitExceeded));
-    }
-    if queries::order_authorized(conn, &commit.merchant_id, &commit.order_no)? {
-        return Err(LedgerError::Conflict(Conflict::DuplicateOrder));
-    }
-    if account.available_amount() < commit.amount {
-        return Err(LedgerError::Conflict(Conflict::InsufficientFunds));
-    }
-    Ok(())
+    let approved_today = || queries::daily_approved_total(conn, &transaction.account, transaction.business_day);
+    let order_authorized = || queries::order_authorized(conn, &transaction.merchant_id, &transaction.order_no);
+    rules::recheck_approval(
+        bound.is_some(),
+        account,
+        transaction.currency,
+        transaction.amount,
+        approved_today,
+        order_authorized,
+    )
 }
 
 fn insert_transaction(conn: &Connection, commit: &SessionCommit, created_at: &str) -> Result<(), LedgerError> {
-    let auth_code = commit.auth_code.map(|code| code.as_str().to_owned());
+    let outcome = commit.outcome.stored();
+    let auth_code = outcome.auth_code().map(|code| code.as_str().to_owned());
     conn.prepare_cached(
         "INSERT INTO transactions (txn_id, sim_id, counter, account, merchant_id, order_no, acquirer_iin,
              merchant_account, amount, currency, response_code, auth_code, business_day, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
-        &commit.txn_id.0[..],
-        commit.sim_id.as_str(),
-        counter_value(commit.counter)?,
-        commit.account.expose(),
-        commit.merchant_id.as_str(),
-        commit.order_no.as_str(),
-        commit.acquirer_iin.as_str(),
-        commit.merchant_account.as_str(),
-        signed(commit.amount, "amount")?,
-        i64::from(commit.currency.code()),
-        commit.response_code.as_str(),
+        &commit.transaction.txn_id.0[..],
+        commit.transaction.sim_id.as_str(),
+        counter_value(commit.transaction.counter)?,
+        commit.transaction.account.expose(),
+        commit.transaction.merchant_id.as_str(),
+        commit.transaction.order_no.as_str(),
+        commit.transaction.acquirer_iin.as_str(),
+        commit.transaction.merchant_account.as_str(),
+        signed(commit.transaction.amount, "amount")?,
+        i64::from(commit.transaction.currency.code()),
+        outcome.response_code().as_str(),
         auth_code,
-        day_text(commit.business_day)?,
+        day_text(commit.transaction.business_day)?,
         created_at,
     ])?;
     Ok(())
@@ -159,14 +154,18 @@ fn book_approval(
     amount: i64,
     created_at: &str,
 ) -> Result<(), LedgerError> {
-    let payable = InternalAccount::SettlementPayable { acquirer_iin: commit.acquirer_iin };
-    let payable_id = journal::internal_account_id(conn, payable, commit.currency, created_at)?;
+    let payable = InternalAccount::SettlementPayable { acquirer_iin: commit.transaction.acquirer_iin };
+    let payable_id = journal::internal_account_id(conn, payable, commit.transaction.currency, created_at)?;
     let postings = [
-        Posting { target: PostingTarget::Customer(&commit.account), amount: -amount, currency: commit.currency },
-        Posting { target: PostingTarget::Internal(payable_id), amount, currency: commit.currency },
+        Posting {
+            target: PostingTarget::Customer(&commit.transaction.account),
+            amount: -amount,
+            currency: commit.transaction.currency,
+        },
+        Posting { target: PostingTarget::Internal(payable_id), amount, currency: commit.transaction.currency },
     ];
-    journal::post_entry(conn, EntryKind::Authorization, Some(&commit.txn_id), created_at, &postings)?;
-    let after = queries::account(conn, &commit.account)
+    journal::post_entry(conn, EntryKind::Authorization, Some(&commit.transaction.txn_id), created_at, &postings)?;
+    let after = queries::account(conn, &commit.transaction.account)
         .map_err(|_| LedgerError::Invariant("the account breaks its balance invariant after the approval"))?
         .ok_or(LedgerError::Invariant("the account vanished during the approval"))?;
     if Some(after.balance) != account.balance.checked_sub(amount) {
@@ -177,12 +176,15 @@ fn book_approval(
 
 fn apply_password_effect(
     conn: &Connection,
-    commit: &SessionCommit,
+    transaction: &Transaction,
+    effect: PasswordEffect,
     account: Option<&AccountRecord>,
 ) -> Result<(), LedgerError> {
-    let statement = match commit.password_effect {
+    let statement = match effect {
         PasswordEffect::None => return Ok(()),
-        PasswordEffect::Reset => "UPDATE accounts SET password_failures = 0 WHERE account = ?1",
+        PasswordEffect::Reset => {
+            "UPDATE accounts SET password_failures = 0 WHERE account = ?1 AND password_failures > 0"
+        }
         PasswordEffect::Failure { locked: false } => {
             "UPDATE accounts SET password_failures = password_failures + 1 WHERE account = ?1"
         }
@@ -193,13 +195,13 @@ fn apply_password_effect(
     if account.is_none() {
         return Err(LedgerError::NotFound("account"));
     }
-    conn.prepare_cached(statement)?.execute([commit.account.expose()])?;
+    conn.prepare_cached(statement)?.execute([transaction.account.expose()])?;
     Ok(())
 }
 
 /// Moves the SIM from n - 1 to n: CK_n and RSN_{n+1}. The WHERE clause re-checks the counter.
 fn advance_sim(conn: &Connection, commit: &SessionCommit, previous_counter: i64) -> Result<(), LedgerError> {
-    let counter = counter_value(commit.counter)?;
+    let counter = counter_value(commit.transaction.counter)?;
     let changed = conn
         .prepare_cached(
             "UPDATE sims SET counter = ?1, wrapped_chain_key = ?2, next_rsn = ?3, kek_version = ?6
@@ -209,7 +211,7 @@ fn advance_sim(conn: &Connection, commit: &SessionCommit, previous_counter: i64)
             counter,
             &commit.wrapped_next_chain_key.bytes[..],
             &commit.next_rsn.0[..],
-            commit.sim_id.as_str(),
+            commit.transaction.sim_id.as_str(),
             previous_counter,
             commit.wrapped_next_chain_key.kek_version
         ])?;
@@ -221,7 +223,7 @@ fn advance_sim(conn: &Connection, commit: &SessionCommit, previous_counter: i64)
 
 /// Keeps the exact answer of this session (replacing the previous session's).
 fn store_answer(conn: &Connection, commit: &SessionCommit) -> Result<(), LedgerError> {
-    let counter = counter_value(commit.counter)?;
+    let counter = counter_value(commit.transaction.counter)?;
     conn.prepare_cached(
         "INSERT INTO sim_answers (sim_id, counter, txn_id, packet, response_body, response_signature)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -230,9 +232,9 @@ fn store_answer(conn: &Connection, commit: &SessionCommit) -> Result<(), LedgerE
              response_signature = excluded.response_signature",
     )?
     .execute(params![
-        commit.sim_id.as_str(),
+        commit.transaction.sim_id.as_str(),
         counter,
-        &commit.txn_id.0[..],
+        &commit.transaction.txn_id.0[..],
         &commit.packet[..],
         &commit.response_body[..],
         commit.response_signature.as_str(),
@@ -244,27 +246,30 @@ fn store_answer(conn: &Connection, commit: &SessionCommit) -> Result<(), LedgerE
 mod tests {
     use mps_protocol::{AuthCode, ResponseCode};
 
-    use crate::ledger::testing::{account, approval, debit, decline, open_ledger, register, sim_id, txn_id};
-    use crate::ledger::{Conflict, LedgerConfig, LedgerError, PasswordEffect, SessionCommit, SimStatus};
+    use crate::ledger::testing::{
+        account, approval, changed, debit, decline, declined_with, open_ledger, register, sim_id, txn_id,
+    };
+    use crate::ledger::{
+        Conflict, LedgerConfig, LedgerError, PasswordEffect, SessionCommit, SessionOutcome, SimStatus,
+    };
 
     #[tokio::test]
     async fn malformed_commits_are_refused_and_store_nothing() {
         let (_dir, _path, ledger) = open_ledger(LedgerConfig::default());
         ledger.create_account(debit(1, 1_000)).await.unwrap();
         register(&ledger, 1, &[1]).await;
+        // (An approval without an auth code, a decline with one, or an approval after a wrong
+        // password cannot be built: SessionOutcome has no such variants.)
         let malformed = [
-            SessionCommit { auth_code: None, ..approval(1, 1, 1, 10) },
-            SessionCommit { auth_code: Some(AuthCode(*b"abc123")), ..approval(1, 1, 1, 10) },
             SessionCommit {
-                auth_code: Some(AuthCode(*b"A1B2C3")),
-                ..decline(1, 1, 1, 10, ResponseCode::InvalidAmount)
+                outcome: SessionOutcome::Approved { auth_code: AuthCode(*b"abc123") },
+                ..approval(1, 1, 1, 10)
             },
             approval(1, 1, 1, 0),
-            SessionCommit { password_effect: PasswordEffect::Failure { locked: false }, ..approval(1, 1, 1, 10) },
             SessionCommit { packet: vec![0; 112], ..approval(1, 1, 1, 10) },
-            SessionCommit { merchant_account: "DE89;3704".to_owned(), ..approval(1, 1, 1, 10) },
+            changed(approval(1, 1, 1, 10), |t| t.merchant_account = "DE89;3704".to_owned()),
             SessionCommit { response_body: vec![b'x'; 70_000], ..approval(1, 1, 1, 10) },
-            SessionCommit { amount: mps_protocol::Amount::from_minor(u64::MAX), ..approval(1, 1, 1, 10) },
+            changed(approval(1, 1, 1, 10), |t| t.amount = mps_protocol::Amount::from_minor(u64::MAX)),
         ];
         for commit in malformed {
             let err = ledger.commit_session(commit.clone()).await.unwrap_err();
@@ -301,7 +306,7 @@ mod tests {
         assert_eq!(ledger.audit().await.unwrap().entries, 2, "only the two openings");
 
         ledger.commit_session(approval(1, 1, 1, 10)).await.unwrap();
-        let reused_id = SessionCommit { txn_id: txn_id(1, 1), ..approval(1, 2, 1, 10) };
+        let reused_id = changed(approval(1, 2, 1, 10), |t| t.txn_id = txn_id(1, 1));
         assert!(matches!(ledger.commit_session(reused_id).await, Err(LedgerError::AlreadyExists("transaction"))));
         let replayed = ledger.commit_session(approval(1, 1, 1, 10)).await.unwrap_err();
         assert!(matches!(replayed, LedgerError::Conflict(Conflict::StaleCounter)), "{replayed:?}");
@@ -318,7 +323,7 @@ mod tests {
         ledger.commit_session(decline(1, 2, 1, 500, ResponseCode::ExceedsDailyLimit)).await.unwrap();
         let over = ledger.commit_session(approval(1, 3, 1, 41)).await.unwrap_err();
         assert!(matches!(over, LedgerError::Conflict(Conflict::LimitExceeded)), "{over:?}");
-        let next_day = SessionCommit { business_day: time::macros::date!(2025 - 03 - 08), ..approval(1, 3, 1, 41) };
+        let next_day = changed(approval(1, 3, 1, 41), |t| t.business_day = time::macros::date!(2025 - 03 - 08));
         ledger.commit_session(next_day).await.unwrap();
         ledger.commit_session(approval(1, 4, 1, 40)).await.unwrap();
         let today = crate::ledger::testing::DAY;
@@ -330,10 +335,8 @@ mod tests {
         let (_dir, _path, ledger) = open_ledger(LedgerConfig::default());
         ledger.create_account(debit(1, 1_000)).await.unwrap();
         register(&ledger, 1, &[1]).await;
-        let wrong = |n, locked| SessionCommit {
-            password_effect: PasswordEffect::Failure { locked },
-            ..decline(1, n, 1, 10, ResponseCode::IncorrectPassword)
-        };
+        let wrong =
+            |n, locked| declined_with(1, n, 1, 10, ResponseCode::IncorrectPassword, PasswordEffect::Failure { locked });
         ledger.commit_session(wrong(1, false)).await.unwrap();
         let record = ledger.account(&account(1)).await.unwrap().unwrap();
         assert_eq!((record.password_failures, record.password_locked), (1, false));
@@ -360,11 +363,12 @@ mod tests {
         register(&ledger, 2, &[1]).await;
         let first = approval(1, 1, 1, 10);
         ledger.commit_session(first.clone()).await.unwrap();
-        let same_order = SessionCommit { order_no: first.order_no, ..approval(2, 1, 1, 10) };
+        let same_order = changed(approval(2, 1, 1, 10), |t| t.order_no = first.transaction.order_no);
         let err = ledger.commit_session(same_order.clone()).await.unwrap_err();
         assert!(matches!(err, LedgerError::Conflict(Conflict::DuplicateOrder)), "{err:?}");
         // A decline of the same order is a record, not a second authorization.
-        let declined = SessionCommit { order_no: first.order_no, ..decline(2, 1, 1, 10, ResponseCode::Duplicate) };
+        let declined =
+            changed(decline(2, 1, 1, 10, ResponseCode::Duplicate), |t| t.order_no = first.transaction.order_no);
         ledger.commit_session(declined).await.unwrap();
         ledger.close().await;
 

@@ -11,7 +11,10 @@ use mps_protocol::{
 use rusqlite::Connection;
 use time::macros::{date, datetime};
 
-use super::{AccountKind, Ledger, LedgerConfig, NewAccount, PasswordEffect, SessionCommit};
+use super::{
+    AccountKind, DeclineCode, Ledger, LedgerConfig, NewAccount, PasswordEffect, SessionCommit, SessionOutcome,
+    Transaction,
+};
 
 /// The business day of every test commit.
 pub(crate) const DAY: time::Date = date!(2025 - 03 - 07);
@@ -85,21 +88,21 @@ pub(crate) fn approval(sim: u64, counter: u64, acct: u64, amount: u64) -> Sessio
     packet[14..20].copy_from_slice(&Counter::new(counter).unwrap().to_wire());
     packet[100] = sim as u8;
     SessionCommit {
-        txn_id: txn_id(sim, counter),
-        sim_id: sim_id(sim),
-        counter: Counter::new(counter).unwrap(),
-        account: account(acct),
-        merchant_id: MerchantId::new("SHOP-001").unwrap(),
-        order_no: OrderNo::new(&format!("O{sim}-{counter}")).unwrap(),
-        acquirer_iin: Iin::new("500001").unwrap(),
-        merchant_account: "DE89 3704 0044 0532 0130 00".to_owned(),
-        amount: Amount::from_minor(amount),
-        currency: Currency::EUR,
-        response_code: ResponseCode::Approved,
-        auth_code: Some(AuthCode(*b"A1B2C3")),
-        business_day: DAY,
-        created_at: datetime!(2025-03-07 10:00 UTC),
-        password_effect: PasswordEffect::Reset,
+        transaction: Transaction {
+            txn_id: txn_id(sim, counter),
+            sim_id: sim_id(sim),
+            counter: Counter::new(counter).unwrap(),
+            account: account(acct),
+            merchant_id: MerchantId::new("SHOP-001").unwrap(),
+            order_no: OrderNo::new(&format!("O{sim}-{counter}")).unwrap(),
+            acquirer_iin: Iin::new("500001").unwrap(),
+            merchant_account: "DE89 3704 0044 0532 0130 00".to_owned(),
+            amount: Amount::from_minor(amount),
+            currency: Currency::EUR,
+            business_day: DAY,
+            created_at: datetime!(2025-03-07 10:00 UTC),
+        },
+        outcome: SessionOutcome::Approved { auth_code: AuthCode(*b"A1B2C3") },
         wrapped_next_chain_key: mps_hsm::WrappedChainKey { kek_version: 1, bytes: [counter as u8; 40] },
         next_rsn: Rsn([counter as u8 + 1; 8]),
         packet,
@@ -108,12 +111,29 @@ pub(crate) fn approval(sim: u64, counter: u64, acct: u64, amount: u64) -> Sessio
     }
 }
 
+/// `commit` with its transaction row changed by `change`.
+pub(crate) fn changed(mut commit: SessionCommit, change: impl FnOnce(&mut Transaction)) -> SessionCommit {
+    change(&mut commit.transaction);
+    commit
+}
+
 /// The same session declined with `code`.
 pub(crate) fn decline(sim: u64, counter: u64, acct: u64, amount: u64, code: ResponseCode) -> SessionCommit {
+    declined_with(sim, counter, acct, amount, code, PasswordEffect::None)
+}
+
+/// The same session declined with `code`, and `effect` on the wrong-password count.
+pub(crate) fn declined_with(
+    sim: u64,
+    counter: u64,
+    acct: u64,
+    amount: u64,
+    code: ResponseCode,
+    effect: PasswordEffect,
+) -> SessionCommit {
+    let code = DeclineCode::new(code).expect("a decline code, not 00");
     SessionCommit {
-        response_code: code,
-        auth_code: None,
-        password_effect: PasswordEffect::None,
+        outcome: SessionOutcome::Declined { code, password_effect: effect },
         ..approval(sim, counter, acct, amount)
     }
 }
