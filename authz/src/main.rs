@@ -303,14 +303,14 @@ async fn account(config: &AuthzConfig, command: AccountCommand) -> Result<(), Cl
             };
             let new = NewAccount {
                 account: account.clone(),
-                holder_name: create.holder.clone(),
+                holder_name: mps_protocol::Secret::new(create.holder.clone()),
                 kind,
                 currency,
                 opening_balance: amount("--balance", &create.balance, currency)?,
                 credit_limit: amount("--credit-limit", &create.credit_limit, currency)?,
                 per_txn_limit: amount("--per-txn-limit", &create.per_txn_limit, currency)?,
                 daily_limit: amount("--daily-limit", &create.daily_limit, currency)?,
-                password_verification_value: [0; 32],
+                password_verification_value: mps_protocol::PasswordVerificationValue::new([0; 32]),
             };
             let password = read_password(create.password_stdin)?;
             mps_authz::registration::create_account(&parts.hsm, &parts.ledger, new, &password)
@@ -327,7 +327,7 @@ async fn account(config: &AuthzConfig, command: AccountCommand) -> Result<(), Cl
                 .map_err(CliError::new)?
                 .ok_or_else(|| CliError::new(format!("account {account} is not registered")))?;
             println!("account:         {account}");
-            println!("holder:          {}", record.holder_name);
+            println!("holder:          {}", record.holder_name.expose());
             println!("kind:            {:?}", record.kind);
             println!("status:          {:?}", record.status);
             println!("currency:        {}", record.currency);

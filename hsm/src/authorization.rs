@@ -22,8 +22,8 @@ use mps_protocol::keys::{
 use mps_protocol::perso::WRAPPED_KEY_LEN;
 use mps_protocol::wire::{ANSWER_CIPHERTEXT_LEN, SECRET_CIPHERTEXT_LEN};
 use mps_protocol::{
-    Account, AnswerPlain, AuthCode, Counter, Currency, PayerAnswer, PayerPacket, PaymentSecret, ResponseCode, Rsn,
-    TxnId,
+    Account, AnswerPlain, AuthCode, Counter, Currency, PasswordVerificationValue, PayerAnswer, PayerPacket,
+    PaymentSecret, ResponseCode, Rsn, TxnId,
 };
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -40,7 +40,7 @@ pub struct OpenedSession {
     pub account: Account,
     /// HMAC-SHA256(mps-pvk, account BCD || password): compare with the stored value in
     /// constant time. The clear password never leaves the HSM worker.
-    pub password_verification_value: [u8; 32],
+    pub password_verification_value: PasswordVerificationValue,
     /// Seals the answer later; dropping it discards the session's keys.
     pub ticket: SessionTicket,
 }
@@ -49,7 +49,7 @@ impl fmt::Debug for OpenedSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenedSession")
             .field("account", &self.account)
-            .field("password_verification_value", &"<redacted>")
+            .field("password_verification_value", &self.password_verification_value)
             .field("ticket", &self.ticket)
             .finish()
     }

@@ -7,7 +7,7 @@ use cryptoki::mechanism::misc::KeyDerivationStringData;
 use cryptoki::object::ObjectClass;
 use mps_protocol::keys::{LABEL_PERSONALISATION, kdf_data, personalisation_context};
 use mps_protocol::perso::WRAPPED_KEY_LEN;
-use mps_protocol::{Account, Password, Rsn, SimId};
+use mps_protocol::{Account, Password, PasswordVerificationValue, Rsn, SimId};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -50,7 +50,7 @@ impl Hsm {
         &self,
         account: &Account,
         password: &Password,
-    ) -> Result<[u8; 32], HsmError> {
+    ) -> Result<PasswordVerificationValue, HsmError> {
         let account = account.clone();
         let password = password.clone();
         self.call(Route::Any, move |ctx| ctx.password_verification_value(&account, &password)).await
@@ -139,7 +139,7 @@ impl Ctx {
         &self,
         account: &Account,
         password: &Password,
-    ) -> Result<[u8; 32], HsmError> {
+    ) -> Result<PasswordVerificationValue, HsmError> {
         let mut input = Zeroizing::new(Vec::with_capacity(10 + Password::LEN_MAX));
         input.extend_from_slice(&account.to_bcd());
         input.extend_from_slice(password.expose());
@@ -147,11 +147,13 @@ impl Ctx {
             .session()?
             .sign(&Mechanism::Sha256Hmac, self.keys.password_verification, &input)
             .map_err(|e| self.fail(e))?;
-        mac.as_slice().try_into().map_err(|_| HsmError::UnexpectedLength {
+        let mac = Zeroizing::new(mac);
+        let bytes: [u8; 32] = mac.as_slice().try_into().map_err(|_| HsmError::UnexpectedLength {
             function: Pkcs11Function::Sign,
             expected: 32,
             actual: mac.len(),
-        })
+        })?;
+        Ok(PasswordVerificationValue::new(bytes))
     }
 
     pub(crate) fn sign_digest(&self, key: SigningKey, digest: &[u8; 32]) -> Result<[u8; 64], HsmError> {

@@ -3,8 +3,8 @@
 //! only the two 32-byte values are compared, in constant time. Consecutive wrong tries are
 //! counted; the last allowed one locks payments (75) until the bank resets the count.
 
+use mps_protocol::PasswordVerificationValue;
 use mps_protocol::ResponseCode;
-use subtle::ConstantTimeEq;
 
 use crate::ledger::{AccountRecord, PasswordEffect};
 
@@ -24,11 +24,15 @@ pub fn unlocked(account: &AccountRecord) -> Result<(), ResponseCode> {
 }
 
 /// Step 9.
-pub fn check(account: &AccountRecord, received_verification_value: &[u8; 32], tries_max: u32) -> PasswordVerdict {
+pub fn check(
+    account: &AccountRecord,
+    received_verification_value: &PasswordVerificationValue,
+    tries_max: u32,
+) -> PasswordVerdict {
     if let Err(code) = unlocked(account) {
         return PasswordVerdict { result: Err(code), effect: PasswordEffect::None };
     }
-    let matches: bool = account.password_verification_value.ct_eq(received_verification_value).into();
+    let matches = account.password_verification_value.matches(received_verification_value);
     if matches {
         let effect = if account.password_failures > 0 { PasswordEffect::Reset } else { PasswordEffect::None };
         return PasswordVerdict { result: Ok(()), effect };

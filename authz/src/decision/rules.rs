@@ -61,13 +61,13 @@ mod tests {
     fn account(kind: AccountKind, balance: i64, credit_limit: u64) -> AccountRecord {
         AccountRecord {
             account: Account::new("4000120000000001").unwrap(),
-            holder_name: "Li Xi".to_owned(),
+            holder_name: mps_protocol::Secret::new("Li Xi".to_owned()),
             kind,
             currency: Currency::EUR,
             credit_limit: Amount::from_minor(credit_limit),
             balance,
             status: AccountStatus::Open,
-            password_verification_value: [0; 32],
+            password_verification_value: mps_protocol::PasswordVerificationValue::new([0; 32]),
             password_failures: 0,
             password_locked: false,
             per_txn_limit: Amount::from_minor(500),

@@ -360,7 +360,7 @@ mod tests {
         assert_eq!((debit_record.balance, debit_record.available()), (10_000, 10_000));
         assert_eq!(debit_record.kind, AccountKind::Debit);
         assert_eq!(debit_record.status, AccountStatus::Open);
-        assert_eq!(debit_record.password_verification_value, [1; 32]);
+        assert_eq!(debit_record.password_verification_value.expose(), &[1; 32]);
         let credit_record = ledger.account(&account(2)).await.unwrap().unwrap();
         assert_eq!((credit_record.balance, credit_record.available()), (0, 50_000));
 
@@ -387,7 +387,7 @@ mod tests {
         let debit_with_limit = NewAccount { credit_limit: Amount::from_minor(5), ..debit(2, 0) };
         assert!(matches!(ledger.create_account(debit_with_limit).await, Err(LedgerError::InvalidInput(_))));
         for name in ["", " padded", "tab\there", &"x".repeat(141)] {
-            let bad_name = NewAccount { holder_name: name.to_owned(), ..debit(3, 0) };
+            let bad_name = NewAccount { holder_name: mps_protocol::Secret::new(name.to_owned()), ..debit(3, 0) };
             assert!(matches!(ledger.create_account(bad_name).await, Err(LedgerError::InvalidInput(_))), "{name:?}");
         }
         let huge = NewAccount { opening_balance: Amount::from_minor(u64::MAX), ..debit(4, 0) };
@@ -597,7 +597,10 @@ mod tests {
         let mut created = 0;
         let mut failure = None;
         for n in 1..=500 {
-            match ledger.create_account(NewAccount { holder_name: "x".repeat(140), ..debit(n, 100) }).await {
+            match ledger
+                .create_account(NewAccount { holder_name: mps_protocol::Secret::new("x".repeat(140)), ..debit(n, 100) })
+                .await
+            {
                 Ok(()) => created += 1,
                 Err(error) => {
                     failure = Some((n, error));
@@ -611,7 +614,9 @@ mod tests {
         assert!(ledger.account(&account(created)).await.unwrap().is_some());
         let audit = ledger.audit().await.unwrap();
         assert_eq!(audit.entries, created);
-        let still_full = ledger.create_account(NewAccount { holder_name: "y".repeat(140), ..debit(900, 100) }).await;
+        let still_full = ledger
+            .create_account(NewAccount { holder_name: mps_protocol::Secret::new("y".repeat(140)), ..debit(900, 100) })
+            .await;
         assert!(still_full.unwrap_err().is_unavailable());
     }
 

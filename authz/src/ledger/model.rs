@@ -10,7 +10,8 @@ use std::fmt;
 
 use mps_protocol::ids::format_minor;
 use mps_protocol::{
-    Account, Amount, AuthCode, Counter, Currency, Iin, MerchantId, OrderNo, ResponseCode, Rsn, SimId, TxnId,
+    Account, Amount, AuthCode, Counter, Currency, Iin, MerchantId, OrderNo, PasswordVerificationValue, ResponseCode,
+    Rsn, Secret, SimId, TxnId,
 };
 use time::{Date, OffsetDateTime};
 
@@ -18,8 +19,7 @@ use super::error::LedgerError;
 
 /// Length of a chain key wrapped under `mps-kek` (RFC 5649 of 32 bytes).
 pub const WRAPPED_CHAIN_KEY_LEN: usize = mps_protocol::perso::WRAPPED_KEY_LEN;
-/// Length of a payment password verification value (HMAC-SHA256).
-pub const PASSWORD_VERIFICATION_VALUE_LEN: usize = 32;
+pub use mps_protocol::secret::PASSWORD_VERIFICATION_VALUE_LEN;
 /// Longest account holder name.
 pub const HOLDER_NAME_CHARS_MAX: usize = 140;
 /// Longest merchant account (at the acquirer; IBAN-like).
@@ -98,13 +98,14 @@ text_enum!(
     }
 );
 
-/// An account to open.
-#[derive(Clone)]
+/// An account to open. Debug shows no secret: the verification value and the holder's name
+/// redact themselves, the account number is masked.
+#[derive(Debug, Clone)]
 pub struct NewAccount {
     /// The account number.
     pub account: Account,
-    /// The holder's name, 1 to 140 printable characters.
-    pub holder_name: String,
+    /// The holder's name, 1 to 140 printable characters (personal data: never printed).
+    pub holder_name: Secret<String>,
     /// Debit or credit.
     pub kind: AccountKind,
     /// The account's only currency.
@@ -114,37 +115,11 @@ pub struct NewAccount {
     /// Money on the account at opening, booked against the bank's funding account.
     pub opening_balance: Amount,
     /// HMAC-SHA256(mps-pvk, account || password), made in the HSM. Never the password.
-    pub password_verification_value: [u8; PASSWORD_VERIFICATION_VALUE_LEN],
+    pub password_verification_value: PasswordVerificationValue,
     /// Largest single payment (code 13 above it).
     pub per_txn_limit: Amount,
     /// Most approved per business day (code 61 above it).
     pub daily_limit: Amount,
-}
-
-impl fmt::Debug for NewAccount {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NewAccount")
-            .field("account", &self.account)
-            .field("kind", &self.kind)
-            .field("currency", &self.currency)
-            .field("credit_limit", &self.credit_limit)
-            .field("opening_balance", &self.opening_balance)
-            .field("password_verification_value", &REDACTED)
-            .field("per_txn_limit", &self.per_txn_limit)
-            .field("daily_limit", &self.daily_limit)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Prints `<redacted>` in Debug output in place of key or verification bytes.
-struct Redacted;
-
-const REDACTED: Redacted = Redacted;
-
-impl fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
 }
 
 /// What every processed authorization records, approved or declined: the transaction row
@@ -258,7 +233,7 @@ impl SessionOutcome {
 /// Everything one authenticated session stores, in one transaction (DESIGN.md section 7, from
 /// step 8 on): the transaction row, the postings of an approval, the password count, the SIM's
 /// next ratchet state and the exact answer for retransmission.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct SessionCommit {
     /// The transaction row; its counter is n, and the SIM's stored counter must be n - 1.
     pub transaction: Transaction,
@@ -274,16 +249,6 @@ pub struct SessionCommit {
     pub response_body: Vec<u8>,
     /// The value of the response's `x-jws-signature` header.
     pub response_signature: String,
-}
-
-impl fmt::Debug for SessionCommit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionCommit")
-            .field("transaction", &self.transaction)
-            .field("outcome", &self.outcome)
-            .field("wrapped_next_chain_key", &self.wrapped_next_chain_key)
-            .finish_non_exhaustive()
-    }
 }
 
 /// What the session does to the account's wrong-password count.
@@ -303,7 +268,7 @@ pub enum PasswordEffect {
 
 /// The exact answer of a SIM's last authenticated session, kept for retransmission: the same
 /// packet again gets these bytes again, unchanged.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredAnswer {
     /// The session's counter n.
     pub counter: Counter,
@@ -319,19 +284,8 @@ pub struct StoredAnswer {
     pub response_signature: String,
 }
 
-impl fmt::Debug for StoredAnswer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoredAnswer")
-            .field("counter", &self.counter)
-            .field("txn_id", &self.txn_id)
-            .field("response_code", &self.response_code)
-            .field("response_body_len", &self.response_body.len())
-            .finish_non_exhaustive()
-    }
-}
-
 /// A SIM as stored.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimRecord {
     /// The ICCID.
     pub sim_id: SimId,
@@ -353,28 +307,13 @@ pub struct SimRecord {
     pub created_at: OffsetDateTime,
 }
 
-impl fmt::Debug for SimRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SimRecord")
-            .field("sim_id", &self.sim_id)
-            .field("iin", &self.iin)
-            .field("status", &self.status)
-            .field("counter", &self.counter)
-            .field("wrapped_chain_key", &REDACTED)
-            .field("next_rsn", &self.next_rsn)
-            .field("accounts", &self.accounts)
-            .field("last_answer", &self.last_answer)
-            .finish_non_exhaustive()
-    }
-}
-
 /// An account as stored.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountRecord {
     /// The account number.
     pub account: Account,
-    /// The holder's name.
-    pub holder_name: String,
+    /// The holder's name (personal data: never printed).
+    pub holder_name: Secret<String>,
     /// Debit or credit.
     pub kind: AccountKind,
     /// The account's currency.
@@ -386,7 +325,7 @@ pub struct AccountRecord {
     /// Open or closed.
     pub status: AccountStatus,
     /// The password verification value.
-    pub password_verification_value: [u8; PASSWORD_VERIFICATION_VALUE_LEN],
+    pub password_verification_value: PasswordVerificationValue,
     /// Consecutive wrong passwords.
     pub password_failures: u32,
     /// Payments locked after wrong passwords (code 75).
@@ -409,24 +348,6 @@ impl AccountRecord {
     /// (credit). Never negative: a record that would give a negative value does not parse.
     pub fn available(&self) -> i64 {
         available_funds(self.kind, self.balance, self.credit_limit).map_or(0, |a| a.minor().try_into().unwrap_or(0))
-    }
-}
-
-impl fmt::Debug for AccountRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AccountRecord")
-            .field("account", &self.account)
-            .field("kind", &self.kind)
-            .field("currency", &self.currency)
-            .field("credit_limit", &self.credit_limit)
-            .field("balance", &self.balance)
-            .field("status", &self.status)
-            .field("password_verification_value", &REDACTED)
-            .field("password_failures", &self.password_failures)
-            .field("password_locked", &self.password_locked)
-            .field("per_txn_limit", &self.per_txn_limit)
-            .field("daily_limit", &self.daily_limit)
-            .finish_non_exhaustive()
     }
 }
 
@@ -552,13 +473,13 @@ mod tests {
     fn records_do_not_print_keys_or_verification_values() {
         let account = AccountRecord {
             account: Account::new("4000123412341234").unwrap(),
-            holder_name: "A".to_owned(),
+            holder_name: Secret::new("Li Xi".to_owned()),
             kind: AccountKind::Debit,
             currency: Currency::EUR,
             credit_limit: Amount::from_minor(0),
             balance: 10,
             status: AccountStatus::Open,
-            password_verification_value: [0xAB; 32],
+            password_verification_value: PasswordVerificationValue::new([0xAB; 32]),
             password_failures: 0,
             password_locked: false,
             per_txn_limit: Amount::from_minor(5),
@@ -569,6 +490,7 @@ mod tests {
         assert!(printed.contains("<redacted>"));
         assert!(!printed.contains("171"), "{printed}");
         assert!(!printed.contains("4000123412341234"), "{printed}");
+        assert!(!printed.contains("Li Xi"), "the holder's name is personal data: {printed}");
         assert_eq!(account.available(), 10);
         let sim = SimRecord {
             sim_id: SimId::new("8949012345678901234").unwrap(),

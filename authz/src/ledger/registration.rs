@@ -31,11 +31,11 @@ pub(crate) fn create_account(conn: &Connection, new: &NewAccount, now: &str) -> 
     )?
     .execute(params![
         new.account.expose(),
-        new.holder_name,
+        new.holder_name.expose(),
         new.kind.as_str(),
         i64::from(new.currency.code()),
         signed(new.credit_limit, "credit limit")?,
-        &new.password_verification_value[..],
+        &new.password_verification_value.expose()[..],
         signed(new.per_txn_limit, "per-transaction limit")?,
         signed(new.daily_limit, "daily limit")?,
         now,
@@ -56,7 +56,7 @@ pub(crate) fn create_account(conn: &Connection, new: &NewAccount, now: &str) -> 
 }
 
 fn validate_account(new: &NewAccount) -> Result<(), LedgerError> {
-    let name = new.holder_name.as_str();
+    let name = new.holder_name.expose().as_str();
     let chars = name.chars().count();
     if chars == 0 || chars > HOLDER_NAME_CHARS_MAX || name.trim() != name || name.chars().any(char::is_control) {
         return Err(LedgerError::InvalidInput("holder name must be 1 to 140 characters, no control characters"));

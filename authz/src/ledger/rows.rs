@@ -184,13 +184,13 @@ impl RawAccount {
             .or_else(corrupt("accounts.password_verification_value"))?;
         Ok(AccountRecord {
             account: parse_account("accounts.account", &self.account)?,
-            holder_name: self.holder_name,
+            holder_name: mps_protocol::Secret::new(self.holder_name),
             kind,
             currency: parse_currency("accounts.currency", self.currency)?,
             credit_limit,
             balance: self.balance,
             status: AccountStatus::parse(&self.status).ok_or(LedgerError::Corrupt("accounts.status"))?,
-            password_verification_value: pvv,
+            password_verification_value: mps_protocol::PasswordVerificationValue::new(pvv),
             password_failures: u32::try_from(self.password_failures).or_else(corrupt("accounts.password_failures"))?,
             password_locked: match self.password_locked {
                 0 => false,

@@ -41,12 +41,12 @@ pub(crate) fn sim_id(n: u64) -> SimId {
 pub(crate) fn debit(n: u64, balance: u64) -> NewAccount {
     NewAccount {
         account: account(n),
-        holder_name: format!("Holder {n}"),
+        holder_name: mps_protocol::Secret::new(format!("Holder {n}")),
         kind: AccountKind::Debit,
         currency: Currency::EUR,
         credit_limit: Amount::from_minor(0),
         opening_balance: Amount::from_minor(balance),
-        password_verification_value: [n as u8; 32],
+        password_verification_value: mps_protocol::PasswordVerificationValue::new([n as u8; 32]),
         per_txn_limit: Amount::from_minor(1_000_000),
         daily_limit: Amount::from_minor(5_000_000),
     }
