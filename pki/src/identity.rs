@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use mps_protocol::{Iin, MerchantId};
 use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -16,21 +17,12 @@ use crate::role::Role;
 pub const MERCHANT_URI_PREFIX: &str = "urn:mps:merchant:";
 /// Prefix of the SAN URI naming an issuing bank: `urn:mps:bank:<iin>`.
 pub const BANK_URI_PREFIX: &str = "urn:mps:bank:";
-/// Width of a merchant id on the wire (ISO 8583 field 42).
-pub const MERCHANT_ID_LEN: usize = 15;
-/// Width of an IIN.
-pub const IIN_LEN: usize = 6;
 
-/// An identifier that does not follow the scheme's rules.
+/// A certificate's MPS identity that does not read as one merchant id or one IIN. The rules for
+/// the identifiers themselves are those of [`MerchantId`] and [`Iin`] (mps-protocol).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum IdentityError {
-    /// The merchant id is empty, all spaces, longer than 15 or not printable ASCII.
-    #[error("merchant id must be 1 to 15 printable ASCII characters and not all spaces")]
-    MerchantId,
-    /// The IIN is not 6 decimal digits.
-    #[error("iin must be exactly 6 decimal digits")]
-    Iin,
     /// A SAN URI with an MPS prefix whose value does not parse.
     #[error("certificate SAN URI with an MPS prefix does not carry a valid identifier")]
     BadUri,
@@ -39,35 +31,16 @@ pub enum IdentityError {
     Ambiguous,
 }
 
-/// Checks a merchant id and returns it without trailing space padding (the form used in the URI
-/// and in [`crate::VerifiedIdentity`]).
-pub fn normalize_merchant_id(merchant_id: &str) -> Result<String, IdentityError> {
-    if merchant_id.len() > MERCHANT_ID_LEN || !merchant_id.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
-        return Err(IdentityError::MerchantId);
-    }
-    let trimmed = merchant_id.trim_end_matches(' ');
-    if trimmed.is_empty() {
-        return Err(IdentityError::MerchantId);
-    }
-    Ok(trimmed.to_owned())
-}
-
-/// Checks an IIN (6 decimal digits).
-pub fn check_iin(iin: &str) -> Result<(), IdentityError> {
-    if iin.len() == IIN_LEN && iin.bytes().all(|b| b.is_ascii_digit()) { Ok(()) } else { Err(IdentityError::Iin) }
-}
-
-/// The SAN URI naming a merchant. Characters outside RFC 3986 "unreserved" (for example inner
-/// spaces) are percent-encoded, so every merchant id has exactly one URI.
-pub fn merchant_uri(merchant_id: &str) -> Result<String, IdentityError> {
-    let normalized = normalize_merchant_id(merchant_id)?;
-    Ok(format!("{MERCHANT_URI_PREFIX}{}", percent_encode(&normalized)))
+/// The SAN URI naming a merchant, from the id without its padding. Characters outside RFC 3986
+/// "unreserved" (for example inner spaces) are percent-encoded, so every merchant id has exactly
+/// one URI.
+pub fn merchant_uri(merchant_id: &MerchantId) -> String {
+    format!("{MERCHANT_URI_PREFIX}{}", percent_encode(merchant_id.as_str()))
 }
 
 /// The SAN URI naming an issuing bank.
-pub fn bank_uri(iin: &str) -> Result<String, IdentityError> {
-    check_iin(iin)?;
-    Ok(format!("{BANK_URI_PREFIX}{iin}"))
+pub fn bank_uri(iin: &Iin) -> String {
+    format!("{BANK_URI_PREFIX}{}", iin.as_str())
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -86,8 +59,9 @@ fn percent_encode(value: &str) -> String {
     out
 }
 
-/// Decodes the percent-encoded merchant id of a URI; only the canonical encoding is accepted.
-fn merchant_id_from_uri_value(value: &str) -> Result<String, IdentityError> {
+/// Decodes the percent-encoded merchant id of a URI; only the canonical encoding of an id without
+/// padding is accepted, so one merchant has one URI.
+fn merchant_id_from_uri_value(value: &str) -> Result<MerchantId, IdentityError> {
     let bytes = value.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut index = 0;
@@ -103,11 +77,16 @@ fn merchant_id_from_uri_value(value: &str) -> Result<String, IdentityError> {
         }
     }
     let text = String::from_utf8(decoded).map_err(|_| IdentityError::BadUri)?;
-    let normalized = normalize_merchant_id(&text).map_err(|_| IdentityError::BadUri)?;
-    if normalized != text || percent_encode(&normalized) != value {
+    let merchant_id = MerchantId::new(&text).map_err(|_| IdentityError::BadUri)?;
+    if merchant_id.as_str() != text || percent_encode(merchant_id.as_str()) != value {
         return Err(IdentityError::BadUri);
     }
-    Ok(normalized)
+    Ok(merchant_id)
+}
+
+/// Reads the IIN of a bank URI.
+fn iin_from_uri_value(value: &str) -> Result<Iin, IdentityError> {
+    Iin::new(value).map_err(|_| IdentityError::BadUri)
 }
 
 /// What `inspect` reads from a certificate, without judging whether it is trustworthy.
@@ -126,10 +105,10 @@ pub struct CertificateInfo {
     pub not_after: OffsetDateTime,
     /// The role named by an MPS key-purpose OID in the EKU (None for CAs and foreign certificates).
     pub role: Option<Role>,
-    /// Merchant id from a `urn:mps:merchant:` SAN URI, without padding.
-    pub merchant_id: Option<String>,
+    /// Merchant id from a `urn:mps:merchant:` SAN URI.
+    pub merchant_id: Option<MerchantId>,
     /// IIN from a `urn:mps:bank:` SAN URI.
-    pub bank_iin: Option<String>,
+    pub bank_iin: Option<Iin>,
     /// DNS SANs.
     pub dns_names: Vec<String>,
     /// IP address SANs.
@@ -232,8 +211,8 @@ fn read_mps_uri(uri: &str, info: &mut CertificateInfo) -> Result<(), IdentityErr
             return Err(IdentityError::Ambiguous);
         }
     } else if let Some(value) = uri.strip_prefix(BANK_URI_PREFIX) {
-        check_iin(value).map_err(|_| IdentityError::BadUri)?;
-        if info.bank_iin.replace(value.to_owned()).is_some() {
+        let iin = iin_from_uri_value(value)?;
+        if info.bank_iin.replace(iin).is_some() {
             return Err(IdentityError::Ambiguous);
         }
     }
@@ -252,24 +231,25 @@ fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
 mod tests {
     use super::*;
 
+    fn merchant(text: &str) -> MerchantId {
+        MerchantId::new(text).unwrap()
+    }
+
     #[test]
-    fn merchant_ids_are_trimmed_and_checked() {
-        assert_eq!(normalize_merchant_id("SHOP-001       ").unwrap(), "SHOP-001");
-        assert_eq!(normalize_merchant_id("123456789012345").unwrap(), "123456789012345");
-        assert_eq!(normalize_merchant_id(""), Err(IdentityError::MerchantId));
-        assert_eq!(normalize_merchant_id("   "), Err(IdentityError::MerchantId));
-        assert_eq!(normalize_merchant_id("1234567890123456"), Err(IdentityError::MerchantId));
-        assert_eq!(normalize_merchant_id("caf\u{e9}"), Err(IdentityError::MerchantId));
-        assert_eq!(normalize_merchant_id("bad\u{7}"), Err(IdentityError::MerchantId));
+    fn merchant_uris_name_the_id_without_padding() {
+        assert_eq!(merchant_uri(&merchant("SHOP-001       ")), "urn:mps:merchant:SHOP-001");
+        assert_eq!(merchant_uri(&merchant("123456789012345")), "urn:mps:merchant:123456789012345");
+        assert_eq!(merchant_uri(&merchant(" LEAD")), "urn:mps:merchant:%20LEAD");
     }
 
     #[test]
     fn merchant_uri_round_trips_with_percent_encoding() {
-        assert_eq!(merchant_uri("SHOP-001   ").unwrap(), "urn:mps:merchant:SHOP-001");
-        let uri = merchant_uri("A B%C/").unwrap();
+        assert_eq!(merchant_uri(&merchant("SHOP-001   ")), "urn:mps:merchant:SHOP-001");
+        let uri = merchant_uri(&merchant("A B%C/"));
         assert_eq!(uri, "urn:mps:merchant:A%20B%25C%2F");
         let value = uri.strip_prefix(MERCHANT_URI_PREFIX).unwrap();
-        assert_eq!(merchant_id_from_uri_value(value).unwrap(), "A B%C/");
+        assert_eq!(merchant_id_from_uri_value(value).unwrap(), merchant("A B%C/"));
+        assert_eq!(merchant_id_from_uri_value(value).unwrap().as_str(), "A B%C/");
     }
 
     #[test]
@@ -280,13 +260,18 @@ mod tests {
         assert_eq!(merchant_id_from_uri_value("A%2"), Err(IdentityError::BadUri));
         assert_eq!(merchant_id_from_uri_value("A%20"), Err(IdentityError::BadUri));
         assert_eq!(merchant_id_from_uri_value(""), Err(IdentityError::BadUri));
+        assert_eq!(merchant_id_from_uri_value("%20%20"), Err(IdentityError::BadUri));
+        assert_eq!(merchant_id_from_uri_value("1234567890123456"), Err(IdentityError::BadUri));
+        assert_eq!(merchant_id_from_uri_value("caf%C3%A9"), Err(IdentityError::BadUri));
     }
 
     #[test]
-    fn iins_are_six_digits() {
-        assert_eq!(bank_uri("123456").unwrap(), "urn:mps:bank:123456");
-        assert_eq!(bank_uri("12345"), Err(IdentityError::Iin));
-        assert_eq!(bank_uri("12345a"), Err(IdentityError::Iin));
+    fn bank_uris_carry_six_digits() {
+        assert_eq!(bank_uri(&Iin::new("123456").unwrap()), "urn:mps:bank:123456");
+        assert_eq!(iin_from_uri_value("123456"), Ok(Iin::new("123456").unwrap()));
+        assert_eq!(iin_from_uri_value("12345"), Err(IdentityError::BadUri));
+        assert_eq!(iin_from_uri_value("12345a"), Err(IdentityError::BadUri));
+        assert_eq!(iin_from_uri_value("1234567"), Err(IdentityError::BadUri));
     }
 
     #[test]

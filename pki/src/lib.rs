@@ -14,7 +14,10 @@ pub mod signer;
 pub mod tls;
 pub mod verify;
 
-pub use ca::{CaError, CaLevel, CertificateAuthority, IssueRequest, Issued, KeyLocation, RevocationReason, Validity};
+pub use ca::{
+    CaError, CaLevel, CertificateAuthority, IssueRequest, Issued, KeyLocation, RevocationReason, Subject, SubjectError,
+    Validity,
+};
 pub use config::PkiConfig;
 pub use hsm::HsmSigner;
 pub use identity::{CertificateInfo, inspect};

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use mps_pki::ca::{self, CaLevel, CertificateAuthority, IssueRequest, KeyLocation, RevocationReason, Validity};
+use mps_pki::ca::{
+    self, CaLevel, CertificateAuthority, IssueRequest, KeyLocation, RevocationReason, Subject, SubjectFlags, Validity,
+};
 use mps_pki::{HsmSigner, PkiConfig, Role, hsm, pem};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -95,10 +97,10 @@ struct IssueArgs {
     /// Subject common name.
     #[arg(long)]
     name: String,
-    /// DNS name (server roles need at least one --dns or --ip); repeatable.
+    /// DNS name (TLS roles; server roles need at least one --dns or --ip); repeatable.
     #[arg(long)]
     dns: Vec<String>,
-    /// IP address; repeatable.
+    /// IP address (TLS roles); repeatable.
     #[arg(long)]
     ip: Vec<IpAddr>,
     /// Merchant id (merchant role): 1 to 15 printable ASCII characters.
@@ -273,13 +275,15 @@ impl NewKey {
 
 fn issue(args: &IssueArgs, config: &PkiConfig, now: OffsetDateTime) -> Result<(), Box<dyn Error>> {
     let mut authority = CertificateAuthority::open(&args.dir, config)?;
-    let request = IssueRequest {
-        role: args.role,
-        common_name: args.name.clone(),
+    let flags = SubjectFlags {
         dns_names: args.dns.clone(),
         ip_addresses: args.ip.clone(),
         merchant_id: args.merchant_id.clone(),
         iin: args.iin.clone(),
+    };
+    let request = IssueRequest {
+        subject: Subject::from_flags(args.role, flags)?,
+        common_name: args.name.clone(),
         validity: match (args.days, args.not_before, args.not_after) {
             (Some(days), _, _) => Validity::Days(days),
             (None, Some(not_before), Some(not_after)) => Validity::Window { not_before, not_after },

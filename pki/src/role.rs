@@ -149,11 +149,6 @@ impl Role {
         purposes.push(self.purpose_oid_der());
         purposes
     }
-
-    /// Whether the certificate of this role is a TLS server certificate (needs DNS or IP SANs).
-    pub(crate) fn is_tls_server(self) -> bool {
-        self.tls_purpose() == Some(TlsPurpose::ServerAuth)
-    }
 }
 
 impl fmt::Display for Role {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use moka::sync::Cache;
+use mps_protocol::{Iin, MerchantId};
 use rustls_pki_types::{
     CertificateDer, CertificateRevocationListDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime,
 };
@@ -86,10 +87,10 @@ pub enum VerifyError {
 pub struct VerifiedIdentity {
     /// The role the chain was verified for.
     pub role: Role,
-    /// Merchant id without padding (merchant role).
-    pub merchant_id: Option<String>,
+    /// Merchant id (merchant role).
+    pub merchant_id: Option<MerchantId>,
     /// IIN of the bank (bank-signing role).
-    pub bank_iin: Option<String>,
+    pub bank_iin: Option<Iin>,
     /// Subject DN of the leaf.
     pub subject: String,
     /// Serial of the leaf, lowercase hex.

@@ -124,7 +124,7 @@ fn bad_requests_say_what_to_do() {
     assert!(no_ca.contains("pki init --dir nowhere"), "{no_ca}");
     ok(&["init", "--dir", "ca"], cwd);
 
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &["issue", "authz-server", "--dir", "ca", "--name", "authz", "--out", "a"],
             "needs at least one --dns or --ip",
@@ -138,6 +138,28 @@ fn bad_requests_say_what_to_do() {
             &["issue", "bank-signing", "--dir", "ca", "--name", "Bank", "--iin", "12345", "--out", "b"],
             "6 decimal digits",
         ),
+        (
+            &["issue", "gateway-client", "--dir", "ca", "--name", "gw", "--merchant-id", "M", "--out", "g"],
+            "gateway-client certificates take no --merchant-id; --merchant-id is only for merchant certificates",
+        ),
+        (
+            &[
+                "issue",
+                "bank-signing",
+                "--dir",
+                "ca",
+                "--name",
+                "Bank",
+                "--iin",
+                "123456",
+                "--dns",
+                "b.test",
+                "--out",
+                "b",
+            ],
+            "bank-signing certificates take no --dns",
+        ),
+        (&["issue", "bank-signing", "--dir", "ca", "--name", "Bank", "--out", "b"], "--iin is required"),
         (&["issue", "gateway-client", "--dir", "ca", "--name", "gw", "--days", "20000", "--out", "g"], "validity"),
         (&["revoke", "--dir", "ca", "--serial", "abcdef"], "no certificate with serial abcdef"),
     ];
@@ -145,7 +167,9 @@ fn bad_requests_say_what_to_do() {
         let message = fails(args, cwd);
         assert!(message.contains(expected), "{args:?}: {message}");
     }
-    assert!(!cwd.join("a.key").exists() && !cwd.join("m.key").exists(), "nothing written for refused requests");
+    for refused in ["a.key", "m.key", "b.key", "g.key"] {
+        assert!(!cwd.join(refused).exists(), "nothing written for refused requests: {refused}");
+    }
 
     ok(&["issue", "gateway-client", "--dir", "ca", "--name", "gw", "--out", "g"], cwd);
     let exists = fails(&["issue", "gateway-client", "--dir", "ca", "--name", "gw", "--out", "g"], cwd);

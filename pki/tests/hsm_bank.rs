@@ -14,6 +14,7 @@ use mps_pki::hsm::certificate_request_pem;
 use mps_pki::jws::{self, DetachedSigning};
 use mps_pki::signer::{Es256Signer, signature_raw_to_der};
 use mps_pki::{HsmSigner, Role, VerifyError};
+use mps_protocol::Iin;
 use rustls_pki_types::UnixTime;
 
 fn run(command: &mut Command) -> String {
@@ -72,7 +73,7 @@ fn the_bank_certificate_is_for_the_hsm_key_and_hsm_signatures_verify_with_openss
     // Our verifier accepts the chain as the bank's signing certificate, and no other role.
     let trust = ca.trust_store();
     let identity = trust.verify_now(&issued.chain, Role::BankSigning).unwrap();
-    assert_eq!(identity.bank_iin.as_deref(), Some("123456"));
+    assert_eq!(identity.bank_iin.as_ref().map(Iin::as_str), Some("123456"));
     assert_eq!(trust.verify_now(&issued.chain, Role::Merchant).unwrap_err(), VerifyError::WrongUsage(Role::Merchant));
 
     // Detached JWS signed in the HSM (blocking form) verifies for the bank-signing role.

@@ -10,6 +10,7 @@ use common::{TestCa, request};
 use mps_pki::jws::{self, JwsError};
 use mps_pki::signer::Es256Signer;
 use mps_pki::{Role, SoftwareSigner, VerifyError};
+use mps_protocol::MerchantId;
 use rustls_pki_types::UnixTime;
 
 const BODY: &[u8] = br#"{"merchant_id":"SHOP-001","order_no":"ORDER-000001","amount":1250,"currency":978}"#;
@@ -34,7 +35,7 @@ fn a_signed_body_verifies_and_names_the_merchant() {
     assert_eq!(URL_SAFE_NO_PAD.decode(parts[2]).unwrap().len(), 64);
 
     let identity = jws::verify_detached(&signature, BODY, &ca.trust_store(), Role::Merchant, now()).unwrap();
-    assert_eq!(identity.merchant_id.as_deref(), Some("SHOP-001"));
+    assert_eq!(identity.merchant_id.as_ref().map(MerchantId::as_str), Some("SHOP-001"));
     assert_eq!(identity.serial_hex, merchant.issued.serial_hex);
 }
 

@@ -6,8 +6,9 @@
 mod common;
 
 use common::{Leaf, TestCa, days, now, openssl_purpose, openssl_verify, request, request_with_window};
-use mps_pki::ca::{CaLevel, RevocationReason};
+use mps_pki::ca::{CaLevel, RevocationReason, Subject};
 use mps_pki::{PkiConfig, Role, TrustStore, VerifyError, pem};
+use mps_protocol::{Iin, MerchantId};
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyUsagePurpose};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use time::OffsetDateTime;
@@ -29,8 +30,11 @@ fn openssl_and_our_verifier_accept_every_issued_chain() {
         let identity = trust.verify_now(&leaf.chain(), role).unwrap();
         assert_eq!(identity.role, role);
         assert_eq!(identity.serial_hex, leaf.issued.serial_hex);
-        assert_eq!(identity.merchant_id.as_deref(), (role == Role::Merchant).then_some("SHOP-001"));
-        assert_eq!(identity.bank_iin.as_deref(), (role == Role::BankSigning).then_some("123456"));
+        assert_eq!(
+            identity.merchant_id.as_ref().map(MerchantId::as_str),
+            (role == Role::Merchant).then_some("SHOP-001")
+        );
+        assert_eq!(identity.bank_iin.as_ref().map(Iin::as_str), (role == Role::BankSigning).then_some("123456"));
         assert_eq!(identity.not_after, leaf.issued.not_after);
         assert_eq!(identity.fingerprint_sha256, mps_pki::inspect(&leaf.chain()[0]).unwrap().fingerprint_sha256);
     }
@@ -218,10 +222,10 @@ fn tampered_and_garbage_chains_are_refused() {
 fn padded_merchant_ids_and_inner_spaces_survive_the_round_trip() {
     let mut ca = TestCa::new();
     let mut padded = request(Role::Merchant);
-    padded.merchant_id = Some("SHOP 7         ".to_owned());
+    padded.subject = Subject::Merchant { merchant_id: MerchantId::new("SHOP 7         ").unwrap() };
     let leaf = ca.issue("padded", &padded);
     let identity = ca.trust_store().verify_now(&leaf.chain(), Role::Merchant).unwrap();
-    assert_eq!(identity.merchant_id.as_deref(), Some("SHOP 7"));
+    assert_eq!(identity.merchant_id.as_ref().map(MerchantId::as_str), Some("SHOP 7"));
     let chain_pem = std::fs::read_to_string(&leaf.chain_file).unwrap();
     assert_eq!(chain_pem, pem::encode_certificates(&leaf.chain()));
 }

@@ -128,7 +128,8 @@ async fn run(args: Args) -> Result<(), String> {
         rustls_pki_types::UnixTime::now(),
     )
     .map_err(|e| format!("the bank's signature does not verify: {e}"))?;
-    println!("bank signature verified: issuer {} ({})", identity.bank_iin.unwrap_or_default(), identity.subject);
+    let issuer = identity.bank_iin.map(|iin| iin.to_string()).unwrap_or_default();
+    println!("bank signature verified: issuer {issuer} ({})", identity.subject);
     match json["payer_answer"].as_str() {
         Some(payer_answer) => {
             std::fs::write(&args.answer_out, payer_answer).map_err(|e| e.to_string())?;

@@ -13,7 +13,7 @@ use mps_authz::config::AuthzConfig;
 use mps_authz::ledger::{AccountKind, Ledger, NewAccount};
 use mps_hsm::Hsm;
 use mps_hsm::testing::TestToken;
-use mps_pki::ca::{self, CaLevel, CertificateAuthority, IssueRequest};
+use mps_pki::ca::{self, CaLevel, CertificateAuthority, HostNames, IssueRequest, ServerNames, Subject};
 use mps_pki::{PkiConfig, Role, SoftwareSigner, TrustStore};
 use mps_protocol::keys::AesKey;
 use mps_protocol::{Account, Amount, Currency, Iin, MerchantId, OrderNo, Password, SimId};
@@ -100,17 +100,18 @@ impl Pki {
 
 /// A certificate request for a role with the names the tests use.
 pub fn request(role: Role, name: &str) -> IssueRequest {
-    let mut request = IssueRequest::new(role, name);
-    match role {
-        Role::AuthzServer | Role::GatewayServer => {
-            request.dns_names.push("localhost".to_owned());
-            request.ip_addresses.push("127.0.0.1".parse().unwrap());
-        }
-        Role::Merchant => request.merchant_id = Some(MERCHANT_ID.to_owned()),
-        Role::BankSigning => request.iin = Some(IIN.to_owned()),
-        Role::GatewayClient => {}
-    }
-    request
+    let localhost = || {
+        let names = HostNames::new(vec!["localhost".to_owned()], vec!["127.0.0.1".parse().unwrap()]).unwrap();
+        ServerNames::new(names).unwrap()
+    };
+    let subject = match role {
+        Role::AuthzServer => Subject::AuthzServer { names: localhost() },
+        Role::GatewayServer => Subject::GatewayServer { names: localhost() },
+        Role::GatewayClient => Subject::GatewayClient { names: HostNames::default() },
+        Role::Merchant => Subject::Merchant { merchant_id: MerchantId::new(MERCHANT_ID).unwrap() },
+        Role::BankSigning => Subject::BankSigning { iin: Iin::new(IIN).unwrap() },
+    };
+    IssueRequest::new(subject, name)
 }
 
 /// A merchant that signs its requests.
@@ -363,14 +364,14 @@ impl Bank {
         let account = Account::new(spec.number).unwrap();
         let new = NewAccount {
             account: account.clone(),
-            holder_name: "Test Holder".to_owned(),
+            holder_name: mps_protocol::Secret::new("Test Holder".to_owned()),
             kind: spec.kind,
             currency: spec.currency,
             opening_balance: Amount::from_minor(spec.balance),
             credit_limit: Amount::from_minor(spec.credit_limit),
             per_txn_limit: Amount::from_minor(spec.per_txn_limit),
             daily_limit: Amount::from_minor(spec.daily_limit),
-            password_verification_value: [0; 32],
+            password_verification_value: mps_protocol::PasswordVerificationValue::new([0; 32]),
         };
         let password = Password::new(spec.password).unwrap();
         mps_authz::registration::create_account(&self.hsm, &self.ledger, new, &password).await.unwrap();
@@ -473,7 +474,7 @@ impl Bank {
             rustls_pki_types::UnixTime::now(),
         )
         .unwrap();
-        assert_eq!(identity.bank_iin.as_deref(), Some(IIN));
+        assert_eq!(identity.bank_iin.as_ref().map(Iin::as_str), Some(IIN));
     }
 
     pub async fn shutdown(&mut self) {

@@ -17,12 +17,16 @@ pub enum MerchantRefusal {
     #[error("merchant signature refused: {0}")]
     Jws(#[from] JwsError),
     /// The certificate names another merchant.
-    #[error("the signing certificate is for merchant {certificate:?}, the body names {body:?}")]
+    #[error(
+        "the signing certificate is for merchant {:?}, the body names {:?}",
+        .certificate.as_ref().map_or("", MerchantId::as_str),
+        .body.as_str()
+    )]
     OtherMerchant {
-        /// From the certificate.
-        certificate: String,
+        /// From the certificate (None if it names no merchant).
+        certificate: Option<MerchantId>,
         /// From the body.
-        body: String,
+        body: MerchantId,
     },
 }
 
@@ -41,12 +45,9 @@ impl MerchantVerifier {
     pub fn check(&self, jws: Option<&str>, body: &[u8], merchant_id: &MerchantId) -> Result<(), MerchantRefusal> {
         let jws = jws.ok_or(MerchantRefusal::Missing)?;
         let identity = jws::verify_detached(jws, body, &self.trust, Role::Merchant, UnixTime::now())?;
-        match identity.merchant_id.as_deref() {
-            Some(id) if id == merchant_id.as_str() => Ok(()),
-            other => Err(MerchantRefusal::OtherMerchant {
-                certificate: other.unwrap_or("").to_owned(),
-                body: merchant_id.as_str().to_owned(),
-            }),
+        match identity.merchant_id {
+            Some(certified) if certified == *merchant_id => Ok(()),
+            certificate => Err(MerchantRefusal::OtherMerchant { certificate, body: *merchant_id }),
         }
     }
 }

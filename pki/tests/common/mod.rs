@@ -5,8 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use mps_pki::ca::{self, CaLevel, CertificateAuthority, IssueRequest, Issued, Validity};
+use mps_pki::ca::{
+    self, CaLevel, CertificateAuthority, HostNames, IssueRequest, Issued, ServerNames, Subject, Validity,
+};
 use mps_pki::{PkiConfig, Role, TrustStore, pem};
+use mps_protocol::{Iin, MerchantId};
 use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 
@@ -95,17 +98,18 @@ pub fn now() -> OffsetDateTime {
 }
 
 pub fn request(role: Role) -> IssueRequest {
-    let mut request = IssueRequest::new(role, &format!("test {role}"));
-    match role {
-        Role::AuthzServer | Role::GatewayServer => {
-            request.dns_names.push("localhost".to_owned());
-            request.ip_addresses.push("127.0.0.1".parse().unwrap());
-        }
-        Role::Merchant => request.merchant_id = Some("SHOP-001".to_owned()),
-        Role::BankSigning => request.iin = Some("123456".to_owned()),
-        Role::GatewayClient => {}
-    }
-    request
+    let localhost = || {
+        let names = HostNames::new(vec!["localhost".to_owned()], vec!["127.0.0.1".parse().unwrap()]).unwrap();
+        ServerNames::new(names).unwrap()
+    };
+    let subject = match role {
+        Role::AuthzServer => Subject::AuthzServer { names: localhost() },
+        Role::GatewayServer => Subject::GatewayServer { names: localhost() },
+        Role::GatewayClient => Subject::GatewayClient { names: HostNames::default() },
+        Role::Merchant => Subject::Merchant { merchant_id: MerchantId::new("SHOP-001").unwrap() },
+        Role::BankSigning => Subject::BankSigning { iin: Iin::new("123456").unwrap() },
+    };
+    IssueRequest::new(subject, &format!("test {role}"))
 }
 
 pub fn request_with_window(role: Role, not_before: OffsetDateTime, not_after: OffsetDateTime) -> IssueRequest {
