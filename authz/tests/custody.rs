@@ -11,11 +11,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use mps_hsm::testing::{TestToken, USER_PIN, make_weak_kek};
-use mps_tests::{BankFiles, BankOptions};
+use mps_tests::{Bank, BankFiles};
 
 /// The bank's configuration with the PIN taken from `MPS_HSM_PIN` instead of the PIN file.
 async fn config_with_pin_in_environment() -> (BankFiles, PathBuf) {
-    let files = BankFiles::create(&BankOptions::default()).await;
+    let files = Bank::builder().files().await;
     let token = TestToken::shared().unwrap();
     let pin_file = token.config.pin_file.as_ref().unwrap();
     let pin_line = format!("pin_file = \"{}\"", pin_file.display());

@@ -206,9 +206,14 @@ impl AccountSpec {
 pub struct BankFiles {
     pub dir: tempfile::TempDir,
     pub pki: Pki,
-    /// A pool on the process's test token (it issued the bank certificate).
+    /// A pool on the process's test token (it issued the bank certificate); the in-process
+    /// server uses it.
     pub hsm: Hsm,
-    /// The authz configuration (TOML), HSM PIN from the test token's PIN file.
+    /// The server's configuration, typed; [`BankBuilder::with_config`] changes are applied.
+    pub config: AuthzConfig,
+    /// The same configuration as the TOML file a deployment would have, before any
+    /// `with_config` change: for tests that run the `authz` binary (HSM PIN from the test
+    /// token's PIN file).
     pub config_text: String,
     pub gateway_leaf: Leaf,
     pub merchant_leaf: Leaf,
@@ -217,12 +222,56 @@ pub struct BankFiles {
     pub foreign_gateway_leaf: Leaf,
 }
 
+/// One change to a typed configuration.
+type Change<T> = Box<dyn FnOnce(&mut T) + Send>;
+
+/// Builds a test bank in the style of a typed test app: every change is a closure over the
+/// typed configuration, never TOML text.
+///
+/// ```text
+/// let bank = Bank::builder().with_config(|c| c.server.header_read_timeout_ms = 300).start().await;
+/// ```
+#[derive(Default)]
+pub struct BankBuilder {
+    config_changes: Vec<Change<AuthzConfig>>,
+    pool_changes: Vec<Change<mps_hsm::HsmConfig>>,
+}
+
+impl BankBuilder {
+    /// Changes the server's configuration (applied after the files are made).
+    pub fn with_config(mut self, change: impl FnOnce(&mut AuthzConfig) + Send + 'static) -> Self {
+        self.config_changes.push(Box::new(change));
+        self
+    }
+
+    /// Changes the HSM configuration of the in-process server's pool (it starts from the
+    /// test token's), for example `keys.signing_next`.
+    pub fn with_pool(mut self, change: impl FnOnce(&mut mps_hsm::HsmConfig) + Send + 'static) -> Self {
+        self.pool_changes.push(Box::new(change));
+        self
+    }
+
+    /// Makes the PKI, the bank's certificates and the configuration, without starting.
+    pub async fn files(self) -> BankFiles {
+        BankFiles::create(self).await
+    }
+
+    /// Makes the files and starts the server in-process.
+    pub async fn start(self) -> Bank {
+        Bank::start_from(self.files().await).await
+    }
+}
+
 impl BankFiles {
-    pub async fn create(options: &BankOptions) -> BankFiles {
+    async fn create(builder: BankBuilder) -> BankFiles {
         // Plain-HTTP helpers (reqwest::get on the admin listener) need a process provider.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let token = TestToken::shared().unwrap();
-        let hsm = token.hsm().await.unwrap();
+        let mut pool_config = token.config.clone();
+        for change in builder.pool_changes {
+            change(&mut pool_config);
+        }
+        let hsm = Hsm::connect(pool_config.clone()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (pki, gateway_leaf, merchant_leaf, server_leaf, bank_cert, revoked_gateway_leaf, foreign_gateway_leaf) = {
             let dir_path = dir.path().to_owned();
@@ -245,11 +294,17 @@ impl BankFiles {
             .await
             .unwrap()
         };
-        let config_text = authz_config_text(dir.path(), &pki, &server_leaf, &bank_cert, &token.config, options);
+        let config_text = authz_config_text(dir.path(), &pki, &server_leaf, &bank_cert, &token.config);
+        let mut config = AuthzConfig::from_parts(&config_text, Vec::new()).unwrap();
+        config.hsm = pool_config;
+        for change in builder.config_changes {
+            change(&mut config);
+        }
         BankFiles {
             dir,
             pki,
             hsm,
+            config,
             config_text,
             gateway_leaf,
             merchant_leaf,
@@ -279,38 +334,32 @@ pub struct Bank {
     pub bank_certificate_pem: String,
 }
 
-/// Options of [`Bank::start_with`].
-#[derive(Default)]
-pub struct BankOptions {
-    /// Extra TOML appended to the generated configuration's `[server]` table.
-    pub server_extra: String,
-}
-
 impl Bank {
+    /// A bank with the default test configuration.
     pub async fn start() -> Bank {
-        Self::start_with(BankOptions::default()).await
+        Self::builder().start().await
     }
 
-    pub async fn start_with(options: BankOptions) -> Bank {
-        let files = BankFiles::create(&options).await;
-        Self::start_from(files).await
+    /// A builder for a bank with changes to its configuration.
+    pub fn builder() -> BankBuilder {
+        BankBuilder::default()
     }
 
     /// Starts the server in-process from prepared files, with `files.hsm` as its pool and
-    /// `files.config_text` as its configuration (both may be changed before).
+    /// `files.config` as its configuration (both may be changed before).
     pub async fn start_from(files: BankFiles) -> Bank {
         let BankFiles {
             dir,
             pki,
             hsm,
-            config_text,
+            config,
             gateway_leaf,
             merchant_leaf,
             bank_cert,
             revoked_gateway_leaf,
             foreign_gateway_leaf,
+            config_text: _,
         } = files;
-        let config = AuthzConfig::from_parts(&config_text, Vec::new()).unwrap();
         let parts = app::parts_with_hsm(&config, hsm.clone()).unwrap();
         let ledger = parts.ledger.clone();
         let server = app::start(&config, parts).await.unwrap();
@@ -527,14 +576,7 @@ pub fn transport_key() -> AesKey {
     AesKey::from_bytes(mps_hsm::testing::TRANSPORT_KEY_VALUE)
 }
 
-fn authz_config_text(
-    dir: &Path,
-    pki: &Pki,
-    server: &Leaf,
-    bank_cert: &Path,
-    hsm: &mps_hsm::HsmConfig,
-    options: &BankOptions,
-) -> String {
+fn authz_config_text(dir: &Path, pki: &Pki, server: &Leaf, bank_cert: &Path, hsm: &mps_hsm::HsmConfig) -> String {
     let hsm_toml = toml_of_hsm(hsm);
     format!(
         r#"
@@ -545,7 +587,6 @@ private_key = "{key}"
 client_ca = ["{root}"]
 client_crls = ["{crls}"]
 request_timeout_ms = 20000
-{server_extra}
 
 [admin]
 listen = "127.0.0.1:0"
@@ -572,7 +613,6 @@ level = "debug"
         crls = pki.crls_file().display(),
         bank = bank_cert.display(),
         ledger = dir.join("authz.db").display(),
-        server_extra = options.server_extra,
     )
 }
 

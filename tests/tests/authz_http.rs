@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use mps_tests::{AccountSpec, Bank, BankOptions};
+use mps_tests::{AccountSpec, Bank};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -144,7 +144,7 @@ async fn shutdown_lets_in_flight_authorizations_finish() {
 /// so slow clients cannot hold connections open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_request_is_cut_off_after_the_header_read_timeout() {
-    let mut bank = Bank::start_with(BankOptions { server_extra: "header_read_timeout_ms = 300".to_owned() }).await;
+    let mut bank = Bank::builder().with_config(|c| c.server.header_read_timeout_ms = 300).start().await;
     let trust = bank.pki.trust_store();
     let verifier = mps_pki::tls::server_cert_verifier(&trust, mps_pki::Role::AuthzServer).unwrap();
     let leaf = &bank.gateway_leaf;

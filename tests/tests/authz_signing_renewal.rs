@@ -11,7 +11,7 @@ use mps_hsm::Hsm;
 use mps_hsm::ceremony::{KeyOutcome, create_signing_key};
 use mps_hsm::testing::TestToken;
 use mps_pki::Role;
-use mps_tests::{AccountSpec, Answer, Bank, BankFiles, BankOptions, request};
+use mps_tests::{AccountSpec, Answer, Bank, request};
 use time::format_description::well_known::Rfc3339;
 
 fn leaf_of(answer: &Answer) -> Vec<u8> {
@@ -35,7 +35,10 @@ async fn answers_switch_to_the_next_signing_key_at_its_time() {
     .unwrap();
     assert_eq!(outcome, KeyOutcome::Created);
 
-    let mut files = BankFiles::create(&BankOptions::default()).await;
+    // A server pool that keeps mps-sign-2 ready.
+    let mut files =
+        Bank::builder().with_pool(|pool| pool.keys.signing_next = Some("mps-sign-2".to_owned())).files().await;
+    assert!(files.hsm.signing_public_key_next().is_some());
     // The next key's certificate, its request signed inside the HSM by mps-sign-2.
     let mut next_config = token.config.clone();
     next_config.keys.signing = "mps-sign-2".to_owned();
@@ -44,23 +47,10 @@ async fn answers_switch_to_the_next_signing_key_at_its_time() {
         let signer = mps_pki::HsmSigner::new(next_pool);
         files.pki.issue_for_key("bank-signing-2", &request(Role::BankSigning, "bank"), &signer)
     };
-    // A server pool that keeps mps-sign-2 ready, and the switch 3 seconds from now.
-    let mut pool_config = token.config.clone();
-    pool_config.keys.signing_next = Some("mps-sign-2".to_owned());
-    files.hsm = Hsm::connect(pool_config).await.unwrap();
-    assert!(files.hsm.signing_public_key_next().is_some());
+    // The switch 3 seconds from now.
     let switch = time::OffsetDateTime::now_utc() + Duration::from_secs(3);
-    let base_config = files.config_text.clone();
-    files.config_text = base_config
-        .replace(
-            "[issuer]\n",
-            &format!(
-                "[issuer]\nnext_signing_certificate = \"{}\"\nnext_signing_from = \"{}\"\n",
-                next_cert.display(),
-                switch.format(&Rfc3339).unwrap()
-            ),
-        )
-        .replace("[ledger]\n", "[hsm.keys]\nsigning_next = \"mps-sign-2\"\n\n[ledger]\n");
+    files.config.issuer.next_signing_certificate = Some(next_cert.clone());
+    files.config.issuer.next_signing_from = Some(switch.format(&Rfc3339).unwrap());
     let bank = Bank::start_from(files).await;
 
     let account = bank.create_account(&AccountSpec::debit("4000120000000400", "8642", 100_000)).await;
@@ -91,21 +81,11 @@ async fn answers_switch_to_the_next_signing_key_at_its_time() {
     drop(bank);
 
     // A "next" certificate of another key stops the server at start.
-    let mut wrong = BankFiles::create(&BankOptions::default()).await;
-    let mut pool_config = token.config.clone();
-    pool_config.keys.signing_next = Some("mps-sign-2".to_owned());
-    wrong.hsm = Hsm::connect(pool_config).await.unwrap();
-    wrong.config_text = wrong
-        .config_text
-        .replace(
-            "[issuer]\n",
-            &format!(
-                "[issuer]\nnext_signing_certificate = \"{}\"\nnext_signing_from = \"2030-01-01T00:00:00Z\"\n",
-                wrong.bank_cert.display()
-            ),
-        )
-        .replace("[ledger]\n", "[hsm.keys]\nsigning_next = \"mps-sign-2\"\n\n[ledger]\n");
-    let config = mps_authz::config::AuthzConfig::from_parts(&wrong.config_text, Vec::new()).unwrap();
+    let mut wrong =
+        Bank::builder().with_pool(|pool| pool.keys.signing_next = Some("mps-sign-2".to_owned())).files().await;
+    wrong.config.issuer.next_signing_certificate = Some(wrong.bank_cert.clone());
+    wrong.config.issuer.next_signing_from = Some("2030-01-01T00:00:00Z".to_owned());
+    let config = wrong.config.clone();
     let parts = mps_authz::app::parts_with_hsm(&config, wrong.hsm.clone()).unwrap();
     let err =
         mps_authz::app::start(&config, parts).await.err().expect("a mismatched next certificate must stop the server");
