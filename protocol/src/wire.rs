@@ -330,6 +330,8 @@ pub enum ResponseCode {
     InvalidAmount,
     /// 14 unknown SIM / invalid card number.
     UnknownSim,
+    /// 25 unable to locate the original transaction (a reversal with nothing to reverse).
+    NoOriginal,
     /// 30 format error.
     FormatError,
     /// 51 insufficient funds.
@@ -356,11 +358,12 @@ pub enum ResponseCode {
 
 impl ResponseCode {
     /// Every code, for tables and tests.
-    pub const ALL: [ResponseCode; 15] = [
+    pub const ALL: [ResponseCode; 16] = [
         Self::Approved,
         Self::InvalidTransaction,
         Self::InvalidAmount,
         Self::UnknownSim,
+        Self::NoOriginal,
         Self::FormatError,
         Self::InsufficientFunds,
         Self::IncorrectPassword,
@@ -381,6 +384,7 @@ impl ResponseCode {
             Self::InvalidTransaction => "12",
             Self::InvalidAmount => "13",
             Self::UnknownSim => "14",
+            Self::NoOriginal => "25",
             Self::FormatError => "30",
             Self::InsufficientFunds => "51",
             Self::IncorrectPassword => "55",
@@ -418,6 +422,7 @@ impl ResponseCode {
             Self::InvalidTransaction => "invalid transaction",
             Self::InvalidAmount => "invalid amount or over the per-payment limit",
             Self::UnknownSim => "unknown SIM",
+            Self::NoOriginal => "no original authorization to reverse",
             Self::FormatError => "format error",
             Self::InsufficientFunds => "insufficient funds",
             Self::IncorrectPassword => "incorrect payment password",

@@ -147,6 +147,31 @@ impl Merchant {
         (body, jws)
     }
 
+    /// The body of a reversal request (DESIGN.md section 6.1) with its detached JWS;
+    /// `merchant_time` tells repeats (the same bytes) from new requests.
+    pub fn reversal(
+        &self,
+        order_no: &str,
+        amount: u64,
+        txn_id: Option<&str>,
+        merchant_time: &str,
+    ) -> (Vec<u8>, String) {
+        let body = serde_json::json!({
+            "merchant_id": self.id.as_str(),
+            "order_no": order_no,
+            "amount": amount,
+            "currency": Currency::EUR.code(),
+            "acquirer_iin": ACQUIRER_IIN,
+            "issuer_iin": IIN,
+            "txn_id": txn_id,
+            "reason": "timeout",
+            "merchant_time": merchant_time,
+        });
+        let body = serde_json::to_vec(&body).unwrap();
+        let jws = self.sign(&body);
+        (body, jws)
+    }
+
     pub fn sign(&self, body: &[u8]) -> String {
         mps_pki::jws::sign_detached(body, &self.chain, &self.signer).unwrap()
     }
@@ -484,10 +509,19 @@ impl Bank {
         body: Vec<u8>,
         jws: Option<&str>,
     ) -> Result<Answer, reqwest::Error> {
-        let mut request = client
-            .post(format!("{}/v1/authorizations", self.url))
-            .header("content-type", "application/json")
-            .body(body);
+        self.post_to(client, "/v1/authorizations", body, jws).await
+    }
+
+    /// Posts `body` to `path` on the server with an optional signature header.
+    pub async fn post_to(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        body: Vec<u8>,
+        jws: Option<&str>,
+    ) -> Result<Answer, reqwest::Error> {
+        let mut request =
+            client.post(format!("{}{path}", self.url)).header("content-type", "application/json").body(body);
         if let Some(jws) = jws {
             request = request.header("x-jws-signature", jws);
         }
@@ -498,6 +532,12 @@ impl Bank {
         let body = response.bytes().await?.to_vec();
         let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
         Ok(Answer { status, body, json, jws, content_type })
+    }
+
+    /// The merchant signs and the gateway posts a reversal of `order_no`.
+    pub async fn reverse(&self, order_no: &str, amount: u64, txn_id: Option<&str>, merchant_time: &str) -> Answer {
+        let (body, jws) = self.merchant.reversal(order_no, amount, txn_id, merchant_time);
+        self.post_to(&self.gateway(), "/v1/reversals", body, Some(&jws)).await.unwrap()
     }
 
     /// The merchant signs and the gateway posts a payment for `packet`.

@@ -21,6 +21,7 @@ pub mod packet;
 pub mod password;
 pub mod request;
 pub mod response;
+pub mod reversal;
 pub mod rules;
 pub mod signature;
 pub mod sim;
@@ -76,6 +77,9 @@ pub enum Refusal {
     /// body (step 4).
     #[error("{0}")]
     Packet(packet::PacketRefusal),
+    /// A reversal named a transaction of another merchant's order.
+    #[error("the transaction named belongs to another merchant's order; only that merchant can reverse it")]
+    OtherMerchant,
 }
 
 impl Refusal {
@@ -85,6 +89,7 @@ impl Refusal {
             Self::Format(_) => ResponseCode::FormatError,
             Self::Signature(_) => ResponseCode::SecurityViolation,
             Self::Packet(refusal) => refusal.response_code(),
+            Self::OtherMerchant => ResponseCode::SecurityViolation,
         }
     }
 }

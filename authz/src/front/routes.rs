@@ -38,13 +38,26 @@ pub struct AppState {
 pub fn router(state: Arc<AppState>, body_bytes_max: usize) -> Router {
     Router::new()
         .route("/v1/authorizations", post(authorize))
+        .route("/v1/reversals", post(reverse))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_bytes_max))
         .with_state(state)
 }
 
 async fn not_found() -> Response {
-    problem::response(StatusCode::NOT_FOUND, "Not found", "the only resource is POST /v1/authorizations", None)
+    problem::response(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "the resources are POST /v1/authorizations and POST /v1/reversals",
+        None,
+    )
+}
+
+/// What a request asks the issuer to do.
+#[derive(Debug, Clone, Copy)]
+enum Operation {
+    Authorize,
+    Reverse,
 }
 
 async fn authorize(
@@ -52,10 +65,30 @@ async fn authorize(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    serve(state, headers, body, Operation::Authorize).await
+}
+
+async fn reverse(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    serve(state, headers, body, Operation::Reverse).await
+}
+
+async fn serve(
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    operation: Operation,
+) -> Response {
     let started = Instant::now();
     let request_id = hex::encode(rand::random::<[u8; 8]>());
-    let span = tracing::info_span!("authorization", request_id = %request_id);
-    let response = handle(&state, &headers, body).instrument(span).await;
+    let span = match operation {
+        Operation::Authorize => tracing::info_span!("authorization", request_id = %request_id),
+        Operation::Reverse => tracing::info_span!("reversal", request_id = %request_id),
+    };
+    let response = handle(&state, &headers, body, operation).instrument(span).await;
     let status = response.status();
     state.metrics.http_status.with_label_values(&[status.as_str()]).inc();
     state.metrics.request_seconds.with_label_values(&[status.as_str()]).observe(started.elapsed().as_secs_f64());
@@ -70,6 +103,7 @@ async fn handle(
     state: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    operation: Operation,
 ) -> Response {
     let body = match body {
         Ok(body) => body,
@@ -110,7 +144,13 @@ async fn handle(
     let jws = headers.get(JWS_HEADER).and_then(|v| v.to_str().ok());
     state.metrics.in_flight.inc();
     let _in_flight = InFlight(&state.metrics.in_flight);
-    let reply = match tokio::time::timeout(state.request_timeout, state.authorizer.authorize(&body, jws)).await {
+    let decided = async {
+        match operation {
+            Operation::Authorize => state.authorizer.authorize(&body, jws).await,
+            Operation::Reverse => state.authorizer.reverse(&body, jws).await,
+        }
+    };
+    let reply = match tokio::time::timeout(state.request_timeout, decided).await {
         Ok(reply) => reply,
         Err(_) => {
             tracing::error!("authorization timed out");
@@ -165,6 +205,7 @@ fn refusal_status(refusal: &Refusal) -> (StatusCode, &'static str) {
         Refusal::Packet(PacketRefusal::OtherIssuer(_) | PacketRefusal::FieldMismatch(_)) => {
             (StatusCode::BAD_REQUEST, "Invalid transaction")
         }
+        Refusal::OtherMerchant => (StatusCode::FORBIDDEN, "Another merchant's order"),
     }
 }
 

@@ -97,6 +97,9 @@ pub enum Conflict {
     /// The same merchant id and order number has been approved already.
     #[error("duplicate order")]
     DuplicateOrder,
+    /// The approval was reversed already.
+    #[error("the approval was reversed already")]
+    AlreadyReversed,
 }
 
 /// Why the schema could not be used.

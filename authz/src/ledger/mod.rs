@@ -16,6 +16,7 @@ mod model;
 mod queries;
 mod read_pool;
 mod registration;
+mod reversal;
 mod rows;
 mod schema;
 mod session;
@@ -46,6 +47,7 @@ pub use model::{
 };
 pub use queries::AuditReport;
 pub use registration::SIM_ACCOUNTS_MAX;
+pub use reversal::{ReversalCommit, ReversalOutcome, ReversalReason, StoredReversal};
 pub use writer::{BatchObserver, BatchReport, LedgerStats};
 
 use read_pool::ReadPool;
@@ -144,6 +146,21 @@ impl Ledger {
         self.inner.readers.run(move |conn| custody::chain_keys_below(conn, newest, limit)).await
     }
 
+    /// The stored answer of a reversal whose request body had SHA-256 `digest`.
+    pub async fn stored_reversal(&self, digest: [u8; 32]) -> Result<Option<StoredReversal>, LedgerError> {
+        self.inner.readers.run(move |conn| reversal::stored(conn, &digest)).await
+    }
+
+    /// The merchant order's approval that is not reversed, if any.
+    pub async fn active_approval(
+        &self,
+        merchant_id: &MerchantId,
+        order_no: &OrderNo,
+    ) -> Result<Option<TransactionRecord>, LedgerError> {
+        let (merchant_id, order_no) = (*merchant_id, *order_no);
+        self.inner.readers.run(move |conn| queries::active_approval(conn, &merchant_id, &order_no)).await
+    }
+
     /// An account with its available funds.
     pub async fn account(&self, account: &Account) -> Result<Option<AccountRecord>, LedgerError> {
         let account = account.clone();
@@ -238,6 +255,12 @@ impl Ledger {
         new: mps_hsm::WrappedChainKey,
     ) -> Result<(), LedgerError> {
         self.submit(Command::RewrapChainKey(Box::new((stored, new)))).await
+    }
+
+    /// Stores an answered reversal and, when it undoes an approval, books the mirrored
+    /// postings and frees the order: exactly once ([`Conflict::AlreadyReversed`] otherwise).
+    pub async fn commit_reversal(&self, commit: ReversalCommit) -> Result<(), LedgerError> {
+        self.submit(Command::CommitReversal(Box::new(commit))).await
     }
 
     /// Blocks or unblocks a SIM.

@@ -95,6 +95,8 @@ text_enum!(
         Opening => "opening",
         /// An approved authorization, against the acquirer's settlement payable.
         Authorization => "authorization",
+        /// A reversed authorization: its postings mirrored.
+        Reversal => "reversal",
     }
 );
 

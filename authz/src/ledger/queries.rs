@@ -106,7 +106,7 @@ pub(crate) fn daily_approved_total(conn: &Connection, account: &Account, day: Da
     let total: i64 = conn
         .prepare_cached(
             "SELECT COALESCE(SUM(amount), 0) FROM transactions
-             WHERE account = ?1 AND business_day = ?2 AND response_code = '00'",
+             WHERE account = ?1 AND business_day = ?2 AND response_code = '00' AND reversal_id IS NULL",
         )?
         .query_row(params![account.expose(), day_text(day)?], |row| row.get(0))?;
     u64::try_from(total).map(Amount::from_minor).map_err(|_| LedgerError::Corrupt("transactions.amount"))
@@ -119,10 +119,30 @@ pub(crate) fn order_authorized(
     order_no: &OrderNo,
 ) -> Result<bool, LedgerError> {
     let found: Option<i64> = conn
-        .prepare_cached("SELECT 1 FROM transactions WHERE merchant_id = ?1 AND order_no = ?2 AND response_code = '00'")?
+        .prepare_cached(
+            "SELECT 1 FROM transactions
+             WHERE merchant_id = ?1 AND order_no = ?2 AND response_code = '00' AND reversal_id IS NULL",
+        )?
         .query_row(params![merchant_id.as_str(), order_no.as_str()], |row| row.get(0))
         .optional()?;
     Ok(found.is_some())
+}
+
+/// The approval of this merchant order that is not reversed, if any.
+pub(crate) fn active_approval(
+    conn: &Connection,
+    merchant_id: &MerchantId,
+    order_no: &OrderNo,
+) -> Result<Option<TransactionRecord>, LedgerError> {
+    let sql = format!(
+        "SELECT {TRANSACTION_COLUMNS} FROM transactions
+         WHERE merchant_id = ?1 AND order_no = ?2 AND response_code = '00' AND reversal_id IS NULL"
+    );
+    let raw = conn
+        .prepare_cached(&sql)?
+        .query_row(params![merchant_id.as_str(), order_no.as_str()], RawTransaction::from_row)
+        .optional()?;
+    raw.map(RawTransaction::parse).transpose()
 }
 
 /// One transaction.

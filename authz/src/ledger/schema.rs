@@ -27,7 +27,58 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "core ledger", sql: MIGRATION_1 },
     Migration { version: 2, name: "health checks and clearing index", sql: MIGRATION_2 },
     Migration { version: 3, name: "KEK version of each chain key", sql: MIGRATION_3 },
+    Migration { version: 4, name: "reversals", sql: MIGRATION_4 },
 ];
+
+/// Reversals (DESIGN.md section 6.1): every answered reversal is kept (a repeat, the same
+/// request bytes, gets the same answer); an approval it undid names it; the journal gains a
+/// third kind of entry, the original postings mirrored. `journal_entries` is rebuilt to widen
+/// its CHECK (SQLite cannot alter one): postings keep pointing at the same entry ids, and the
+/// foreign keys are checked at COMMIT (`defer_foreign_keys`).
+const MIGRATION_4: &str = r#"
+PRAGMA defer_foreign_keys = ON;
+
+CREATE TABLE reversals (
+    reversal_id BLOB PRIMARY KEY NOT NULL CHECK (length(reversal_id) = 16),
+    request_digest BLOB NOT NULL UNIQUE CHECK (length(request_digest) = 32),
+    merchant_id TEXT NOT NULL,
+    order_no TEXT NOT NULL,
+    original_txn_id BLOB REFERENCES transactions (txn_id),
+    response_code TEXT NOT NULL CHECK (response_code IN ('00', '12', '25')),
+    amount INTEGER NOT NULL CHECK (amount >= 0),
+    currency INTEGER NOT NULL CHECK (currency BETWEEN 1 AND 999),
+    reason TEXT NOT NULL CHECK (reason IN ('timeout', 'cancelled')),
+    business_day TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    response_body BLOB NOT NULL,
+    response_signature TEXT NOT NULL,
+    CHECK (response_code <> '00' OR original_txn_id IS NOT NULL)
+) STRICT;
+
+-- An approval is undone at most once.
+CREATE UNIQUE INDEX reversals_once ON reversals (original_txn_id)
+    WHERE response_code = '00';
+
+ALTER TABLE transactions ADD COLUMN reversal_id BLOB REFERENCES reversals (reversal_id);
+
+-- A reversed approval frees its order number for a new payment.
+DROP INDEX transactions_approved_order;
+CREATE UNIQUE INDEX transactions_approved_order ON transactions (merchant_id, order_no)
+    WHERE response_code = '00' AND reversal_id IS NULL;
+
+CREATE TABLE journal_entries_v4 (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('opening', 'authorization', 'reversal')),
+    txn_id BLOB REFERENCES transactions (txn_id),
+    created_at TEXT NOT NULL,
+    UNIQUE (txn_id, kind),
+    CHECK ((kind = 'opening') = (txn_id IS NULL))
+) STRICT;
+INSERT INTO journal_entries_v4 (id, kind, txn_id, created_at)
+    SELECT id, kind, txn_id, created_at FROM journal_entries;
+DROP TABLE journal_entries;
+ALTER TABLE journal_entries_v4 RENAME TO journal_entries;
+"#;
 
 /// KEK rotation (docs/HSM.md): every stored chain key names the KEK version it is wrapped
 /// under. Chain keys stored before this migration are under version 1 (`mps-kek`).

@@ -33,6 +33,8 @@ pub(crate) enum Command {
     SetAccountStatus(Account, AccountStatus),
     /// Clear wrong-password tries and the lock.
     ResetPasswordTries(Account),
+    /// Store an answered reversal, and book it when it undoes an approval.
+    CommitReversal(Box<super::reversal::ReversalCommit>),
     /// Move one chain key to a newer KEK (compare-and-swap).
     RewrapChainKey(Box<(super::custody::StoredChainKey, mps_hsm::WrappedChainKey)>),
     /// A tiny write for the readiness check.
@@ -252,6 +254,7 @@ fn apply(conn: &Connection, command: &Command, stored_answer_bytes_max: usize) -
         Command::SetSimStatus(sim_id, status) => registration::set_sim_status(conn, sim_id, *status),
         Command::SetAccountStatus(account, status) => registration::set_account_status(conn, account, *status),
         Command::ResetPasswordTries(account) => registration::reset_password_tries(conn, account),
+        Command::CommitReversal(commit) => super::reversal::commit(conn, commit),
         Command::RewrapChainKey(rewrap) => super::custody::rewrap(conn, &rewrap.0, &rewrap.1),
         Command::Heartbeat => registration::heartbeat(conn, &now_text()?),
         Command::Shutdown => Ok(()),
