@@ -59,6 +59,31 @@ pub async fn open_parts(config: &AuthzConfig) -> Result<Parts, AppError> {
     parts_with_hsm(config, hsm)
 }
 
+/// Refuses to serve a ledger whose chain keys need a KEK the token does not have (retired too
+/// early, or a token that does not belong to this ledger): every payment of those SIMs would
+/// fail, so the operator hears it at start, with the count per version.
+pub async fn check_kek_coverage(parts: &Parts, labels: &mps_hsm::KeyLabels) -> Result<(), AppError> {
+    let on_token = parts.hsm.kek_versions();
+    let missing: Vec<String> = parts
+        .ledger
+        .kek_usage()
+        .await?
+        .into_iter()
+        .filter(|(version, count)| *count > 0 && !on_token.contains(version))
+        .map(|(version, count)| {
+            format!("{count} under {}", mps_hsm::custody::kek_label(&labels.key_encryption, version))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(AppError::Pki(format!(
+        "the ledger holds chain keys under KEKs the token does not have ({}): connect the token that \
+         belongs to this ledger, or restore the KEK; never retire a KEK before `authz keys rewrap` drained it",
+        missing.join(", ")
+    )))
+}
+
 /// Opens the ledger beside an HSM pool that is already connected.
 pub fn parts_with_hsm(config: &AuthzConfig, hsm: Hsm) -> Result<Parts, AppError> {
     let metrics = Arc::new(Metrics::new()?);
@@ -195,6 +220,7 @@ pub async fn start(config: &AuthzConfig, parts: Parts) -> Result<RunningServer, 
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn serve(config: AuthzConfig) -> Result<(), AppError> {
     let parts = open_parts(&config).await?;
+    check_kek_coverage(&parts, &config.hsm.keys).await?;
     let running = start(&config, parts).await?;
     let stop = running.stopper();
     tokio::spawn(async move {

@@ -101,6 +101,17 @@ impl Hsm {
         self.shared().kek_newest.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Every KEK version on the token when the pool last connected, ascending (a rotation
+    /// made since then shows in [`Hsm::kek_version_newest`] first).
+    pub fn kek_versions(&self) -> Vec<u32> {
+        let mut versions = self.shared().kek_versions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let newest = self.kek_version_newest();
+        if !versions.contains(&newest) {
+            versions.push(newest);
+        }
+        versions
+    }
+
     /// KEK rotation: unwraps `wrapped` under the KEK version it names and wraps it under the
     /// newest KEK, inside the HSM (the chain key exists only as a sensitive session object,
     /// destroyed before this returns). `None` when it is under the newest KEK already.

@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     /// wrapped under it. Set at every connect and raised by the supervisor's periodic look
     /// for a rotated KEK.
     pub kek_newest: AtomicU32,
+    /// Every KEK version found on the token at the last connect (ascending).
+    pub kek_versions: Mutex<Vec<u32>>,
     next_ticket: AtomicU64,
     supervisor: Sender<SupervisorMsg>,
 }
@@ -232,6 +234,7 @@ impl Hsm {
             public_key: Mutex::new([0; 65]),
             public_key_next: Mutex::new(None),
             kek_newest: AtomicU32::new(1),
+            kek_versions: Mutex::new(Vec::new()),
             next_ticket: AtomicU64::new(1),
             supervisor: supervisor_tx.clone(),
         });

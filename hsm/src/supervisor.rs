@@ -242,6 +242,7 @@ impl Supervisor {
         if let Some(&(newest, _)) = keks.last() {
             self.shared.kek_newest.store(newest, Ordering::Release);
         }
+        *self.shared.kek_versions.lock().unwrap_or_else(|p| p.into_inner()) = keks.iter().map(|(v, _)| *v).collect();
         for (label, class) in [
             (&labels.password_verification, ObjectClass::SECRET_KEY),
             (&labels.issuer_master, ObjectClass::SECRET_KEY),

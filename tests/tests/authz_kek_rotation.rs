@@ -106,3 +106,23 @@ async fn sims_keep_paying_while_the_kek_is_rotated_and_retired() {
     let audit = bank.ledger.audit().await.unwrap();
     assert!(audit.postings > 0, "{audit:?}");
 }
+
+/// A ledger whose chain keys need a KEK the token does not have is refused at start, with the
+/// count per version (a KEK retired before `rewrap` drained it, or the wrong token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_needing_a_missing_kek_is_refused_at_start() {
+    let bank = Bank::start().await;
+    let account = bank.create_account(&AccountSpec::debit("4000120000000310", "8642", 1_000)).await;
+    let parts = mps_authz::app::Parts {
+        hsm: bank.hsm.clone(),
+        ledger: bank.ledger.clone(),
+        metrics: std::sync::Arc::clone(&bank.server.as_ref().unwrap().metrics),
+    };
+    mps_authz::app::check_kek_coverage(&parts, &bank.config.hsm.keys).await.unwrap();
+    let orphan = mps_hsm::WrappedChainKey { kek_version: 7, bytes: [0x42; 40] };
+    let sim_id = mps_protocol::SimId::new("8949012400000000999").unwrap();
+    let iin = mps_protocol::Iin::new(mps_tests::IIN).unwrap();
+    bank.ledger.register_sim(&sim_id, iin, &[account], orphan, mps_protocol::Rsn([1; 8])).await.unwrap();
+    let err = mps_authz::app::check_kek_coverage(&parts, &bank.config.hsm.keys).await.unwrap_err();
+    assert!(err.to_string().contains("1 under mps-kek-7"), "{err}");
+}
