@@ -3,6 +3,8 @@
 //! merchant that signs requests; SIMs from the sim library. Tests in `tests/tests/` use it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+pub mod openapi;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -185,6 +187,8 @@ pub struct Answer {
     pub json: serde_json::Value,
     pub jws: Option<String>,
     pub content_type: Option<String>,
+    /// Names of the answer's headers, lower case.
+    pub header_names: Vec<String>,
 }
 
 impl Answer {
@@ -529,9 +533,10 @@ impl Bank {
         let status = response.status().as_u16();
         let jws = response.headers().get("x-jws-signature").map(|v| v.to_str().unwrap().to_owned());
         let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+        let header_names = response.headers().keys().map(|k| k.as_str().to_owned()).collect();
         let body = response.bytes().await?.to_vec();
         let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-        Ok(Answer { status, body, json, jws, content_type })
+        Ok(Answer { status, body, json, jws, content_type, header_names })
     }
 
     /// The merchant signs and the gateway posts a reversal of `order_no`.

@@ -1,0 +1,165 @@
+//! The routing table: issuer IIN to the issuer's authorization server instances, each with its
+//! own connection pool and health, and the choice of the instance for the next attempt (the
+//! first healthy one not yet tried, never a dead one).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mps_protocol::Iin;
+use reqwest::Url;
+
+use super::health::Health;
+use crate::config::GatewayConfig;
+use crate::ops::metrics::Metrics;
+use crate::upstream::client::{ClientError, UpstreamTls};
+
+/// The routing table, built once from the configuration.
+pub struct RoutingTable {
+    issuers: BTreeMap<Iin, Arc<Issuer>>,
+}
+
+/// One issuing bank.
+pub struct Issuer {
+    /// Its IIN.
+    pub iin: Iin,
+    /// Its instances, in order of preference.
+    pub instances: Vec<Arc<Instance>>,
+    /// Time one attempt may take.
+    pub request_timeout: Duration,
+    /// Attempts of one request, the first included.
+    pub attempts_max: u32,
+    /// Time all attempts together may take.
+    pub deadline: Duration,
+}
+
+/// One authorization server instance of an issuer.
+pub struct Instance {
+    /// The issuer's IIN (for logs and metrics).
+    pub iin: Iin,
+    /// Base URL of its mTLS listener.
+    pub url: Url,
+    /// Its readiness URL.
+    pub health_url: Url,
+    /// Whether requests may go to it.
+    pub health: Health,
+    /// Its connection pool (keep-alive, HTTP/2).
+    pub client: reqwest::Client,
+}
+
+impl RoutingTable {
+    /// Builds every issuer and a connection pool per instance. Instances start healthy until a
+    /// probe or a failed attempt says otherwise.
+    pub fn build(config: &GatewayConfig, tls: &UpstreamTls, metrics: &Metrics) -> Result<Self, ClientError> {
+        let mut issuers = BTreeMap::new();
+        for (iin, issuer) in &config.issuers {
+            let mut instances = Vec::with_capacity(issuer.instances.len());
+            for instance in &issuer.instances {
+                let gauge = metrics.instance_healthy.with_label_values(&[iin.as_str(), instance.url.as_str()]);
+                instances.push(Arc::new(Instance {
+                    iin: *iin,
+                    url: instance.url.clone(),
+                    health_url: instance.health_url.clone(),
+                    health: Health::new(gauge),
+                    client: tls.instance_client(&config.upstream)?,
+                }));
+            }
+            let built = Issuer {
+                iin: *iin,
+                instances,
+                request_timeout: issuer.request_timeout(),
+                attempts_max: issuer.attempts_max,
+                deadline: issuer.deadline(),
+            };
+            issuers.insert(*iin, Arc::new(built));
+        }
+        Ok(Self { issuers })
+    }
+
+    /// The issuer of `iin`, if it is routed.
+    pub fn issuer(&self, iin: &Iin) -> Option<&Arc<Issuer>> {
+        self.issuers.get(iin)
+    }
+
+    /// Every issuer, by IIN.
+    pub fn issuers(&self) -> impl Iterator<Item = &Arc<Issuer>> {
+        self.issuers.values()
+    }
+
+    /// Every instance of every issuer.
+    pub fn instances(&self) -> impl Iterator<Item = &Arc<Instance>> {
+        self.issuers.values().flat_map(|issuer| issuer.instances.iter())
+    }
+
+    /// Ready when every issuer has at least one healthy instance.
+    pub fn is_ready(&self) -> bool {
+        self.issuers.values().all(|issuer| issuer.has_healthy_instance())
+    }
+}
+
+impl Issuer {
+    /// Whether any instance may take requests.
+    pub fn has_healthy_instance(&self) -> bool {
+        self.instances.iter().any(|instance| instance.health.is_healthy())
+    }
+
+    /// The instance for the next attempt: the first healthy one not `tried` yet, else the first
+    /// healthy one again; None when every instance is down.
+    pub fn pick(&self, tried: &[bool]) -> Option<usize> {
+        let healthy: Vec<bool> = self.instances.iter().map(|instance| instance.health.is_healthy()).collect();
+        choose(&healthy, tried)
+    }
+}
+
+/// The choice of [`Issuer::pick`] over plain flags: configuration order, healthy only, untried
+/// first.
+fn choose(healthy: &[bool], tried: &[bool]) -> Option<usize> {
+    let is_tried = |index: usize| tried.get(index).copied().unwrap_or(false);
+    let mut healthy_indexes = healthy.iter().enumerate().filter(|(_, up)| **up).map(|(index, _)| index);
+    let first_healthy = healthy_indexes.next()?;
+    if !is_tried(first_healthy) {
+        return Some(first_healthy);
+    }
+    Some(healthy_indexes.find(|index| !is_tried(*index)).unwrap_or(first_healthy))
+}
+
+impl Instance {
+    /// Takes the instance out of rotation until a probe succeeds.
+    pub fn mark_down(&self, reason: &str) {
+        if self.health.set(false) {
+            tracing::warn!(issuer = %self.iin, instance = %self.url, reason, "issuer instance marked down");
+        }
+    }
+
+    /// Puts the instance back in rotation.
+    pub fn mark_up(&self) {
+        if self.health.set(true) {
+            tracing::info!(issuer = %self.iin, instance = %self.url, "issuer instance healthy");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose;
+
+    #[test]
+    fn the_first_healthy_untried_instance_is_chosen() {
+        assert_eq!(choose(&[true, true, true], &[false, false, false]), Some(0));
+        assert_eq!(choose(&[false, true, true], &[false, false, false]), Some(1));
+        assert_eq!(choose(&[true, true, true], &[true, false, false]), Some(1));
+        assert_eq!(choose(&[true, false, true], &[true, false, false]), Some(2));
+    }
+
+    #[test]
+    fn when_every_healthy_instance_was_tried_the_first_healthy_one_is_tried_again() {
+        assert_eq!(choose(&[false, true, true], &[false, true, true]), Some(1));
+    }
+
+    #[test]
+    fn a_down_instance_is_never_chosen() {
+        assert_eq!(choose(&[false, false], &[false, false]), None);
+        assert_eq!(choose(&[], &[]), None);
+        assert_eq!(choose(&[false, true], &[false, true]), Some(1));
+    }
+}

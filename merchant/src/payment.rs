@@ -1,0 +1,294 @@
+//! One payment, from the phone's packet to the phone's answer: decode the packet, check its
+//! clear fields against the open order, sign the authorization request, mark the order
+//! submitted, deliver (with identical retries), verify the bank's signed answer, record the
+//! outcome durably, and only then hand back the SIM's answer. An outcome the merchant cannot
+//! establish queues a reversal. Knows nothing of HTTP: `front/` maps its results.
+
+use std::sync::Arc;
+
+use mps_protocol::wire::PayerPacket;
+use mps_protocol::{Amount, Currency, Iin, MerchantId, OrderNo, WireError};
+use rustls_pki_types::UnixTime;
+
+use crate::bank::BankLink;
+use crate::bank::answer::{self, AnswerError, Expected, Problem};
+use crate::bank::request::{MerchantFacts, RequestError, ReversalFacts};
+use crate::bank::submit::{AUTHORIZATIONS_PATH, Delivery};
+use crate::ops::metrics::Metrics;
+use crate::orders::{BookError, NewReversal, Order, OrderBook, OrderStatus, Submission};
+
+/// Why a payment did not end in a verified answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PaymentError {
+    /// The packet does not decode (DESIGN.md section 4.1).
+    #[error("the payer packet is malformed: {0}")]
+    Malformed(#[from] WireError),
+    /// The packet pays another merchant.
+    #[error("the packet pays merchant {0}, not this merchant")]
+    OtherMerchant(String),
+    /// No such order.
+    #[error("there is no order {0}; the shop must create it first")]
+    UnknownOrder(OrderNo),
+    /// The packet's amount or currency differs from the order's.
+    #[error("the packet's {0} differs from the order's; pay the order as the shop shows it")]
+    Mismatch(&'static str),
+    /// The order is paid already (by another packet).
+    #[error("order {0} is paid already")]
+    AlreadyPaid(OrderNo),
+    /// The packet's payment was reversed by the issuer (00): the identical packet must not pay
+    /// again, since the issuer may answer a retransmission with its stored approval.
+    #[error("the payment of this packet for order {0} was reversed by the issuer; it cannot pay again")]
+    Reversed(OrderNo),
+    /// The order is in flight or waits for a reversal.
+    #[error("order {order_no} is {status}; try again later")]
+    Busy {
+        /// The order.
+        order_no: OrderNo,
+        /// Its status.
+        status: OrderStatus,
+    },
+    /// The bank refused the request without deciding it (nothing booked).
+    #[error("the bank refused the request ({}): {detail}", .response_code.as_deref().unwrap_or("no code"))]
+    Refused {
+        /// ISO 8583 code of the refusal, if any.
+        response_code: Option<String>,
+        /// The refusal's detail.
+        detail: String,
+    },
+    /// The bank's answer could not be trusted; the order is unpaid and a reversal is queued.
+    #[error("the bank's answer could not be verified: {0}")]
+    Unverified(#[source] AnswerError),
+    /// No answer within the limits; the order is unpaid and a reversal is queued.
+    #[error("the bank did not answer after {attempts} attempts ({last_error})")]
+    NoAnswer {
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last_error: String,
+    },
+    /// The order book failed.
+    #[error(transparent)]
+    Book(#[from] BookError),
+    /// The request could not be made.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+}
+
+/// What the phone is told after a verified answer.
+#[derive(Debug, Clone)]
+pub struct PhoneReply {
+    /// The order as recorded.
+    pub order: Order,
+    /// ISO 8583 code.
+    pub response_code: String,
+    /// The SIM's answer, when the issuer made one.
+    pub payer_answer: Option<Vec<u8>>,
+}
+
+/// The shop's identity and its parts, shared by the phone routes and the reversal task.
+pub struct Payments {
+    /// The order book.
+    pub book: OrderBook,
+    /// The link to the bank.
+    pub bank: BankLink,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Our merchant id.
+    pub merchant_id: MerchantId,
+    /// Our acquirer.
+    pub acquirer_iin: Iin,
+    /// Our account at the acquirer.
+    pub merchant_account: String,
+}
+
+impl std::fmt::Debug for Payments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Payments").field("merchant_id", &self.merchant_id).finish_non_exhaustive()
+    }
+}
+
+impl Payments {
+    /// Who we are, for the request bodies.
+    pub fn facts(&self) -> MerchantFacts<'_> {
+        MerchantFacts {
+            merchant_id: self.merchant_id,
+            acquirer_iin: self.acquirer_iin,
+            merchant_account: &self.merchant_account,
+        }
+    }
+
+    /// Pays an order with the SIM's packet. The caller runs it in its own task, so that a phone
+    /// that hangs up does not cut a payment in half.
+    pub async fn pay(&self, packet_bytes: Vec<u8>) -> Result<PhoneReply, PaymentError> {
+        let packet = PayerPacket::decode(&packet_bytes)?;
+        let fields = &packet.fields;
+        if fields.merchant_id != self.merchant_id {
+            return Err(PaymentError::OtherMerchant(fields.merchant_id.as_str().to_owned()));
+        }
+        let order_no = fields.order_no;
+        let order =
+            self.book.call(move |book| book.get(&order_no)).await?.ok_or(PaymentError::UnknownOrder(order_no))?;
+        check_order(&order, fields.amount, fields.currency)?;
+        if let Some(reply) = self.replay(&order, &packet_bytes)? {
+            return Ok(reply);
+        }
+        let signed = self.bank.authorization(self.facts(), &packet_bytes, order_no, order.amount, order.currency)?;
+        let submission = Submission {
+            order_no,
+            amount: order.amount,
+            currency: order.currency,
+            issuer_iin: fields.iin,
+            packet: packet_bytes,
+            body: signed.body.clone(),
+            signature: signed.signature.clone(),
+        };
+        let begin = submission.clone();
+        self.book.call(move |book| book.begin_payment(&begin)).await.map_err(|error| match error {
+            BookError::Conflict { order_no, status: OrderStatus::Paid } => PaymentError::AlreadyPaid(order_no),
+            BookError::Conflict { order_no, status } => PaymentError::Busy { order_no, status },
+            other => PaymentError::Book(other),
+        })?;
+        tracing::info!(order_no = %order_no, issuer = %fields.iin, "authorization submitted");
+        let delivery = self.bank.deliver(AUTHORIZATIONS_PATH, &signed, "authorization", &self.metrics).await;
+        let expected = Expected {
+            merchant_id: self.merchant_id,
+            order_no,
+            amount: order.amount,
+            currency: order.currency,
+            issuer_iin: fields.iin,
+        };
+        self.conclude(&submission, &expected, delivery).await
+    }
+
+    /// The stored reply to a byte-identical packet of a paid order (the SIM lost the answer).
+    fn replay(&self, order: &Order, packet_bytes: &[u8]) -> Result<Option<PhoneReply>, PaymentError> {
+        let same_packet = order.payer_packet.as_deref() == Some(packet_bytes);
+        if order.status == OrderStatus::Reversed && order.reversal_code.as_deref() == Some("00") && same_packet {
+            return Err(PaymentError::Reversed(order.order_no));
+        }
+        if order.status != OrderStatus::Paid {
+            return Ok(None);
+        }
+        if !same_packet {
+            return Err(PaymentError::AlreadyPaid(order.order_no));
+        }
+        tracing::info!(order_no = %order.order_no, "identical packet for a paid order: stored answer");
+        Ok(Some(PhoneReply {
+            response_code: order.response_code.clone().unwrap_or_default(),
+            payer_answer: order.payer_answer.clone(),
+            order: order.clone(),
+        }))
+    }
+
+    async fn conclude(
+        &self,
+        submission: &Submission,
+        expected: &Expected,
+        delivery: Delivery,
+    ) -> Result<PhoneReply, PaymentError> {
+        let order_no = submission.order_no;
+        let answer = match delivery {
+            Delivery::GaveUp { attempts, last_error } => {
+                let reason = format!("no answer from the bank after {attempts} attempts: {last_error}");
+                self.unresolved(submission, OrderStatus::ReversalPending, &reason, "timeout").await?;
+                return Err(PaymentError::NoAnswer { attempts, last_error });
+            }
+            Delivery::Answered { answer, .. } => answer,
+        };
+        if (400..500).contains(&answer.status) {
+            let problem = Problem::read(&answer.body);
+            let detail = problem.detail.or(problem.title).unwrap_or_else(|| format!("HTTP {}", answer.status));
+            let reason = format!("refused by the bank (HTTP {}): {detail}", answer.status);
+            let code = problem.response_code.filter(|code| code.len() == 2 && code.bytes().all(|b| b.is_ascii_digit()));
+            let stored_code = code.clone();
+            self.book.call(move |book| book.record_refused(&order_no, stored_code.as_deref(), &reason)).await?;
+            self.metrics.payments.with_label_values(&["refused"]).inc();
+            tracing::warn!(order_no = %order_no, status = answer.status, "the bank refused the request");
+            return Err(PaymentError::Refused { response_code: code, detail });
+        }
+        let verified = if answer.status == 200 {
+            answer::verify_authorization(&answer, &self.bank.trust, expected, UnixTime::now())
+        } else {
+            Err(AnswerError::Unsigned)
+        };
+        match verified {
+            Ok(outcome) => {
+                let code = outcome.response_code.clone();
+                let payer_answer = outcome.payer_answer.clone();
+                let order = self.book.call(move |book| book.record_answer(&order_no, &outcome)).await?;
+                let label = if code == "00" { "approved" } else { "declined" };
+                self.metrics.payments.with_label_values(&[label]).inc();
+                tracing::info!(order_no = %order_no, response_code = %code, status = %order.status, "bank answer verified and recorded");
+                Ok(PhoneReply { order, response_code: code, payer_answer })
+            }
+            Err(error) => {
+                let reason = format!("bank answer not trusted (HTTP {}): {error}", answer.status);
+                tracing::error!(order_no = %order_no, status = answer.status, error = %error, "bank answer not trusted; reversal queued");
+                self.unresolved(submission, OrderStatus::Unknown, &reason, "unverified").await?;
+                Err(PaymentError::Unverified(error))
+            }
+        }
+    }
+
+    /// Records an outcome that could not be established and queues its reversal.
+    async fn unresolved(
+        &self,
+        submission: &Submission,
+        status: OrderStatus,
+        reason: &str,
+        metric: &'static str,
+    ) -> Result<Order, PaymentError> {
+        let reversal =
+            self.reversal_for(submission.order_no, submission.amount, submission.currency, submission.issuer_iin)?;
+        let order_no = submission.order_no;
+        let reason = reason.to_owned();
+        let order = self.book.call(move |book| book.record_unresolved(&order_no, status, &reason, &reversal)).await?;
+        self.metrics.payments.with_label_values(&[metric]).inc();
+        self.metrics.pending_reversals.inc();
+        tracing::warn!(order_no = %order_no, status = %order.status, "payment unresolved; reversal queued");
+        Ok(order)
+    }
+
+    fn reversal_for(
+        &self,
+        order_no: OrderNo,
+        amount: Amount,
+        currency: Currency,
+        issuer_iin: Iin,
+    ) -> Result<NewReversal, PaymentError> {
+        let facts = ReversalFacts { order_no, amount, currency, issuer_iin, txn_id: None };
+        let signed = self.bank.reversal(self.facts(), facts)?;
+        Ok(NewReversal { issuer_iin, body: signed.body, signature: signed.signature })
+    }
+
+    /// At start-up: every order left submitted (the merchant stopped while its request was out)
+    /// is unresolved; queue its reversal. Returns how many.
+    pub async fn recover_submitted(&self) -> Result<usize, PaymentError> {
+        let orders = self.book.call(|book| book.submitted()).await?;
+        for order in &orders {
+            let Some(issuer_iin) = order.issuer_iin else {
+                return Err(BookError::Damaged("a submitted order without its issuer").into());
+            };
+            let reversal = self.reversal_for(order.order_no, order.amount, order.currency, issuer_iin)?;
+            let order_no = order.order_no;
+            let reason = "the merchant stopped while the request was out".to_owned();
+            self.book
+                .call(move |book| book.record_unresolved(&order_no, OrderStatus::ReversalPending, &reason, &reversal))
+                .await?;
+            tracing::warn!(order_no = %order_no, "order left submitted at the last stop; reversal queued");
+        }
+        Ok(orders.len())
+    }
+}
+
+/// The packet's amount and currency must be the order's.
+fn check_order(order: &Order, amount: Amount, currency: Currency) -> Result<(), PaymentError> {
+    if order.amount != amount {
+        return Err(PaymentError::Mismatch("amount"));
+    }
+    if order.currency != currency {
+        return Err(PaymentError::Mismatch("currency"));
+    }
+    Ok(())
+}
