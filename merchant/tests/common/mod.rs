@@ -106,6 +106,8 @@ pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
     pub json: serde_json::Value,
+    /// The content type, without parameters.
+    pub content_type: Option<String>,
 }
 
 impl Reply {
@@ -126,9 +128,14 @@ impl Shop {
 
     async fn read(response: reqwest::Response) -> Reply {
         let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_owned());
         let body = response.bytes().await.unwrap().to_vec();
         let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-        Reply { status, body, json }
+        Reply { status, body, json, content_type }
     }
 
     pub async fn create_order(&self, order_no: &str, amount: u64) -> Reply {
