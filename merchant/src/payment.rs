@@ -12,7 +12,7 @@ use rustls_pki_types::UnixTime;
 
 use crate::bank::BankLink;
 use crate::bank::answer::{self, AnswerError, Expected, Problem};
-use crate::bank::request::{MerchantFacts, RequestError, ReversalFacts};
+use crate::bank::request::{MerchantFacts, RequestError, ReversalFacts, SignedBody};
 use crate::bank::submit::{AUTHORIZATIONS_PATH, Delivery};
 use crate::ops::metrics::Metrics;
 use crate::orders::{BookError, NewReversal, Order, OrderBook, OrderStatus, Submission};
@@ -130,6 +130,9 @@ impl Payments {
         let order =
             self.book.call(move |book| book.get(&order_no)).await?.ok_or(PaymentError::UnknownOrder(order_no))?;
         check_order(&order, fields.amount, fields.currency)?;
+        if reversed_resend(&order, &packet_bytes) {
+            return self.reversed_answer(&order, fields.iin).await;
+        }
         if let Some(reply) = self.replay(&order, &packet_bytes)? {
             return Ok(reply);
         }
@@ -161,12 +164,40 @@ impl Payments {
         self.conclude(&submission, &expected, delivery).await
     }
 
+    /// The SIM's answer for a packet whose payment was reversed (DESIGN.md section 6.1): the
+    /// identical signed request goes to the bank again, which answers a retransmission with
+    /// its stored answer, so the SIM can read it and its keys move on; the order stays
+    /// reversed, the reply says so, and nothing is recorded as paid. Without a stored request
+    /// (an order book from before this was kept) it is refused as before.
+    async fn reversed_answer(&self, order: &Order, issuer_iin: Iin) -> Result<PhoneReply, PaymentError> {
+        let Some((body, signature)) = order.request.clone() else {
+            return Err(PaymentError::Reversed(order.order_no));
+        };
+        let signed = SignedBody { body, signature };
+        let delivery = self.bank.deliver(AUTHORIZATIONS_PATH, &signed, "authorization", &self.metrics).await;
+        let Delivery::Answered { answer, .. } = delivery else {
+            return Err(PaymentError::Reversed(order.order_no));
+        };
+        let expected = Expected {
+            merchant_id: self.merchant_id,
+            order_no: order.order_no,
+            amount: order.amount,
+            currency: order.currency,
+            issuer_iin,
+        };
+        let outcome = answer::verify_authorization(&answer, &self.bank.trust, &expected, UnixTime::now())
+            .map_err(PaymentError::Unverified)?;
+        tracing::info!(order_no = %order.order_no, "resend of a reversed payment: the SIM gets the bank's stored answer");
+        Ok(PhoneReply {
+            response_code: outcome.response_code,
+            payer_answer: outcome.payer_answer,
+            order: order.clone(),
+        })
+    }
+
     /// The stored reply to a byte-identical packet of a paid order (the SIM lost the answer).
     fn replay(&self, order: &Order, packet_bytes: &[u8]) -> Result<Option<PhoneReply>, PaymentError> {
         let same_packet = order.payer_packet.as_deref() == Some(packet_bytes);
-        if order.status == OrderStatus::Reversed && order.reversal_code.as_deref() == Some("00") && same_packet {
-            return Err(PaymentError::Reversed(order.order_no));
-        }
         if order.status != OrderStatus::Paid {
             return Ok(None);
         }
@@ -291,4 +322,11 @@ fn check_order(order: &Order, amount: Amount, currency: Currency) -> Result<(), 
         return Err(PaymentError::Mismatch("currency"));
     }
     Ok(())
+}
+
+/// A byte-identical resend of the packet whose payment the bank reversed (00).
+fn reversed_resend(order: &Order, packet_bytes: &[u8]) -> bool {
+    order.status == OrderStatus::Reversed
+        && order.reversal_code.as_deref() == Some("00")
+        && order.payer_packet.as_deref() == Some(packet_bytes)
 }

@@ -274,10 +274,21 @@ async fn a_late_approval_is_reversed_and_an_unseen_payment_has_nothing_to_revers
     assert!(shop.order("ORD-6").await.json["reason"].as_str().unwrap().contains("00"));
     assert_eq!(scheme.bank.available(&account).await, 100_000, "the approval was reversed");
     assert_eq!(shop.order("ORD-6").await.json["reversal_code"], "00");
-    // The identical packet must not pay again: the issuer keeps its answer to it.
+    shop.server.shutdown().await;
+    // The SIM resends its packet (it never got an answer). The same order book, now behind a
+    // bank that answers: the identical request goes out again, the issuer answers it with its
+    // stored answer, the SIM reads it and its keys move on; the order stays reversed and the
+    // money where it is.
+    let shop = Shop::start(&scheme.config(dir.path(), &scheme.bank.url)).await;
     let again = shop.pay(&packet).await;
-    assert_eq!(again.status, 409, "{:?}", again.json);
-    assert_eq!(again.json["title"], "Payment reversed");
+    assert_eq!(again.status, 200, "{:?}", again.json);
+    assert_eq!(again.json["status"], "reversed");
+    again.open_on(&mut sim);
+    assert_eq!(shop.order("ORD-6").await.json["status"], "reversed");
+    assert_eq!(scheme.bank.available(&account).await, 100_000, "a resend pays nothing again");
+    shop.create_order("ORD-8", 200).await;
+    let next = shop.pay(&sim.pay(&account, "ORD-8", 200, PASSWORD)).await;
+    assert_eq!(next.json["response_code"], "00", "the SIM's keys moved on: {:?}", next.json);
     shop.server.shutdown().await;
 
     // The request never reaches the issuer: nothing to reverse (25); the order may be paid again.

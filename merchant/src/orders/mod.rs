@@ -128,6 +128,9 @@ pub struct Order {
     pub issuer_iin: Option<Iin>,
     /// The last packet (113 bytes).
     pub payer_packet: Option<Vec<u8>>,
+    /// The signed request that carried it, byte for byte, and its JWS: a resend of that packet
+    /// goes to the bank as exactly this request again.
+    pub request: Option<(Vec<u8>, String)>,
     /// ISO 8583 code of the last answer or refusal.
     pub response_code: Option<String>,
     /// Auth code of an approval.
@@ -243,7 +246,8 @@ impl std::fmt::Debug for OrderBook {
 }
 
 const ORDER_COLUMNS: &str = "order_no, amount, currency, status, issuer_iin, payer_packet, response_code, auth_code, \
-    txn_id, bank_answer, bank_signature, payer_answer, reason, paid_day, created_at, updated_at, reversal_code";
+    txn_id, bank_answer, bank_signature, payer_answer, reason, paid_day, created_at, updated_at, reversal_code, \
+    request_body, request_signature";
 
 /// The current time, RFC 3339 UTC.
 pub(crate) fn now_text() -> String {
@@ -582,6 +586,8 @@ struct RawOrder {
     created_at: String,
     updated_at: String,
     reversal_code: Option<String>,
+    request_body: Option<Vec<u8>>,
+    request_signature: Option<String>,
 }
 
 fn read_raw_order(row: &Row<'_>) -> rusqlite::Result<RawOrder> {
@@ -603,6 +609,8 @@ fn read_raw_order(row: &Row<'_>) -> rusqlite::Result<RawOrder> {
         created_at: row.get(14)?,
         updated_at: row.get(15)?,
         reversal_code: row.get(16)?,
+        request_body: row.get(17)?,
+        request_signature: row.get(18)?,
     })
 }
 
@@ -627,6 +635,7 @@ impl RawOrder {
             status,
             issuer_iin,
             payer_packet: self.payer_packet,
+            request: self.request_body.zip(self.request_signature),
             response_code: self.response_code,
             auth_code: self.auth_code,
             txn_id: self.txn_id,

@@ -291,7 +291,12 @@ fn deliver(
                 Some(answer) => {
                     let outcome = profile.open_answer(&answer, Some(summary.iin))?;
                     profile.save(&context.profile_path)?;
-                    Ok(print_outcome(&outcome))
+                    let code = print_outcome(&outcome);
+                    if reply.order_status.as_deref() == Some("reversed") {
+                        eprintln!("The merchant REVERSED this payment after it went unanswered: whatever the");
+                        eprintln!("answer above says, the bank undid it; the account statement shows both.");
+                    }
+                    Ok(code)
                 }
                 None => {
                     let code = reply.response_code.unwrap_or_else(|| "none".into());

@@ -3,8 +3,9 @@
 //!
 //! Contract (docs/SIM.md): `POST <url>` with `Content-Type: application/json` and body
 //! `{"payer_packet": "<base64 of the 113 bytes>"}`. The merchant answers HTTP 200 with
-//! `{"payer_answer": "<base64 of the 79 bytes>" | null, "response_code": "00", ...}`; other
-//! fields are ignored. Any other status is a failure (an RFC 7807 `detail` or `title` is shown).
+//! `{"payer_answer": "<base64 of the 79 bytes>" | null, "response_code": "00", ...}`; a
+//! `"status": "reversed"` says the merchant reversed the payment (the answer is still read, so
+//! the SIM's keys move on); other fields are ignored. Any other status is a failure (an RFC 7807 `detail` or `title` is shown).
 //! HTTPS trusts only the CA file configured as `merchant_ca_file`; the TLS provider is
 //! aws-lc-rs, set explicitly on the client.
 
@@ -27,12 +28,16 @@ pub struct MerchantReply {
     pub payer_answer: Option<Vec<u8>>,
     /// The ISO 8583 response code the merchant relays, if any.
     pub response_code: Option<String>,
+    /// The merchant's status of the order, if it says (`reversed`: the bank's answer was
+    /// undone by a reversal, DESIGN.md section 6.1).
+    pub order_status: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct ReplyBody {
     payer_answer: Option<String>,
     response_code: Option<String>,
+    status: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -134,7 +139,7 @@ pub fn send_packet(url: &str, packet: &[u8], config: &Config) -> Result<Merchant
             Some(answer)
         }
     };
-    Ok(MerchantReply { payer_answer, response_code: reply.response_code })
+    Ok(MerchantReply { payer_answer, response_code: reply.response_code, order_status: reply.status })
 }
 
 /// The error and its causes on one line (reqwest hides the useful part in the source chain).
