@@ -173,7 +173,16 @@ impl Demo {
             for stream in listener.incoming() {
                 let stream = stream.unwrap();
                 let issuer = Arc::clone(&issuer);
+                // Order "W-REV" plays a payment the merchant reversed after it went unanswered.
                 let handler = move |packet: &[u8]| match issuer.lock().unwrap().answer(packet, &mut rand::rngs::OsRng) {
+                    Ok(answered)
+                        if PayerPacket::decode(packet).is_ok_and(|p| p.fields.order_no.as_str() == "W-REV") =>
+                    {
+                        http::Reply::Reversed {
+                            response_code: answered.response_code,
+                            answer: answered.answer.to_vec(),
+                        }
+                    }
                     Ok(answered) => {
                         http::Reply::Answer { response_code: answered.response_code, answer: answered.answer.to_vec() }
                     }
@@ -497,6 +506,14 @@ fn pay_send_over_http_opens_the_answer_at_once() {
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stdout.contains("DECLINED (55 incorrect payment password)"), "{}", run.stdout);
 
+    // A payment the merchant reversed after it went unanswered: the SIM still reads the bank's
+    // answer (its keys move on), and sim says the payment was reversed.
+    let args =
+        ["pay", "--merchant", "WEB-SHOP", "--order", "W-REV", "--amount", "1", "--currency", "EUR", "--yes", "--send"];
+    let run = demo.sim_env(&args, &[("MPS_SIM_PASSWORD", PASSWORD)]).ok();
+    assert!(run.stdout.contains("APPROVED"), "{}", run.stdout);
+    assert!(run.stderr.contains("REVERSED this payment"), "{}", run.stderr);
+
     // The issuer loses its state for this SIM (counter out of step): no answer, the payment stays
     // pending (exit 4); once the issuer is back in step, resend --send completes it.
     let saved_counter = {
@@ -522,10 +539,10 @@ fn pay_send_over_http_opens_the_answer_at_once() {
     let run = demo.sim_env(&args, &[("MPS_SIM_PASSWORD", PASSWORD)]);
     assert_eq!(run.code, 4, "{}", run.stderr);
     assert!(run.stderr.contains("response code 63 (security violation)"), "{}", run.stderr);
-    assert!(demo.sim(&["status"]).ok().stdout.contains("payment #3 PENDING"));
+    assert!(demo.sim(&["status"]).ok().stdout.contains("payment #4 PENDING"));
     demo.issuer.lock().unwrap().sims[0].counter = saved_counter;
     let run = demo.sim(&["resend", "--send"]).ok();
-    assert!(run.stdout.contains("Payment #3 at issuer 400012: APPROVED"), "{}", run.stdout);
+    assert!(run.stdout.contains("Payment #4 at issuer 400012: APPROVED"), "{}", run.stdout);
 
     // Nobody listening: a clear error, the payment stays pending.
     let closed = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -549,7 +566,7 @@ fn pay_send_over_http_opens_the_answer_at_once() {
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("sending to the merchant failed"), "{}", run.stderr);
     assert!(run.stderr.contains("sim resend --send"), "{}", run.stderr);
-    assert!(demo.sim(&["status"]).ok().stdout.contains("payment #4 PENDING"));
+    assert!(demo.sim(&["status"]).ok().stdout.contains("payment #5 PENDING"));
 }
 
 #[test]

@@ -26,6 +26,9 @@ pub enum Reply {
     Answer { response_code: String, answer: Vec<u8> },
     /// The issuer could not authenticate the packet.
     NoAnswer { response_code: String },
+    /// The issuer's answer, relayed for a payment the merchant reversed (a merchant server
+    /// says `"status": "reversed"`; the soft issuer only plays it for tests).
+    Reversed { response_code: String, answer: Vec<u8> },
 }
 
 fn respond(stream: &mut impl Write, status: &str, content_type: &str, body: &str) -> std::io::Result<()> {
@@ -94,6 +97,9 @@ pub fn serve_one(stream: &mut (impl Read + Write), handler: impl FnOnce(&[u8]) -
         Reply::NoAnswer { response_code } => {
             serde_json::json!({ "payer_answer": null, "response_code": response_code })
         }
+        Reply::Reversed { response_code, answer } => serde_json::json!({
+            "payer_answer": BASE64.encode(answer), "response_code": response_code, "status": "reversed"
+        }),
     };
     respond(stream, "200 OK", "application/json", &body.to_string())
 }
