@@ -32,3 +32,35 @@ need_toolchain() {
     need_package /usr/lib/softhsm/libsofthsm2.so softhsm2
     need_package softhsm2-util softhsm2
 }
+
+# free_port VAR: sets VAR to a TCP port of 127.0.0.1 that nothing listens on now, drawn at
+# random from 20000-59999 and never one this shell handed out before (MPS_PORTS_TAKEN).
+free_port() {
+    local candidate
+    for _ in $(seq 1 200); do
+        candidate=$((20000 + RANDOM % 40000))
+        case " ${MPS_PORTS_TAKEN:-} " in *" $candidate "*) continue ;; esac
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
+            MPS_PORTS_TAKEN="${MPS_PORTS_TAKEN:-} $candidate"
+            printf -v "$1" '%s' "$candidate"
+            return 0
+        fi
+    done
+    die "no free TCP port found on 127.0.0.1"
+}
+
+# wait_ready URL PID LOG [SECONDS]: polls URL until it answers 200 (at most SECONDS, default
+# 30); stops with the end of LOG when the process PID has died or time runs out.
+wait_ready() {
+    local url=$1 pid=$2 log=$3 polls=$((${4:-30} * 10))
+    for _ in $(seq 1 "$polls"); do
+        curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 20 "$log" >&2
+            die "the process behind $url stopped (log: $log)"
+        fi
+        sleep 0.1
+    done
+    tail -n 20 "$log" >&2
+    die "$url was not ready within ${4:-30} s (log: $log)"
+}
