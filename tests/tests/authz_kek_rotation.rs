@@ -105,6 +105,11 @@ async fn sims_keep_paying_while_the_kek_is_rotated_and_retired() {
     assert_eq!(fresh.kek_version_newest(), 2);
     let audit = bank.ledger.audit().await.unwrap();
     assert!(audit.postings > 0, "{audit:?}");
+    drop(fresh);
+    // Every pool closes its sessions before the process exits (SoftHSM's teardown races
+    // threads still inside it).
+    let mut bank = Arc::try_unwrap(bank).ok().expect("every payment task is done");
+    bank.shutdown().await;
 }
 
 /// A ledger whose chain keys need a KEK the token does not have is refused at start, with the
@@ -125,4 +130,7 @@ async fn a_ledger_needing_a_missing_kek_is_refused_at_start() {
     bank.ledger.register_sim(&sim_id, iin, &[account], orphan, mps_protocol::Rsn([1; 8])).await.unwrap();
     let err = mps_authz::app::check_kek_coverage(&parts, &bank.config.hsm.keys).await.unwrap_err();
     assert!(err.to_string().contains("1 under mps-kek-7"), "{err}");
+    drop(parts);
+    let mut bank = bank;
+    bank.shutdown().await;
 }

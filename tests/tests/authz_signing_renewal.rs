@@ -78,6 +78,8 @@ async fn answers_switch_to_the_next_signing_key_at_its_time() {
     // The answer signed before the switch still verifies: its certificate was not revoked.
     bank.verify_bank_signature(&before);
     assert_eq!(leaf_of(&before), current_leaf);
+    let mut bank = bank;
+    bank.shutdown().await;
     drop(bank);
 
     // A "next" certificate of another key stops the server at start.
