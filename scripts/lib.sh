@@ -29,6 +29,8 @@ need_toolchain() {
     need_package gcc gcc
     need_package openssl openssl
     need_package curl curl
+    # The demo's scripted day (also run by tests/tests/network_day.rs) reads JSON with jq.
+    need_package jq jq
     need_package /usr/lib/softhsm/libsofthsm2.so softhsm2
     need_package softhsm2-util softhsm2
 }
