@@ -58,6 +58,10 @@ fn tampered_payloads_and_signatures_are_refused() {
     let flipped = format!("{head}..{}", URL_SAFE_NO_PAD.encode(&sig_bytes));
     let error = jws::verify_detached(&flipped, BODY, &trust, Role::Merchant, now()).unwrap_err();
     assert!(matches!(error, JwsError::BadSignature), "{error:?}");
+    // r = s = 0 is not a signature.
+    let zero = format!("{head}..{}", URL_SAFE_NO_PAD.encode([0u8; 64]));
+    let error = jws::verify_detached(&zero, BODY, &trust, Role::Merchant, now()).unwrap_err();
+    assert!(matches!(error, JwsError::BadSignature), "{error:?}");
 
     // An attached (non-detached) payload part is not our format.
     let attached = format!("{head}.{}.{sig}", URL_SAFE_NO_PAD.encode(BODY));

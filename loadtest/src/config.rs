@@ -1,0 +1,236 @@
+//! The harness's configuration, read once at the start: a TOML file (every key has a default
+//! or is named by a flag) with `MPS_LOADTEST__SECTION__KEY` environment overrides through
+//! `mps_protocol::config`, then the command line's flags on top (see `main.rs`).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The prefix of the environment overrides: `MPS_LOADTEST__RUN__CONNECTIONS=64`.
+pub const ENV_PREFIX: &str = "MPS_LOADTEST";
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the configuration file {path}: {source} (copy config/loadtest.example.toml and edit it)")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file or an override does not fit (unknown key, wrong type).
+    #[error(transparent)]
+    Parse(#[from] mps_protocol::config::ConfigError),
+}
+
+/// Everything the harness reads from its file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadtestConfig {
+    /// Which bank to provision payers at, and how many.
+    #[serde(default)]
+    pub provision: ProvisionSection,
+    /// Where requests go and how the TLS connection is made.
+    #[serde(default)]
+    pub target: TargetSection,
+    /// The merchant whose signature every request carries.
+    #[serde(default)]
+    pub merchant: MerchantSection,
+    /// How the run is shaped.
+    #[serde(default)]
+    pub run: RunSection,
+}
+
+/// `[provision]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProvisionSection {
+    /// The bank's authz configuration file: its HSM and ledger are opened exactly as authz does.
+    pub authz_config: PathBuf,
+    /// The SIM vendor's transport key (64 hex digits), to personalise the SIMs in memory.
+    pub transport_key_file: Option<PathBuf>,
+    /// How many payers (account + SIM) to register.
+    pub payers: usize,
+    /// How many registrations run at once.
+    pub concurrency: usize,
+    /// The payers' payment password (synthetic payers; not a secret of anyone).
+    pub password: String,
+    /// Opening balance of each account, minor units.
+    pub balance_minor: u64,
+    /// Per-payment limit of each account, minor units.
+    pub per_txn_limit_minor: u64,
+    /// Daily limit of each account, minor units.
+    pub daily_limit_minor: u64,
+}
+
+impl Default for ProvisionSection {
+    fn default() -> Self {
+        Self {
+            authz_config: PathBuf::from("config/authz.toml"),
+            transport_key_file: None,
+            payers: 10_000,
+            concurrency: 16,
+            password: "2468".to_owned(),
+            balance_minor: 100_000_000,
+            per_txn_limit_minor: 100_000,
+            daily_limit_minor: 100_000_000,
+        }
+    }
+}
+
+/// Whom the harness talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// The bank's authz directly, acting as the gateway (a gateway-client certificate).
+    Authz,
+    /// The payment gateway, acting as the merchant (the merchant's TLS certificate).
+    Gateway,
+}
+
+/// `[target]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TargetSection {
+    /// `authz` or `gateway`.
+    pub kind: TargetKind,
+    /// Base URL, for example `https://127.0.0.1:8443`.
+    pub url: String,
+    /// The scheme CA's root certificate(s): the server's chain and the bank's signature are
+    /// checked against them.
+    pub scheme_ca: Vec<PathBuf>,
+    /// CRL files of the scheme CA.
+    pub crls: Vec<PathBuf>,
+    /// The TLS client certificate chain: gateway-client (kind authz) or the merchant's (kind gateway).
+    pub certificate: Option<PathBuf>,
+    /// Its private key (PKCS#8 PEM).
+    pub private_key: Option<PathBuf>,
+    /// Time allowed for one request and its answer.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for TargetSection {
+    fn default() -> Self {
+        Self {
+            kind: TargetKind::Authz,
+            url: "https://127.0.0.1:8443".to_owned(),
+            scheme_ca: Vec::new(),
+            crls: Vec::new(),
+            certificate: None,
+            private_key: None,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `[merchant]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MerchantSection {
+    /// The merchant id of the certificate.
+    pub merchant_id: String,
+    /// The merchant's acquirer.
+    pub acquirer_iin: String,
+    /// The merchant's account at its acquirer.
+    pub merchant_account: String,
+    /// The merchant's certificate chain (its signature's x5c).
+    pub certificate: Option<PathBuf>,
+    /// The merchant's private key (PKCS#8 PEM).
+    pub private_key: Option<PathBuf>,
+}
+
+impl Default for MerchantSection {
+    fn default() -> Self {
+        Self {
+            merchant_id: "SHOP-0001".to_owned(),
+            acquirer_iin: "500001".to_owned(),
+            merchant_account: "DE89370400440532013000".to_owned(),
+            certificate: None,
+            private_key: None,
+        }
+    }
+}
+
+/// `[run]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunSection {
+    /// Closed loop: workers, each with its own connection. Open loop: connections shared.
+    pub connections: usize,
+    /// Open loop: requests per second (0 = closed loop).
+    pub rate_per_second: f64,
+    /// Stop after this many seconds (0 = no time bound).
+    pub duration_s: f64,
+    /// Stop after this many requests (0 = no count bound).
+    pub count: u64,
+    /// Amount of each payment, minor units.
+    pub amount_minor: u64,
+    /// Currency of accounts and payments.
+    pub currency: String,
+    /// Percent of payments sent with a wrong password (expect 55).
+    pub wrong_password_percent: u32,
+    /// Percent of requests that retransmit a SIM's previous request (expect the stored answer).
+    pub retransmit_percent: u32,
+    /// Open loop: requests in flight at most (later ones wait, keeping their intended start).
+    pub in_flight_max: usize,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        Self {
+            connections: 16,
+            rate_per_second: 0.0,
+            duration_s: 10.0,
+            count: 0,
+            amount_minor: 100,
+            currency: "EUR".to_owned(),
+            wrong_password_percent: 0,
+            retransmit_percent: 0,
+            in_flight_max: 4096,
+        }
+    }
+}
+
+impl LoadtestConfig {
+    /// Reads `path` (when given) and applies the process environment's overrides.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(path) => {
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?
+            }
+            None => String::new(),
+        };
+        Self::from_parts(&text, mps_protocol::config::env_overrides(ENV_PREFIX)?)
+    }
+
+    /// Parses TOML text with the given environment variables.
+    pub fn from_parts(text: &str, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        Ok(mps_protocol::config::parse(text, ENV_PREFIX, vars)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_example_parses_and_overrides_apply() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/loadtest.example.toml")).unwrap();
+        let vars = vec![("MPS_LOADTEST__RUN__CONNECTIONS".to_owned(), "3".to_owned())];
+        let config = LoadtestConfig::from_parts(&text, vars).unwrap();
+        assert_eq!(config.run.connections, 3);
+        assert_eq!(config.provision.payers, 10_000);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(LoadtestConfig::from_parts("[run]\nconections = 3\n", Vec::new()).is_err());
+        let vars = vec![("MPS_LOADTEST__RUN__NOPE".to_owned(), "3".to_owned())];
+        assert!(LoadtestConfig::from_parts("", vars).is_err());
+    }
+}

@@ -1,0 +1,332 @@
+//! `loadtest`: the command line over the harness. Reads the configuration, takes the HSM PIN
+//! out of the environment before any thread starts (as authz does), opens the bank's HSM and
+//! ledger from the bank's authz configuration, provisions payers, drives the run, and prints
+//! the report (and writes it as JSON with --json).
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use mps_authz::config::AuthzConfig;
+use mps_loadtest::config::{LoadtestConfig, TargetKind};
+use mps_loadtest::drive::client::{Merchant, Target};
+use mps_loadtest::drive::exchange::{Context, random_order_prefix, wrong_password_for};
+use mps_loadtest::drive::{self, Mix, Mode, Settings, Stop};
+use mps_loadtest::provision::{self, Bank, PayerPlan};
+use mps_pki::TrustStore;
+use mps_protocol::{Amount, Currency, Password};
+
+/// Load-tests an MPS deployment: registers payers at the bank, then sends signed payments to
+/// authz (as the gateway) or to the gateway (as a merchant) and checks every answer.
+#[derive(Parser, Debug)]
+#[command(
+    name = "loadtest",
+    version,
+    after_help = "Every flag overrides the configuration file's key of the same meaning; \
+the file's keys can also be set with MPS_LOADTEST__SECTION__KEY. See config/loadtest.example.toml and docs/PERFORMANCE.md."
+)]
+struct Cli {
+    /// The harness's configuration (TOML); every key has a default.
+    #[arg(long, short, env = "MPS_LOADTEST_CONFIG")]
+    config: Option<PathBuf>,
+    /// The bank's authz configuration: its HSM and ledger are opened from it ([provision] authz_config).
+    #[arg(long)]
+    authz_config: Option<PathBuf>,
+    /// The SIM vendor's transport key file, 64 hex digits ([provision] transport_key_file).
+    #[arg(long)]
+    transport_key_file: Option<PathBuf>,
+    /// How many payers to register ([provision] payers; default 10000).
+    #[arg(long)]
+    payers: Option<usize>,
+    /// Registrations at once ([provision] concurrency).
+    #[arg(long)]
+    provision_concurrency: Option<usize>,
+    /// authz (act as the gateway) or gateway (act as the merchant) ([target] kind).
+    #[arg(long, value_enum)]
+    target: Option<TargetKind>,
+    /// Base URL of authz or the gateway ([target] url).
+    #[arg(long)]
+    url: Option<String>,
+    /// The scheme CA's root certificate; repeat for several ([target] scheme_ca).
+    #[arg(long)]
+    scheme_ca: Vec<PathBuf>,
+    /// A CRL file of the scheme CA; repeat for several ([target] crls).
+    #[arg(long = "crl")]
+    crls: Vec<PathBuf>,
+    /// TLS client certificate: gateway-client for authz, the merchant's for the gateway ([target] certificate).
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// TLS client key ([target] private_key).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// The signing merchant's id ([merchant] merchant_id).
+    #[arg(long)]
+    merchant_id: Option<String>,
+    /// The merchant's certificate chain ([merchant] certificate).
+    #[arg(long)]
+    merchant_cert: Option<PathBuf>,
+    /// The merchant's private key ([merchant] private_key).
+    #[arg(long)]
+    merchant_key: Option<PathBuf>,
+    /// Closed loop: workers, one connection each. Open loop: connections shared ([run] connections).
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Open loop at this many requests per second; without it the loop is closed ([run] rate_per_second).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Stop after this many seconds; 0 for no time bound ([run] duration_s).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Stop after this many requests; 0 for no count bound ([run] count).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Special requests in percent: `wrong-password=5,retransmit=5` ([run] wrong_password_percent, retransmit_percent).
+    #[arg(long)]
+    mix: Option<String>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// An error for the operator, saying what to do next.
+struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Self(error.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config =
+        match LoadtestConfig::load(cli.config.as_deref()).map_err(Failure::from).and_then(|c| apply_flags(c, &cli)) {
+            Ok(config) => config,
+            Err(Failure(message)) => {
+                eprintln!("error: {message}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let authz_config = match AuthzConfig::load(&config.provision.authz_config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!(
+                "error: the bank's authz configuration {}: {e} (give it with --authz-config)",
+                config.provision.authz_config.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    // While this is the only thread: the PIN leaves the environment before any thread starts.
+    if let Err(e) = mps_hsm::take_pins_from_environment(&[&authz_config.hsm.pin_env]) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&cli, config, authz_config)) {
+        Ok(code) => code,
+        Err(Failure(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn apply_flags(mut config: LoadtestConfig, cli: &Cli) -> Result<LoadtestConfig, Failure> {
+    let set = |slot: &mut Option<PathBuf>, flag: &Option<PathBuf>| {
+        if flag.is_some() {
+            slot.clone_from(flag);
+        }
+    };
+    if let Some(path) = &cli.authz_config {
+        config.provision.authz_config.clone_from(path);
+    }
+    set(&mut config.provision.transport_key_file, &cli.transport_key_file);
+    config.provision.payers = cli.payers.unwrap_or(config.provision.payers);
+    config.provision.concurrency = cli.provision_concurrency.unwrap_or(config.provision.concurrency);
+    config.target.kind = cli.target.unwrap_or(config.target.kind);
+    if let Some(url) = &cli.url {
+        config.target.url.clone_from(url);
+    }
+    if !cli.scheme_ca.is_empty() {
+        config.target.scheme_ca.clone_from(&cli.scheme_ca);
+    }
+    if !cli.crls.is_empty() {
+        config.target.crls.clone_from(&cli.crls);
+    }
+    set(&mut config.target.certificate, &cli.cert);
+    set(&mut config.target.private_key, &cli.key);
+    if let Some(id) = &cli.merchant_id {
+        config.merchant.merchant_id.clone_from(id);
+    }
+    set(&mut config.merchant.certificate, &cli.merchant_cert);
+    set(&mut config.merchant.private_key, &cli.merchant_key);
+    config.run.connections = cli.connections.unwrap_or(config.run.connections);
+    config.run.rate_per_second = cli.rate.unwrap_or(config.run.rate_per_second);
+    config.run.duration_s = cli.duration.unwrap_or(config.run.duration_s);
+    config.run.count = cli.count.unwrap_or(config.run.count);
+    if let Some(mix) = &cli.mix {
+        let (wrong, retransmit) = parse_mix(mix)?;
+        config.run.wrong_password_percent = wrong;
+        config.run.retransmit_percent = retransmit;
+    }
+    Ok(config)
+}
+
+/// `wrong-password=5,retransmit=5` into percents (their sum at most 100).
+fn parse_mix(text: &str) -> Result<(u32, u32), Failure> {
+    let (mut wrong, mut retransmit) = (0u32, 0u32);
+    for part in text.split(',').filter(|p| !p.trim().is_empty()) {
+        let (name, value) =
+            part.split_once('=').ok_or_else(|| Failure(format!("--mix: `{part}` is not name=percent")))?;
+        let value: u32 =
+            value.trim().parse().map_err(|_| Failure(format!("--mix: `{value}` is not a whole percent")))?;
+        match name.trim() {
+            "wrong-password" => wrong = value,
+            "retransmit" => retransmit = value,
+            other => return Err(Failure(format!("--mix: unknown `{other}`; use wrong-password=N,retransmit=N"))),
+        }
+    }
+    if wrong.saturating_add(retransmit) > 100 {
+        return Err(Failure("--mix: the percents add up to more than 100".to_owned()));
+    }
+    Ok((wrong, retransmit))
+}
+
+fn required<'a>(value: &'a Option<PathBuf>, what: &str) -> Result<&'a Path, Failure> {
+    value
+        .as_deref()
+        .ok_or_else(|| Failure(format!("{what} is not set: give it in the configuration file or with its flag")))
+}
+
+async fn run(cli: &Cli, config: LoadtestConfig, authz_config: AuthzConfig) -> Result<ExitCode, Failure> {
+    let currency = Currency::parse(&config.run.currency).map_err(|e| Failure(format!("[run] currency: {e}")))?;
+    let password =
+        Password::new(&config.provision.password).map_err(|e| Failure(format!("[provision] password: {e}")))?;
+    // Everything about the target is checked before a single payer is registered.
+    let (context, clients) = connect(&config, currency, &password)?;
+    let transport_key =
+        provision::read_transport_key(required(&config.provision.transport_key_file, "--transport-key-file")?)?;
+    let parts = mps_authz::app::open_parts(&authz_config).await.map_err(|e| {
+        Failure(format!("opening the bank's HSM and ledger: {e} (is SOFTHSM2_CONF / the PIN set as for authz?)"))
+    })?;
+    let bank_certificate_pem = std::fs::read_to_string(&authz_config.issuer.signing_certificate).map_err(|e| {
+        Failure(format!("the bank's signing certificate {}: {e}", authz_config.issuer.signing_certificate.display()))
+    })?;
+    let bank = Bank {
+        hsm: parts.hsm.clone(),
+        ledger: parts.ledger.clone(),
+        iin: authz_config.issuer.iin,
+        transport_key_label: authz_config.issuer.transport_key.clone(),
+        bank_certificate_pem,
+    };
+    let plan = PayerPlan {
+        count: config.provision.payers,
+        concurrency: config.provision.concurrency,
+        password,
+        currency,
+        balance: Amount::from_minor(config.provision.balance_minor),
+        per_txn_limit: Amount::from_minor(config.provision.per_txn_limit_minor),
+        daily_limit: Amount::from_minor(config.provision.daily_limit_minor),
+        merchant_id: context.merchant.id,
+        run_tag: provision::random_run_tag(),
+    };
+    let started = Instant::now();
+    let mut last_line = Instant::now();
+    let payers = provision::provision(&bank, &plan, &transport_key, |done, total| {
+        if !cli.quiet && (last_line.elapsed() >= Duration::from_secs(1) || done == total) {
+            eprintln!("provisioned {done}/{total} payers ({:.0}/s)", done as f64 / started.elapsed().as_secs_f64());
+            last_line = Instant::now();
+        }
+    })
+    .await?;
+    parts.ledger.close().await;
+
+    let stop = Stop::default();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("Ctrl-C: stopping; requests in flight finish, then the report");
+            on_signal.stop();
+        }
+    });
+    let settings = settings(&config, !cli.quiet);
+    let (_payers, report) = drive::run(context, clients, payers, settings, stop).await?;
+    print!("{}", report.table());
+    if let Some(path) = &cli.json {
+        let json = serde_json::to_vec_pretty(&report)?;
+        std::fs::write(path, json).map_err(|e| Failure(format!("writing {}: {e}", path.display())))?;
+    }
+    if report.errors_total > 0 {
+        eprintln!("{} request(s) failed a check: see `errors` above and the server's logs", report.errors_total);
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn connect(
+    config: &LoadtestConfig,
+    currency: Currency,
+    password: &Password,
+) -> Result<(Context, Vec<reqwest::Client>), Failure> {
+    if config.target.scheme_ca.is_empty() {
+        return Err(Failure("no scheme CA: give --scheme-ca (the scheme's root.crt)".to_owned()));
+    }
+    let anchors: Vec<&Path> = config.target.scheme_ca.iter().map(PathBuf::as_path).collect();
+    let crls: Vec<&Path> = config.target.crls.iter().map(PathBuf::as_path).collect();
+    let trust = TrustStore::from_pem_files(&anchors, &crls)
+        .map_err(|e| Failure(format!("scheme CA: {e} (check --scheme-ca and --crl)")))?;
+    let target = Target::new(config.target.kind, &config.target.url);
+    let identity = (required(&config.target.certificate, "--cert")?, required(&config.target.private_key, "--key")?);
+    let timeout = Duration::from_millis(config.target.request_timeout_ms);
+    let connections = config.run.connections.clamp(1, drive::CONNECTIONS_MAX);
+    let clients = (0..connections).map(|_| target.client(&trust, identity, timeout)).collect::<Result<Vec<_>, _>>()?;
+    let merchant = Merchant::from_files(
+        &config.merchant.merchant_id,
+        &config.merchant.acquirer_iin,
+        &config.merchant.merchant_account,
+        required(&config.merchant.certificate, "--merchant-cert")?,
+        required(&config.merchant.private_key, "--merchant-key")?,
+    )?;
+    let context = Context {
+        target,
+        merchant,
+        trust,
+        amount: Amount::from_minor(config.run.amount_minor),
+        currency,
+        wrong_password: wrong_password_for(password)?,
+        password: password.clone(),
+        order_prefix: random_order_prefix(),
+    };
+    Ok((context, clients))
+}
+
+fn settings(config: &LoadtestConfig, progress: bool) -> Settings {
+    let mode = if config.run.rate_per_second > 0.0 {
+        Mode::Open { rate_per_second: config.run.rate_per_second, in_flight_max: config.run.in_flight_max }
+    } else {
+        Mode::Closed { connections: config.run.connections }
+    };
+    let duration = Duration::try_from_secs_f64(config.run.duration_s).ok().filter(|d| !d.is_zero());
+    Settings {
+        mode,
+        count: config.run.count,
+        duration,
+        mix: Mix {
+            wrong_password_percent: config.run.wrong_password_percent,
+            retransmit_percent: config.run.retransmit_percent,
+        },
+        progress,
+    }
+}
