@@ -16,7 +16,7 @@ use cryptoki::session::{Session, UserType};
 use crate::config::{HsmConfig, Pin};
 use crate::custody::{
     KEK_VERSION_MAX, KeyRole, bool_attribute, check_key, check_pool_keys, check_unwrap_template, find_keks, kek_label,
-    unwrap_template_forcing_sensitive,
+    token_secret_keys, unwrap_template_forcing_sensitive,
 };
 use crate::error::{HsmError, from_cryptoki};
 use crate::module::{self, Initialised, OwnedSession, find_slot, find_token_object, login};
@@ -326,20 +326,7 @@ pub fn check_keys(config: &HsmConfig, user_pin: &Pin) -> Result<Vec<String>, Cer
     let keks = check_pool_keys(session, labels)?;
     let mut checked: Vec<String> = keks.iter().map(|(v, _)| kek_label(&labels.key_encryption, *v)).collect();
     checked.extend([labels.issuer_master.clone(), labels.password_verification.clone(), labels.signing.clone()]);
-    let handles = {
-        let _lookup = module::key_lookup_lock();
-        session
-            .find_objects(&[Attribute::Token(true), Attribute::Class(ObjectClass::SECRET_KEY)])
-            .map_err(from_cryptoki)?
-    };
-    for handle in handles {
-        let attributes = session.get_attributes(handle, &[AttributeType::Label]).map_err(from_cryptoki)?;
-        let label = attributes
-            .iter()
-            .find_map(
-                |a| if let Attribute::Label(l) = a { Some(String::from_utf8_lossy(l).into_owned()) } else { None },
-            )
-            .unwrap_or_default();
+    for (label, handle) in token_secret_keys(session)? {
         if label.starts_with(TRANSPORT_KEY_PREFIX) {
             check_key(session, handle, &label, KeyRole::Transport)?;
             checked.push(label);

@@ -301,20 +301,34 @@ pub fn kek_version(base: &str, label: &str) -> Option<u32> {
     ((2..=KEK_VERSION_MAX).contains(&version) && digits == version.to_string()).then_some(version)
 }
 
-/// Every KEK version on the token, ascending, with its handle (one search over the token's
-/// secret keys: a token holds a handful of issuer keys, never per-SIM keys).
-pub(crate) fn find_keks(session: &Session, base: &str) -> Result<Vec<(u32, ObjectHandle)>, HsmError> {
+/// Every secret token key the session can see, with its label (one search: a token holds a
+/// handful of issuer keys, never per-SIM keys). Labels are read lossily as UTF-8.
+pub(crate) fn token_secret_keys(session: &Session) -> Result<Vec<(String, ObjectHandle)>, HsmError> {
     let handles = {
         let _lookup = crate::module::key_lookup_lock();
         session
             .find_objects(&[Attribute::Token(true), Attribute::Class(ObjectClass::SECRET_KEY)])
             .map_err(from_cryptoki)?
     };
-    let mut found = Vec::new();
+    let mut keys = Vec::with_capacity(handles.len());
     for handle in handles {
         let attributes = session.get_attributes(handle, &[AttributeType::Label]).map_err(from_cryptoki)?;
-        let label = attributes.iter().find_map(|a| if let Attribute::Label(l) = a { Some(l.as_slice()) } else { None });
-        if let Some(version) = label.and_then(|l| std::str::from_utf8(l).ok()).and_then(|l| kek_version(base, l)) {
+        let label = attributes
+            .iter()
+            .find_map(
+                |a| if let Attribute::Label(l) = a { Some(String::from_utf8_lossy(l).into_owned()) } else { None },
+            )
+            .unwrap_or_default();
+        keys.push((label, handle));
+    }
+    Ok(keys)
+}
+
+/// Every KEK version on the token, ascending, with its handle.
+pub(crate) fn find_keks(session: &Session, base: &str) -> Result<Vec<(u32, ObjectHandle)>, HsmError> {
+    let mut found = Vec::new();
+    for (label, handle) in token_secret_keys(session)? {
+        if let Some(version) = kek_version(base, &label) {
             if found.iter().any(|(v, _)| *v == version) {
                 return Err(HsmError::DuplicateKey { label: kek_label(base, version) });
             }
