@@ -7,21 +7,8 @@ mod common;
 
 use common::{Harness, instance, silent_listener};
 use mps_protocol::Currency;
-use mps_tests::openapi::{Exchange, Spec};
-use mps_tests::{AccountSpec, Answer};
-
-fn check(spec: &Spec, path: &str, request: Option<&[u8]>, answer: &Answer) {
-    let content_type = answer.content_type.as_deref().map(|t| t.split(';').next().unwrap_or("").trim());
-    spec.check(&Exchange {
-        path,
-        method: "post",
-        request,
-        status: answer.status,
-        content_type,
-        body: &answer.body,
-        headers: answer.header_names.clone(),
-    });
-}
+use mps_tests::AccountSpec;
+use mps_tests::openapi::Spec;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_gateways_answers_match_the_openapi_document() {
@@ -43,26 +30,26 @@ async fn the_gateways_answers_match_the_openapi_document() {
     let (body, jws) = bank.merchant.request(&packet, "OA-1", 1_250, Currency::EUR.code());
     let approved = gateway.post(&merchant, "/v1/authorizations", &body, Some(&jws)).await;
     assert_eq!(approved.code(), "00");
-    check(&spec, "/v1/authorizations", Some(&body), &approved);
+    spec.check_post("/v1/authorizations", Some(&body), &approved);
     sim.read_answer(&approved);
 
     let txn_id = approved.json["txn_id"].as_str().unwrap().to_owned();
     let (reversal, jws) = bank.merchant.reversal("OA-1", 1_250, Some(&txn_id), "2026-11-30T10:00:00Z");
     let reversed = gateway.post(&merchant, "/v1/reversals", &reversal, Some(&jws)).await;
     assert_eq!(reversed.code(), "00");
-    check(&spec, "/v1/reversals", Some(&reversal), &reversed);
+    spec.check_post("/v1/reversals", Some(&reversal), &reversed);
 
     // A body for our merchant sent with another merchant's certificate: 403.
     let other = harness.merchant_client(Some(&other_leaf));
     let forbidden = gateway.post(&other, "/v1/authorizations", &body, Some(&jws)).await;
     assert_eq!(forbidden.status, 403);
-    check(&spec, "/v1/authorizations", None, &forbidden);
+    spec.check_post("/v1/authorizations", None, &forbidden);
 
     // An issuer nobody routes to: 404 with code 15.
     let unknown = String::from_utf8(reversal.clone()).unwrap().replace("\"400012\"", "\"499999\"");
     let unknown = gateway.post(&merchant, "/v1/reversals", unknown.as_bytes(), Some(&jws)).await;
     assert_eq!(unknown.status, 404);
-    check(&spec, "/v1/reversals", None, &unknown);
+    spec.check_post("/v1/reversals", None, &unknown);
 
     // Over the merchant's rate: 429 with Retry-After.
     let mut limited = None;
@@ -73,7 +60,7 @@ async fn the_gateways_answers_match_the_openapi_document() {
             break;
         }
     }
-    check(&spec, "/v1/authorizations", None, &limited.expect("the rate limit answered 429"));
+    spec.check_post("/v1/authorizations", None, &limited.expect("the rate limit answered 429"));
     gateway.shutdown().await;
 
     // An issuer that never answers: 504 with code 91, the outcome unknown.
@@ -88,7 +75,7 @@ async fn the_gateways_answers_match_the_openapi_document() {
     let timed_out = gateway.post(&harness.merchant(), "/v1/authorizations", &body, Some(&jws)).await;
     assert!(matches!(timed_out.status, 503 | 504), "{timed_out:?}");
     assert_eq!(timed_out.json["response_code"].as_str(), Some("91"));
-    check(&spec, "/v1/authorizations", None, &timed_out);
+    spec.check_post("/v1/authorizations", None, &timed_out);
     gateway.shutdown().await;
     // The bank's pool closes its sessions before the process exits (SoftHSM's teardown races
     // threads still inside it).

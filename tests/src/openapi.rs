@@ -60,6 +60,20 @@ impl Spec {
         validator.iter_errors(instance).map(|e| format!("{} at {}", e, e.instance_path)).collect()
     }
 
+    /// Checks a `POST path` of the harness (its answer as [`crate::Answer`]).
+    pub fn check_post(&self, path: &str, request: Option<&[u8]>, answer: &crate::Answer) {
+        let content_type = answer.content_type.as_deref().map(|t| t.split(';').next().unwrap_or("").trim());
+        self.check(&Exchange {
+            path,
+            method: "post",
+            request,
+            status: answer.status,
+            content_type,
+            body: &answer.body,
+            headers: answer.header_names.clone(),
+        });
+    }
+
     /// Checks one exchange; panics with every difference found.
     pub fn check(&self, exchange: &Exchange<'_>) {
         let operation = &self.document["paths"][exchange.path][exchange.method];

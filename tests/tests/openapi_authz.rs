@@ -3,21 +3,8 @@
 //! against it, and a body the document does not allow is caught.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use mps_tests::openapi::{Exchange, Spec};
-use mps_tests::{AccountSpec, Answer, Bank};
-
-fn check(spec: &Spec, path: &str, request: Option<&[u8]>, answer: &Answer) {
-    let content_type = answer.content_type.as_deref().map(|t| t.split(';').next().unwrap_or("").trim());
-    spec.check(&Exchange {
-        path,
-        method: "post",
-        request,
-        status: answer.status,
-        content_type,
-        body: &answer.body,
-        headers: answer.header_names.clone(),
-    });
-}
+use mps_tests::openapi::Spec;
+use mps_tests::{AccountSpec, Bank};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_exchanges_match_the_openapi_document() {
@@ -31,34 +18,34 @@ async fn real_exchanges_match_the_openapi_document() {
     let (body, jws) = bank.merchant.request(&packet, "O-1", 100, 978);
     let approved = bank.post(&gateway, body.clone(), Some(&jws)).await.unwrap();
     assert_eq!(approved.code(), "00");
-    check(&spec, "/v1/authorizations", Some(&body), &approved);
+    spec.check_post("/v1/authorizations", Some(&body), &approved);
     let retransmitted = bank.post(&gateway, body.clone(), Some(&jws)).await.unwrap();
-    check(&spec, "/v1/authorizations", Some(&body), &retransmitted);
+    spec.check_post("/v1/authorizations", Some(&body), &retransmitted);
     sim.read_answer(&approved);
 
     let packet = sim.pay(&account, "O-2", 100, "0000");
     let (body, jws) = bank.merchant.request(&packet, "O-2", 100, 978);
     let declined = bank.post(&gateway, body.clone(), Some(&jws)).await.unwrap();
     assert_eq!(declined.code(), "55");
-    check(&spec, "/v1/authorizations", Some(&body), &declined);
+    spec.check_post("/v1/authorizations", Some(&body), &declined);
     sim.read_answer(&declined);
 
     let unsigned = bank.post(&gateway, body.clone(), None).await.unwrap();
     assert_eq!(unsigned.status, 401);
-    check(&spec, "/v1/authorizations", None, &unsigned);
+    spec.check_post("/v1/authorizations", None, &unsigned);
     let malformed = bank.post(&gateway, b"{\"not\":\"a request\"}".to_vec(), Some(&jws)).await.unwrap();
     assert_eq!(malformed.status, 400);
-    check(&spec, "/v1/authorizations", None, &malformed);
+    spec.check_post("/v1/authorizations", None, &malformed);
 
     let txn_id = approved.json["txn_id"].as_str().unwrap().to_owned();
     let (body, jws) = bank.merchant.reversal("O-1", 100, Some(&txn_id), "2026-11-30T10:00:00Z");
     let reversed = bank.post_to(&gateway, "/v1/reversals", body.clone(), Some(&jws)).await.unwrap();
     assert_eq!(reversed.code(), "00");
-    check(&spec, "/v1/reversals", Some(&body), &reversed);
+    spec.check_post("/v1/reversals", Some(&body), &reversed);
     let (body, jws) = bank.merchant.reversal("O-9", 100, None, "2026-11-30T10:00:00Z");
     let nothing = bank.post_to(&gateway, "/v1/reversals", body.clone(), Some(&jws)).await.unwrap();
     assert_eq!(nothing.code(), "25");
-    check(&spec, "/v1/reversals", Some(&body), &nothing);
+    spec.check_post("/v1/reversals", Some(&body), &nothing);
     bank.shutdown().await;
 }
 
