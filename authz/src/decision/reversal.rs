@@ -114,6 +114,16 @@ fn answer_body(
 }
 
 impl Authorizer {
+    /// The stored answer of the reversal whose request had SHA-256 `digest`, as a reply.
+    async fn stored_reversal(&self, digest: [u8; 32]) -> Early<Option<Reply>> {
+        let stored = self.ledger_call(self.ledger.stored_reversal(digest)).await?;
+        Ok(stored.map(|stored| Reply::Processed {
+            body: stored.response_body,
+            signature: stored.response_signature,
+            code: stored.response_code,
+        }))
+    }
+
     /// Decides one reversal from the exact body bytes and the `x-jws-signature` header.
     pub async fn reverse(&self, body: &[u8], jws: Option<&str>) -> Reply {
         match self.run_reversal(body, jws).await {
@@ -134,21 +144,13 @@ impl Authorizer {
             )))));
         }
         let digest: [u8; 32] = Sha256::digest(body).into();
-        if let Some(stored) = self.ledger_call(self.ledger.stored_reversal(digest)).await? {
-            return Ok(Reply::Processed {
-                body: stored.response_body,
-                signature: stored.response_signature,
-                code: stored.response_code,
-            });
+        if let Some(stored) = self.stored_reversal(digest).await? {
+            return Ok(stored);
         }
         let _order_guard = self.order_locks.lock(&(request.merchant_id, request.order_no)).await;
         // The same request may have been answered while this one waited for the lock.
-        if let Some(stored) = self.ledger_call(self.ledger.stored_reversal(digest)).await? {
-            return Ok(Reply::Processed {
-                body: stored.response_body,
-                signature: stored.response_signature,
-                code: stored.response_code,
-            });
+        if let Some(stored) = self.stored_reversal(digest).await? {
+            return Ok(stored);
         }
         if let Some(txn_id) = request.txn_id {
             let named = self.ledger_call(self.ledger.transaction(&txn_id)).await?;
