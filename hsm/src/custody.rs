@@ -212,27 +212,10 @@ pub(crate) fn check_unwrap_template(session: &Session, kek: ObjectHandle, label:
     if bool_attribute(&unwrap, AttributeType::Unwrap) != Some(true) {
         return Ok(());
     }
-    let probe = session
-        .generate_key(
-            &Mechanism::AesKeyGen,
-            &[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::ValueLen(32.into()),
-                Attribute::Token(false),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(true),
-                Attribute::Encrypt(false),
-                Attribute::Decrypt(false),
-                Attribute::Sign(false),
-                Attribute::Verify(false),
-                Attribute::Wrap(false),
-                Attribute::Unwrap(false),
-                Attribute::Derive(false),
-            ],
-        )
-        .map_err(from_cryptoki)?;
+    // A key shaped like a chain key on its way between KEKs: no usage, extractable, sensitive.
+    let mut template = crate::templates::chain_key_in_transit();
+    template.push(Attribute::ValueLen(32.into()));
+    let probe = session.generate_key(&Mechanism::AesKeyGen, &template).map_err(from_cryptoki)?;
     let wrapped = session.wrap_key(&Mechanism::AesKeyWrapPad, kek, probe).map_err(from_cryptoki);
     let _ = session.destroy_object(probe);
     let wrapped = wrapped?;
