@@ -119,7 +119,7 @@ fn secret_key(label: &str, key_type: KeyType, usage: SecretUsage) -> Vec<Attribu
 
 /// A KEK (any version): AES-256, WRAP and UNWRAP only, and an unwrap template forcing
 /// `CKA_SENSITIVE` on every key it unwraps.
-fn kek_template(label: &str) -> Vec<Attribute> {
+pub(crate) fn kek_template(label: &str) -> Vec<Attribute> {
     let mut template =
         secret_key(label, KeyType::AES, SecretUsage { sign_verify: false, wrap: true, unwrap: true, derive: false });
     template.push(Attribute::ValueLen(32.into()));

@@ -165,26 +165,17 @@ pub fn make_weak_kek(
     let owned = module::OwnedSession::open(&initialised, slot, true)?;
     let session = owned.get()?;
     module::login(session, cryptoki::session::UserType::User, &config.load_pin()?)?;
-    let mut template = vec![
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::AES),
-        Attribute::ValueLen(32.into()),
-        Attribute::Token(true),
-        Attribute::Private(!public),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(extractable),
-        Attribute::Wrap(true),
-        Attribute::Unwrap(true),
-        Attribute::Encrypt(false),
-        Attribute::Decrypt(false),
-        Attribute::Sign(false),
-        Attribute::Verify(false),
-        Attribute::Derive(false),
-        Attribute::Label(label.as_bytes().to_vec()),
-    ];
-    if with_unwrap_template {
-        template.push(crate::custody::unwrap_template_forcing_sensitive());
-    }
+    // The ceremony's own KEK template, weakened only where asked.
+    let unwrap_template = crate::custody::unwrap_template_forcing_sensitive();
+    let template: Vec<Attribute> = ceremony::kek_template(label)
+        .into_iter()
+        .filter(|a| with_unwrap_template || *a != unwrap_template)
+        .map(|a| match a {
+            Attribute::Private(_) => Attribute::Private(!public),
+            Attribute::Extractable(_) => Attribute::Extractable(extractable),
+            other => other,
+        })
+        .collect();
     session.generate_key(&Mechanism::AesKeyGen, &template).map_err(from_cryptoki)?;
     Ok(())
 }
