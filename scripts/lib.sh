@@ -36,11 +36,15 @@ need_toolchain() {
 }
 
 # free_port VAR: sets VAR to a TCP port of 127.0.0.1 that nothing listens on now, drawn at
-# random from 20000-59999 and never one this shell handed out before (MPS_PORTS_TAKEN).
+# random from 10000 up to the kernel's ephemeral range (net.ipv4.ip_local_port_range), and never
+# one this shell handed out before (MPS_PORTS_TAKEN). A port inside the ephemeral range could be
+# taken by any outgoing connection between this check and the service's bind.
 free_port() {
-    local candidate
+    local candidate low=32768 span
+    read -r low _ < /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || low=32768
+    span=$((low > 10100 ? low - 10000 : 100))
     for _ in $(seq 1 200); do
-        candidate=$((20000 + RANDOM % 40000))
+        candidate=$((10000 + (RANDOM * 32768 + RANDOM) % span))
         case " ${MPS_PORTS_TAKEN:-} " in *" $candidate "*) continue ;; esac
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
             MPS_PORTS_TAKEN="${MPS_PORTS_TAKEN:-} $candidate"

@@ -617,6 +617,37 @@ fn rand_bytes<const N: usize>() -> [u8; N] {
 }
 
 /// The test token's transport key, as the SIM vendor holds it.
+/// A TCP port of 127.0.0.1 that nothing listens on now, for a service started as a separate
+/// process with a fixed `listen` address.
+///
+/// Drawn below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`): a port from
+/// inside it, found free by binding port 0 and then released, can be taken by any outgoing
+/// connection before the service binds it (a CI run failed that way). Below the range only
+/// another test choosing the same port can collide, and this process never hands one out twice.
+pub fn free_port() -> std::net::SocketAddr {
+    use rand::Rng as _;
+    static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next().and_then(|low| low.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_100));
+    let mut taken = TAKEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for _ in 0..1000 {
+        let port = rand::thread_rng().gen_range(low..high);
+        if taken.contains(&port) {
+            continue;
+        }
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            taken.push(port);
+            if let Ok(address) = listener.local_addr() {
+                return address;
+            }
+        }
+    }
+    panic!("no free TCP port of 127.0.0.1 below {high}")
+}
+
 pub fn transport_key() -> AesKey {
     AesKey::from_bytes(mps_hsm::testing::TRANSPORT_KEY_VALUE)
 }

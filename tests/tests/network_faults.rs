@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use mps_pki::Role;
 use mps_protocol::{MerchantId, OrderNo};
-use mps_tests::{AccountSpec, Bank, Leaf, MERCHANT_ID, TestSim, request};
+use mps_tests::{AccountSpec, Bank, Leaf, MERCHANT_ID, TestSim, free_port, request};
 
 const ORDERS: usize = 10;
 const AMOUNT: u64 = 300;
@@ -27,11 +27,6 @@ fn binary(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(path.exists(), "{} is missing: build it with `cargo build -p mps-{name}`", path.display());
     path
-}
-
-fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
 }
 
 /// One service process, restartable with the same configuration.
