@@ -74,6 +74,45 @@ async fn retransmission_returns_the_stored_answer_and_replays_move_nothing() {
     let accepted = bank.authorize(&packet3, "R-3", 100).await;
     assert_eq!(accepted.code(), "00");
     assert_eq!(bank.available(&account).await, 8_400);
+
+    // The stored counter with one bit different from the stored packet is no retransmission:
+    // 63, and never the stored answer.
+    let mut near_copy = packet3.clone();
+    near_copy[100] ^= 0x80;
+    let refused = bank.authorize(&near_copy, "R-3", 100).await;
+    assert_eq!(refused.code(), "63");
+    assert_ne!(refused.body, accepted.body);
+    assert!(refused.json["payer_answer"].is_null());
+
+    // The SIM is blocked after its payment was approved and booked: the retry of that payment
+    // still gets the stored approval, byte for byte, and nothing moves.
+    bank.ledger.set_sim_status(&sim.sim_id, mps_authz::ledger::SimStatus::Blocked).await.unwrap();
+    let retry = bank.authorize(&packet3, "R-3", 100).await;
+    assert_eq!(retry.status, 200);
+    assert_eq!(retry.body, accepted.body, "a blocked SIM's retransmission gets its stored answer");
+    assert_eq!(retry.jws, accepted.jws);
+    sim.read_answer(&accepted);
+    let next = sim.pay(&account, "R-4", 100, "2468");
+    assert_eq!(bank.authorize(&next, "R-4", 100).await.code(), "62", "a new session of a blocked SIM is refused");
+    assert_eq!(bank.available(&account).await, 8_400);
+    bank.shutdown().await;
+}
+
+/// An amount the ledger cannot book (above i64::MAX minor units) is a format error at step 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_amount_beyond_what_the_ledger_books_is_a_format_error() {
+    let mut bank = Bank::start().await;
+    let account = bank.create_account(&AccountSpec::debit("4000120000000009", "2468", 10_000)).await;
+    let mut sim = bank.new_sim("8949012300000000009", &[&account]).await;
+    // The SIM's packet says the same amount as the body, so only the amount's size is wrong.
+    let packet = sim.pay(&account, "BIG-1", 1u64 << 63, "2468");
+    let answer = bank.authorize(&packet, "BIG-1", 1u64 << 63).await;
+    assert_eq!(answer.status, 400, "{:?}", answer.json);
+    assert_eq!(answer.code(), "30");
+    assert!(answer.json["detail"].as_str().unwrap_or_default().starts_with("amount"), "{:?}", answer.json);
+    assert_eq!(bank.available(&account).await, 10_000);
+    let stored = bank.ledger.sim(&sim.sim_id).await.unwrap().unwrap();
+    assert_eq!(stored.counter.value(), 0, "the SIM's state did not move");
     bank.shutdown().await;
 }
 

@@ -41,6 +41,6 @@ pub fn check(
     let locked = failures >= tries_max;
     PasswordVerdict {
         result: Err(if locked { ResponseCode::PasswordTriesExceeded } else { ResponseCode::IncorrectPassword }),
-        effect: PasswordEffect::Failure { locked },
+        effect: PasswordEffect::Failure { tries_max },
     }
 }

@@ -75,6 +75,18 @@ pub struct AuthorizationRequest {
 #[error("{0}")]
 pub struct BadRequest(pub String);
 
+/// The largest amount the ledger can book: balances and postings are signed 64-bit minor units.
+pub const AMOUNT_MAX: u64 = i64::MAX as u64;
+
+/// An amount in minor units that the ledger can book; anything larger is a format error (30)
+/// here, at step 2, and never reaches the HSM or the ledger.
+pub fn bookable_amount(minor: u64) -> Result<Amount, BadRequest> {
+    if minor > AMOUNT_MAX {
+        return Err(BadRequest(format!("amount: at most {AMOUNT_MAX} minor units")));
+    }
+    Ok(Amount::from_minor(minor))
+}
+
 /// Parses the exact body bytes.
 pub fn parse(body: &[u8]) -> Result<AuthorizationRequest, BadRequest> {
     let raw: RawRequest = serde_json::from_slice(body)
@@ -88,7 +100,7 @@ pub fn parse(body: &[u8]) -> Result<AuthorizationRequest, BadRequest> {
         payer_packet,
         merchant_id: MerchantId::new(&raw.merchant_id).map_err(|e| field("merchant_id", &e))?,
         order_no: OrderNo::new(&raw.order_no).map_err(|e| field("order_no", &e))?,
-        amount: Amount::from_minor(raw.amount),
+        amount: bookable_amount(raw.amount)?,
         currency: Currency::from_code(raw.currency).map_err(|e| field("currency", &e))?,
         acquirer_iin: Iin::new(&raw.acquirer_iin).map_err(|e| field("acquirer_iin", &e))?,
         merchant_account: MerchantAccount::new(&raw.merchant_account).map_err(|e| field("merchant_account", &e))?,
@@ -124,6 +136,10 @@ mod tests {
         assert!(parse(extra_field.as_bytes()).is_err());
         let float_amount = body(113).replace("1250", "12.50");
         assert!(parse(float_amount.as_bytes()).is_err());
+        let largest = body(113).replace("1250", &i64::MAX.to_string());
+        assert_eq!(parse(largest.as_bytes()).unwrap().amount.minor(), AMOUNT_MAX);
+        let above_i64 = body(113).replace("1250", &(AMOUNT_MAX + 1).to_string());
+        assert!(parse(above_i64.as_bytes()).unwrap_err().0.starts_with("amount"));
         let bad_time = body(113).replace("2026-11-26T12:00:00Z", "yesterday");
         assert!(parse(bad_time.as_bytes()).unwrap_err().0.starts_with("merchant_time"));
     }

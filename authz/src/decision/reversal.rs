@@ -70,7 +70,7 @@ pub fn parse(body: &[u8]) -> Result<ReversalRequest, BadRequest> {
     Ok(ReversalRequest {
         merchant_id: MerchantId::new(&raw.merchant_id).map_err(|e| field("merchant_id", &e))?,
         order_no: OrderNo::new(&raw.order_no).map_err(|e| field("order_no", &e))?,
-        amount: Amount::from_minor(raw.amount),
+        amount: super::request::bookable_amount(raw.amount)?,
         currency: Currency::from_code(raw.currency).map_err(|e| field("currency", &e))?,
         acquirer_iin: Iin::new(&raw.acquirer_iin).map_err(|e| field("acquirer_iin", &e))?,
         issuer_iin: Iin::new(&raw.issuer_iin).map_err(|e| field("issuer_iin", &e))?,

@@ -1,5 +1,6 @@
 //! Steps 5 and 6 of the decision: the SIM is known and active, and the packet's counter is the
-//! next session (or a byte-identical retransmission of the last one). These checks run before
+//! next session; or the packet is a byte-identical retransmission of the last one, answered
+//! with its stored answer before the SIM's status is looked at. These checks run before
 //! the packet is authenticated, so a refusal here never moves the SIM's state.
 
 use mps_protocol::wire::PayerPacket;
@@ -24,18 +25,20 @@ pub fn check(
     packet_bytes: &[u8],
 ) -> Result<CounterVerdict, ResponseCode> {
     let sim = sim.ok_or(ResponseCode::UnknownSim)?;
-    if sim.status != SimStatus::Active {
-        return Err(ResponseCode::Restricted);
-    }
     let received = packet.fields.counter;
-    if Some(received) == sim.counter.next() {
-        return Ok(CounterVerdict::NextSession);
-    }
+    // A retransmission gets its stored answer whatever happened to the SIM since: a payment
+    // that was approved and booked stays approved when the SIM is blocked before the retry.
     let identical_retransmission = received == sim.counter
         && received != Counter::ZERO
         && sim.last_answer.as_ref().is_some_and(|stored| stored.packet == packet_bytes);
     if identical_retransmission {
         return Ok(CounterVerdict::Retransmission);
+    }
+    if sim.status != SimStatus::Active {
+        return Err(ResponseCode::Restricted);
+    }
+    if Some(received) == sim.counter.next() {
+        return Ok(CounterVerdict::NextSession);
     }
     Err(ResponseCode::SecurityViolation)
 }

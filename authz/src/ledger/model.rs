@@ -261,10 +261,13 @@ pub enum PasswordEffect {
     /// The password was right: the count of consecutive wrong tries goes back to zero. A lock
     /// is lifted only by an operator ([`super::Ledger::reset_password_tries`]).
     Reset,
-    /// The password was wrong: the count goes up by one; `locked` locks payments (code 75).
+    /// The password was wrong: the count goes up by one, and payments lock (code 75) when it
+    /// reaches `tries_max`. The ledger decides the lock inside the write, on the count it
+    /// increments, never from a count read before: two sessions on one account cannot both
+    /// see the count below the limit and so win an extra guess.
     Failure {
-        /// Whether this wrong try locks payments.
-        locked: bool,
+        /// Consecutive wrong tries that lock payments (the bank's rule, at least 1).
+        tries_max: u32,
     },
 }
 

@@ -180,22 +180,29 @@ fn apply_password_effect(
     effect: PasswordEffect,
     account: Option<&AccountRecord>,
 ) -> Result<(), LedgerError> {
-    let statement = match effect {
-        PasswordEffect::None => return Ok(()),
-        PasswordEffect::Reset => {
-            "UPDATE accounts SET password_failures = 0 WHERE account = ?1 AND password_failures > 0"
-        }
-        PasswordEffect::Failure { locked: false } => {
-            "UPDATE accounts SET password_failures = password_failures + 1 WHERE account = ?1"
-        }
-        PasswordEffect::Failure { locked: true } => {
-            "UPDATE accounts SET password_failures = password_failures + 1, password_locked = 1 WHERE account = ?1"
-        }
-    };
+    if matches!(effect, PasswordEffect::None) {
+        return Ok(());
+    }
     if account.is_none() {
         return Err(LedgerError::NotFound("account"));
     }
-    conn.prepare_cached(statement)?.execute([transaction.account.expose()])?;
+    let changed = match effect {
+        PasswordEffect::None => 0,
+        PasswordEffect::Reset => conn
+            .prepare_cached("UPDATE accounts SET password_failures = 0 WHERE account = ?1 AND password_failures > 0")?
+            .execute([transaction.account.expose()])?,
+        // The lock follows from the count this statement writes, not from one read earlier.
+        PasswordEffect::Failure { tries_max } => conn
+            .prepare_cached(
+                "UPDATE accounts SET password_failures = password_failures + 1, \
+                 password_locked = CASE WHEN password_failures + 1 >= ?2 THEN 1 ELSE password_locked END \
+                 WHERE account = ?1",
+            )?
+            .execute(rusqlite::params![transaction.account.expose(), tries_max.max(1)])?,
+    };
+    if changed > 1 {
+        return Err(LedgerError::Invariant("a password effect changed more than one account"));
+    }
     Ok(())
 }
 
@@ -336,15 +343,17 @@ mod tests {
         ledger.create_account(debit(1, 1_000)).await.unwrap();
         register(&ledger, 1, &[1]).await;
         let wrong =
-            |n, locked| declined_with(1, n, 1, 10, ResponseCode::IncorrectPassword, PasswordEffect::Failure { locked });
-        ledger.commit_session(wrong(1, false)).await.unwrap();
+            |n| declined_with(1, n, 1, 10, ResponseCode::IncorrectPassword, PasswordEffect::Failure { tries_max: 3 });
+        ledger.commit_session(wrong(1)).await.unwrap();
         let record = ledger.account(&account(1)).await.unwrap().unwrap();
         assert_eq!((record.password_failures, record.password_locked), (1, false));
         ledger.commit_session(approval(1, 2, 1, 10)).await.unwrap();
         assert_eq!(ledger.account(&account(1)).await.unwrap().unwrap().password_failures, 0, "a right password resets");
-        ledger.commit_session(wrong(3, false)).await.unwrap();
-        ledger.commit_session(wrong(4, false)).await.unwrap();
-        ledger.commit_session(wrong(5, true)).await.unwrap();
+        ledger.commit_session(wrong(3)).await.unwrap();
+        ledger.commit_session(wrong(4)).await.unwrap();
+        let record = ledger.account(&account(1)).await.unwrap().unwrap();
+        assert_eq!((record.password_failures, record.password_locked), (2, false), "below the limit");
+        ledger.commit_session(wrong(5)).await.unwrap();
         let record = ledger.account(&account(1)).await.unwrap().unwrap();
         assert_eq!((record.password_failures, record.password_locked), (3, true));
         let locked = ledger.commit_session(approval(1, 6, 1, 10)).await.unwrap_err();
@@ -353,6 +362,33 @@ mod tests {
         let record = ledger.account(&account(1)).await.unwrap().unwrap();
         assert_eq!((record.password_failures, record.password_locked), (0, false));
         ledger.commit_session(approval(1, 6, 1, 10)).await.unwrap();
+    }
+
+    /// Two SIMs on one account, each decided on the same count read before either wrote: the
+    /// lock comes from the count the write produces, so the third wrong try locks whichever
+    /// session commits it.
+    #[tokio::test]
+    async fn two_sims_on_one_account_win_no_extra_guess() {
+        let (_dir, _path, ledger) = open_ledger(LedgerConfig::default());
+        ledger.create_account(debit(1, 1_000)).await.unwrap();
+        register(&ledger, 1, &[1]).await;
+        register(&ledger, 2, &[1]).await;
+        let first =
+            declined_with(1, 1, 1, 10, ResponseCode::IncorrectPassword, PasswordEffect::Failure { tries_max: 3 });
+        ledger.commit_session(first).await.unwrap();
+        // Both sessions read the account now (one failure) and decide from it.
+        let stale = ledger.account(&account(1)).await.unwrap().unwrap();
+        let wrong = mps_protocol::PasswordVerificationValue::new([0x5a; 32]);
+        let verdicts = [1, 2].map(|_| crate::decision::password::check(&stale, &wrong, 3));
+        for verdict in &verdicts {
+            assert_eq!(verdict.result, Err(ResponseCode::IncorrectPassword), "each sees one try left");
+        }
+        let from_sim =
+            |sim, counter, effect| declined_with(sim, counter, 1, 10, ResponseCode::IncorrectPassword, effect);
+        ledger.commit_session(from_sim(1, 2, verdicts[0].effect)).await.unwrap();
+        ledger.commit_session(from_sim(2, 1, verdicts[1].effect)).await.unwrap();
+        let record = ledger.account(&account(1)).await.unwrap().unwrap();
+        assert_eq!((record.password_failures, record.password_locked), (3, true), "the third wrong try locks");
     }
 
     #[tokio::test]

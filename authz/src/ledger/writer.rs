@@ -41,6 +41,9 @@ pub(crate) enum Command {
     Heartbeat,
     /// Finish what is queued, then stop.
     Shutdown,
+    /// Tests only: runs the SQL, then fails, as a command that broke half-way would.
+    #[cfg(test)]
+    FailAfter(&'static str),
 }
 
 /// A command and where its result goes.
@@ -203,7 +206,19 @@ impl Writer {
                 results.push(Err(LedgerError::Unavailable(Unavailable::GroupAborted)));
                 continue;
             }
-            results.push(run_in_savepoint(&mut tx, command, stored_answer_bytes_max));
+            match run_in_savepoint(&mut tx, command, stored_answer_bytes_max) {
+                Ok(result) => results.push(result),
+                Err(SavepointFailed(error)) => {
+                    // The failed command's writes could not be undone: nothing of this group
+                    // may commit. Dropping the transaction rolls all of it back.
+                    tracing::error!(%error, "a savepoint could not be rolled back: the whole group is aborted");
+                    drop(tx);
+                    return (
+                        (0..commands.len()).map(|_| Err(LedgerError::Unavailable(Unavailable::GroupAborted))).collect(),
+                        false,
+                    );
+                }
+            }
         }
         if tx.is_autocommit() {
             let results =
@@ -229,20 +244,31 @@ fn fail_all(count: usize, error: rusqlite::Error) -> Vec<Result<(), LedgerError>
     (0..count).map(|_| Err(LedgerError::Unavailable(Unavailable::GroupCommit(Arc::clone(&error))))).collect()
 }
 
-/// Runs one command in its own savepoint: released on success, rolled back on failure.
+/// The savepoint machinery itself failed: a command's writes may be left in the group.
+struct SavepointFailed(rusqlite::Error);
+
+/// Runs one command in its own savepoint: released on success, rolled back on failure. The
+/// outer error says the rollback itself failed, so the group must not commit.
 fn run_in_savepoint(
     tx: &mut Transaction<'_>,
     command: &Command,
     stored_answer_bytes_max: usize,
-) -> Result<(), LedgerError> {
-    let savepoint = tx.savepoint()?;
+) -> Result<Result<(), LedgerError>, SavepointFailed> {
+    let savepoint = match tx.savepoint() {
+        Ok(savepoint) => savepoint,
+        // Nothing ran: this command fails alone.
+        Err(error) => return Ok(Err(error.into())),
+    };
     match apply(&savepoint, command, stored_answer_bytes_max) {
-        Ok(()) => {
-            savepoint.commit()?;
-            Ok(())
-        }
-        // Dropping the savepoint rolls back to it and releases it.
-        Err(error) => Err(error),
+        Ok(()) => match savepoint.commit() {
+            Ok(()) => Ok(Ok(())),
+            Err(error) => Err(SavepointFailed(error)),
+        },
+        // Rolls back to the savepoint and releases it, reporting a failure of either.
+        Err(error) => match savepoint.finish() {
+            Ok(()) => Ok(Err(error)),
+            Err(rollback) => Err(SavepointFailed(rollback)),
+        },
     }
 }
 
@@ -258,6 +284,11 @@ fn apply(conn: &Connection, command: &Command, stored_answer_bytes_max: usize) -
         Command::RewrapChainKey(rewrap) => super::custody::rewrap(conn, &rewrap.0, &rewrap.1),
         Command::Heartbeat => registration::heartbeat(conn, &now_text()?),
         Command::Shutdown => Ok(()),
+        #[cfg(test)]
+        Command::FailAfter(sql) => {
+            conn.execute_batch(sql)?;
+            Err(LedgerError::InvalidInput("a command failed half-way (test)"))
+        }
     }
 }
 
@@ -313,6 +344,43 @@ mod tests {
     fn spawn_commit(ledger: &Ledger, commit: SessionCommit) -> JoinHandle<Result<(), LedgerError>> {
         let ledger = ledger.clone();
         tokio::spawn(async move { ledger.commit_session(commit).await })
+    }
+
+    /// A command fails after its savepoint was released under it, so rolling back to the
+    /// savepoint fails: the whole group is aborted (every caller gets 503) instead of
+    /// committing the failed command's writes along with the others.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_failed_savepoint_rollback_aborts_the_whole_group() {
+        let (_dir, path, ledger) = open_ledger(patient());
+        ledger.create_account(debit(1, 1_000)).await.unwrap();
+        register(&ledger, 1, &[1]).await;
+        let before = ledger.account(&account(1)).await.unwrap().unwrap().balance;
+        let received_before = ledger.stats().commands_received;
+        let (lock, heartbeat) = block_writer(&ledger, &path).await;
+        let approved = spawn_commit(&ledger, approval(1, 1, 1, 60));
+        wait_for_queue(&ledger, received_before + 1, 1).await;
+        let broken = {
+            let ledger = ledger.clone();
+            tokio::spawn(async move {
+                ledger
+                    .submit(Command::FailAfter(
+                        "UPDATE accounts SET balance = balance + 1000000; RELEASE _rusqlite_sp;",
+                    ))
+                    .await
+            })
+        };
+        wait_for_queue(&ledger, received_before + 1, 2).await;
+        drop(lock);
+        heartbeat.await.unwrap();
+        let approved = approved.await.unwrap().unwrap_err();
+        assert!(matches!(approved, LedgerError::Unavailable(Unavailable::GroupAborted)), "{approved:?}");
+        let broken = broken.await.unwrap().unwrap_err();
+        assert!(matches!(broken, LedgerError::Unavailable(Unavailable::GroupAborted)), "{broken:?}");
+        let after = ledger.account(&account(1)).await.unwrap().unwrap();
+        assert_eq!(after.balance, before, "neither the approval nor the broken command's write committed");
+        assert_eq!(ledger.sim(&sim_id(1)).await.unwrap().unwrap().counter.value(), 0);
+        // The writer goes on: the same approval commits in a group of its own.
+        ledger.commit_session(approval(1, 1, 1, 60)).await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
