@@ -187,10 +187,11 @@ pub async fn start(config: &AuthzConfig, parts: Parts) -> Result<RunningServer, 
     let metrics = Arc::clone(&parts.metrics);
     let authorizer = Arc::new(authorizer(config, &parts)?);
     let tls = tls::server_config(&config.server)?;
+    let in_flight = Arc::new(Semaphore::new(config.server.in_flight_max));
     let state = Arc::new(routes::AppState {
         authorizer: Arc::clone(&authorizer),
         metrics: Arc::clone(&metrics),
-        in_flight: Semaphore::new(config.server.in_flight_max),
+        in_flight: Arc::clone(&in_flight),
         request_timeout: config.server.request_timeout(),
     });
     let router = routes::router(state, config.server.body_bytes_max);
@@ -206,10 +207,17 @@ pub async fn start(config: &AuthzConfig, parts: Parts) -> Result<RunningServer, 
         shutdown_grace: config.server.shutdown_grace(),
     };
     let (stop, shutdown) = watch::channel(false);
+    let (in_flight_max, shutdown_grace) = (config.server.in_flight_max, config.server.shutdown_grace());
     let task = tokio::spawn(async move {
         let admin_task = tokio::spawn(server::serve_admin(admin_listener, admin_router, shutdown.clone()));
         server::serve_tls(listener, tls, router, limits, shutdown).await;
         let _ = admin_task.await;
+        // Decisions whose caller went away may still be booking: they finish before the
+        // ledger closes (bounded by the grace period, like the connections).
+        let permits = u32::try_from(in_flight_max).unwrap_or(u32::MAX);
+        if tokio::time::timeout(shutdown_grace, in_flight.acquire_many(permits)).await.is_err() {
+            tracing::error!("decisions still running after the shutdown grace period; closing the ledger under them");
+        }
         parts.ledger.close().await;
         tracing::info!("authorization server stopped");
     });

@@ -244,7 +244,7 @@ mod defaults {
         5_000
     }
     pub fn request_timeout_ms() -> u64 {
-        10_000
+        20_000
     }
     pub fn handshake_timeout_ms() -> u64 {
         5_000
@@ -278,7 +278,24 @@ mod defaults {
     }
 }
 
+/// Ledger reads of one authorization, each bounded by `ledger.read_timeout_ms`: the SIM, the
+/// account, the day's approved total and the order's earlier approval.
+pub const LEDGER_READS_PER_AUTHORIZATION: u64 = 4;
+/// HSM calls of one authorization, each bounded by `hsm.op_timeout_ms`: open the session, seal
+/// the answer, sign the body.
+pub const HSM_CALLS_PER_AUTHORIZATION: u64 = 3;
+
 impl AuthzConfig {
+    /// The longest one authorization can spend in its bounded stages; the request deadline
+    /// must be above it. (Lock waits are bounded by the deadline alone, and a queued booking
+    /// by nothing: it completes, see `decision::attempt`.)
+    pub fn stage_timeouts_ms(&self) -> u64 {
+        LEDGER_READS_PER_AUTHORIZATION
+            .saturating_mul(self.ledger.tuning.read_timeout_ms)
+            .saturating_add(HSM_CALLS_PER_AUTHORIZATION.saturating_mul(self.hsm.op_timeout_ms))
+            .saturating_add(self.ledger.tuning.enqueue_timeout_ms)
+    }
+
     /// Reads `path` and applies the process environment's overrides.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text =
@@ -313,6 +330,16 @@ impl AuthzConfig {
         }
         if self.issuer.next_signing()?.is_some() && self.hsm.keys.signing_next.is_none() {
             return invalid("issuer.next_signing_certificate needs hsm.keys.signing_next (the next key's label)");
+        }
+        let stages = self.stage_timeouts_ms();
+        if self.server.request_timeout_ms <= stages {
+            return Err(ConfigError::Invalid(format!(
+                "server.request_timeout_ms ({}) must exceed the sum of one authorization's stage timeouts ({stages} ms = \
+                 {LEDGER_READS_PER_AUTHORIZATION} × ledger.read_timeout_ms + {HSM_CALLS_PER_AUTHORIZATION} × hsm.op_timeout_ms \
+                 + ledger.enqueue_timeout_ms), so that a stage fails with its own error before the deadline: raise it or \
+                 lower those",
+                self.server.request_timeout_ms
+            )));
         }
         crate::decision::business_day::Cutoff::parse(&self.issuer.business_day_cutoff)
             .map_err(|e| ConfigError::Invalid(format!("issuer.business_day_cutoff: {e}")))?;
@@ -354,6 +381,21 @@ mod tests {
             let error = AuthzConfig::from_parts(&example(), vars);
             assert!(error.is_err(), "unknown key {section}.{key} was accepted");
         }
+    }
+
+    #[test]
+    fn the_request_deadline_must_exceed_the_stage_timeouts() {
+        let config = AuthzConfig::from_parts(&example(), Vec::new()).unwrap();
+        assert_eq!(config.stage_timeouts_ms(), 4 * 2_000 + 3 * 2_000 + 1_000);
+        let at = |ms: u64| vec![("MPS_AUTHZ__SERVER__REQUEST_TIMEOUT_MS".to_owned(), ms.to_string())];
+        let error = AuthzConfig::from_parts(&example(), at(15_000)).unwrap_err().to_string();
+        assert!(error.contains("request_timeout_ms (15000)") && error.contains("15000 ms"), "{error}");
+        assert!(AuthzConfig::from_parts(&example(), at(15_001)).is_ok());
+        let slower_hsm = vec![
+            ("MPS_AUTHZ__SERVER__REQUEST_TIMEOUT_MS".to_owned(), "15001".to_owned()),
+            ("MPS_AUTHZ__HSM__OP_TIMEOUT_MS".to_owned(), "3000".to_owned()),
+        ];
+        assert!(AuthzConfig::from_parts(&example(), slower_hsm).is_err(), "the HSM's timeout counts three times");
     }
 
     #[test]

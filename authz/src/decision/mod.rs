@@ -11,6 +11,7 @@
 
 pub mod account;
 pub mod approve;
+pub mod attempt;
 pub mod business_day;
 pub mod duplicate;
 pub mod funds;
@@ -40,6 +41,7 @@ use crate::ledger::{
 };
 use crate::ops::metrics::{Metrics, Stage};
 
+use self::attempt::Attempt;
 use self::business_day::Cutoff;
 use self::locks::LockTable;
 use self::request::AuthorizationRequest;
@@ -61,6 +63,9 @@ pub enum Reply {
     Refused(Refusal),
     /// A dependency could not answer; nothing was approved.
     Unavailable(Dependency),
+    /// The caller gave up after the booking was queued: it completes, and the same packet
+    /// sent again gets the stored answer. Never "nothing was approved".
+    OutcomeUnknown,
 }
 
 /// Why a request was refused before the issuer decided (steps 2 to 4).
@@ -179,13 +184,15 @@ impl Authorizer {
     }
 
     /// Decides one authorization from the exact body bytes and the `x-jws-signature` header.
-    pub async fn authorize(&self, body: &[u8], jws: Option<&str>) -> Reply {
-        match self.run(body, jws).await {
+    /// It queues its booking only if `attempt`'s caller has not given up by then; run it in a
+    /// task of its own so that nothing cancels it once it has (see [`attempt`]).
+    pub async fn authorize(&self, body: &[u8], jws: Option<&str>, attempt: &Attempt) -> Reply {
+        match self.run(body, jws, attempt).await {
             Ok(reply) | Err(reply) => reply,
         }
     }
 
-    async fn run(&self, body: &[u8], jws: Option<&str>) -> Early<Reply> {
+    async fn run(&self, body: &[u8], jws: Option<&str>, attempt: &Attempt) -> Early<Reply> {
         let request = request::parse(body).map_err(|e| Reply::Refused(Refusal::Format(e)))?;
         self.timed(Stage::Jws, async { self.merchants.check(jws, body, &request.merchant_id) }).await.map_err(|e| {
             tracing::info!(reason = %e, "merchant signature refused");
@@ -208,7 +215,7 @@ impl Authorizer {
         // lock keeps two SIMs from approving one merchant order at once (step 11).
         let _order_guard = self.order_locks.lock(&(request.merchant_id, request.order_no)).await;
         let _account_guard = self.account_locks.lock(opened.account.expose()).await;
-        self.authenticated(&request, &packet, &sim, opened).await
+        self.authenticated(&request, &packet, &sim, opened, attempt).await
     }
 
     /// Step 7: unwrap, derive, verify the MAC, decrypt; bad MAC is 63 with the state kept.
@@ -245,6 +252,7 @@ impl Authorizer {
         packet: &PayerPacket,
         sim: &SimRecord,
         opened: OpenedSession,
+        attempt: &Attempt,
     ) -> Early<Reply> {
         let now = OffsetDateTime::now_utc();
         let business_day = self.settings.cutoff.business_day(now);
@@ -288,6 +296,12 @@ impl Authorizer {
             response_body: body.clone(),
             response_signature: signature.clone(),
         };
+        if !attempt.begin_booking() {
+            tracing::info!("the caller gave up before the booking: nothing booked");
+            return Err(Reply::Unavailable(Dependency::Deadline));
+        }
+        // From here on the booking completes whatever the caller does, and the locks are held
+        // until it is durable (or has failed).
         self.ledger_call(self.ledger.commit_session(commit)).await?;
         tracing::info!(
             txn_id = %txn_id.to_hex(),
@@ -405,6 +419,6 @@ struct Decision {
 
 /// The authorization future must be Send to run on any tokio worker.
 #[allow(dead_code)]
-fn authorize_is_send(authorizer: &Authorizer) -> impl Send + '_ {
-    authorizer.authorize(&[], None)
+fn authorize_is_send<'a>(authorizer: &'a Authorizer, attempt: &'a Attempt) -> impl Send + 'a {
+    authorizer.authorize(&[], None, attempt)
 }

@@ -16,8 +16,9 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::attempt::Attempt;
 use super::request::BadRequest;
-use super::{Authorizer, Early, Refusal, Reply, approve};
+use super::{Authorizer, Dependency, Early, Refusal, Reply, approve};
 use crate::ledger::{ReversalCommit, ReversalOutcome, ReversalReason};
 use crate::ops::metrics::Stage;
 
@@ -124,14 +125,15 @@ impl Authorizer {
         }))
     }
 
-    /// Decides one reversal from the exact body bytes and the `x-jws-signature` header.
-    pub async fn reverse(&self, body: &[u8], jws: Option<&str>) -> Reply {
-        match self.run_reversal(body, jws).await {
+    /// Decides one reversal from the exact body bytes and the `x-jws-signature` header; like
+    /// [`Authorizer::authorize`], it books only if `attempt`'s caller has not given up.
+    pub async fn reverse(&self, body: &[u8], jws: Option<&str>, attempt: &Attempt) -> Reply {
+        match self.run_reversal(body, jws, attempt).await {
             Ok(reply) | Err(reply) => reply,
         }
     }
 
-    async fn run_reversal(&self, body: &[u8], jws: Option<&str>) -> Early<Reply> {
+    async fn run_reversal(&self, body: &[u8], jws: Option<&str>, attempt: &Attempt) -> Early<Reply> {
         let request = parse(body).map_err(|e| Reply::Refused(Refusal::Format(e)))?;
         self.timed(Stage::Jws, async { self.merchants.check(jws, body, &request.merchant_id) }).await.map_err(|e| {
             tracing::info!(reason = %e, "merchant signature on a reversal refused");
@@ -192,6 +194,10 @@ impl Authorizer {
             response_body: body.clone(),
             response_signature: signature.clone(),
         };
+        if !attempt.begin_booking() {
+            tracing::info!("the caller gave up before the reversal was booked: nothing booked");
+            return Err(Reply::Unavailable(Dependency::Deadline));
+        }
         self.ledger_call(self.ledger.commit_reversal(commit)).await?;
         let code = outcome.response_code();
         tracing::info!(

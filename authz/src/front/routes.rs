@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use super::problem;
+use crate::decision::attempt::{Attempt, GaveUp};
 use crate::decision::packet::PacketRefusal;
 use crate::decision::{Authorizer, Dependency, Refusal, Reply};
 use crate::ops::metrics::Metrics;
@@ -28,8 +29,9 @@ pub struct AppState {
     pub authorizer: Arc<Authorizer>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Bounds authorizations in flight.
-    pub in_flight: Semaphore,
+    /// Bounds authorizations in flight, counting those whose caller has gone but whose
+    /// booking is still completing.
+    pub in_flight: Arc<Semaphore>,
     /// Whole-request deadline.
     pub request_timeout: std::time::Duration,
 }
@@ -88,7 +90,7 @@ async fn serve(
         Operation::Authorize => tracing::info_span!("authorization", request_id = %request_id),
         Operation::Reverse => tracing::info_span!("reversal", request_id = %request_id),
     };
-    let response = handle(&state, &headers, body, operation).instrument(span).await;
+    let response = handle(&state, &headers, body, operation).instrument(span.clone()).await;
     let status = response.status();
     state.metrics.http_status.with_label_values(&[status.as_str()]).inc();
     state.metrics.request_seconds.with_label_values(&[status.as_str()]).observe(started.elapsed().as_secs_f64());
@@ -100,7 +102,7 @@ async fn serve(
 }
 
 async fn handle(
-    state: &AppState,
+    state: &Arc<AppState>,
     headers: &HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
     operation: Operation,
@@ -130,7 +132,7 @@ async fn handle(
             );
         }
     }
-    let Ok(_permit) = state.in_flight.try_acquire() else {
+    let Ok(permit) = Arc::clone(&state.in_flight).try_acquire_owned() else {
         state.metrics.overload.inc();
         let mut response = problem::response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -141,23 +143,57 @@ async fn handle(
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     };
-    let jws = headers.get(JWS_HEADER).and_then(|v| v.to_str().ok());
-    state.metrics.in_flight.inc();
-    let _in_flight = InFlight(&state.metrics.in_flight);
-    let decided = async {
-        match operation {
-            Operation::Authorize => state.authorizer.authorize(&body, jws).await,
-            Operation::Reverse => state.authorizer.reverse(&body, jws).await,
+    let jws = headers.get(JWS_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    // The decision runs in a task of its own: neither the deadline nor a client that goes
+    // away can cancel a booking half-way or release its locks early (decision::attempt).
+    let attempt = Arc::new(Attempt::new());
+    let task = {
+        let (state, attempt) = (Arc::clone(state), Arc::clone(&attempt));
+        async move {
+            let _permit = permit;
+            state.metrics.in_flight.inc();
+            let _in_flight = InFlight(&state.metrics.in_flight);
+            match operation {
+                Operation::Authorize => state.authorizer.authorize(&body, jws.as_deref(), &attempt).await,
+                Operation::Reverse => state.authorizer.reverse(&body, jws.as_deref(), &attempt).await,
+            }
         }
     };
-    let reply = match tokio::time::timeout(state.request_timeout, decided).await {
-        Ok(reply) => reply,
+    let task = tokio::spawn(task.in_current_span());
+    // A client that disconnects or resets its stream drops this future: the decision then
+    // stops before booking, or completes its booking if it had queued it.
+    let _gone = GiveUpOnDrop(&attempt);
+    let reply = match tokio::time::timeout(state.request_timeout, task).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(join_error)) => {
+            tracing::error!(error = %join_error, "the decision task failed");
+            gave_up(&attempt)
+        }
         Err(_) => {
-            tracing::error!("authorization timed out");
-            Reply::Unavailable(Dependency::Deadline)
+            tracing::error!("the request deadline passed before the decision");
+            gave_up(&attempt)
         }
     };
     into_response(state, reply)
+}
+
+/// What a caller that stops waiting may say: "nothing was approved" only when the decision had
+/// not queued its booking.
+fn gave_up(attempt: &Attempt) -> Reply {
+    match attempt.give_up() {
+        GaveUp::NothingBooked => Reply::Unavailable(Dependency::Deadline),
+        GaveUp::OutcomeUnknown => Reply::OutcomeUnknown,
+    }
+}
+
+/// Gives the attempt up when the request's future is dropped before it has its reply.
+struct GiveUpOnDrop<'a>(&'a Attempt);
+
+impl Drop for GiveUpOnDrop<'_> {
+    fn drop(&mut self) {
+        // After a reply this changes nothing: the decision is past its booking or has ended.
+        let _ = self.0.give_up();
+    }
 }
 
 fn into_response(state: &AppState, reply: Reply) -> Response {
@@ -187,6 +223,18 @@ fn into_response(state: &AppState, reply: Reply) -> Response {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Issuer unavailable",
                 &detail,
+                Some(mps_protocol::ResponseCode::IssuerUnavailable),
+            );
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+        Reply::OutcomeUnknown => {
+            state.metrics.outcome_unknown.inc();
+            let mut response = problem::response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Outcome unknown",
+                "the deadline passed after the issuer queued the booking, which completes: send the same packet \
+                 again, and its retransmission gets the stored answer (or reverse the order)",
                 Some(mps_protocol::ResponseCode::IssuerUnavailable),
             );
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

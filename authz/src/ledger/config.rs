@@ -23,8 +23,9 @@ pub struct LedgerConfig {
     pub busy_timeout_ms: u64,
     /// How long a caller waits for room in a full writer queue before giving up (Unavailable).
     pub enqueue_timeout_ms: u64,
-    /// How long a caller waits for its write to be committed before giving up (Unavailable).
-    /// The command may still commit after that: a caller must treat the outcome as unknown.
+    /// How long a caller of an administrative write (account, SIM status, rewrap) waits for
+    /// it to be committed before giving up (Unavailable; it may still commit). Bookings of
+    /// authorizations and reversals are waited for to completion instead.
     pub write_timeout_ms: u64,
     /// How long a reader waits for a free read connection.
     pub read_timeout_ms: u64,
@@ -45,7 +46,7 @@ impl Default for LedgerConfig {
             busy_timeout_ms: 5_000,
             enqueue_timeout_ms: 1_000,
             write_timeout_ms: 10_000,
-            read_timeout_ms: 5_000,
+            read_timeout_ms: 2_000,
             health_timeout_ms: 2_000,
             statement_lines_max: 1_000,
             stored_answer_bytes_max: 64 * 1024,

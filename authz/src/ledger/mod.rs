@@ -221,10 +221,11 @@ impl Ledger {
     /// Books one authenticated session in one transaction: the transaction row, an approval's
     /// postings and balance, the password count, the SIM's counter n, CK_n and RSN_{n+1}, and
     /// the exact answer. A premise that moved is a [`LedgerError::Conflict`] and stores
-    /// nothing. On [`LedgerError::Unavailable`] with [`Unavailable::Timeout`] the outcome is
-    /// unknown: the SIM's stored state tells.
+    /// nothing. Once queued, it is waited for without a time limit (see
+    /// [`Ledger::submit_to_completion`]): its caller learns the outcome and holds its locks
+    /// until then.
     pub async fn commit_session(&self, commit: SessionCommit) -> Result<(), LedgerError> {
-        self.submit(Command::CommitSession(Box::new(commit))).await
+        self.submit_to_completion(Command::CommitSession(Box::new(commit))).await
     }
 
     /// Opens an account; its opening balance is a journal entry against the funding account.
@@ -260,7 +261,7 @@ impl Ledger {
     /// Stores an answered reversal and, when it undoes an approval, books the mirrored
     /// postings and frees the order: exactly once ([`Conflict::AlreadyReversed`] otherwise).
     pub async fn commit_reversal(&self, commit: ReversalCommit) -> Result<(), LedgerError> {
-        self.submit(Command::CommitReversal(Box::new(commit))).await
+        self.submit_to_completion(Command::CommitReversal(Box::new(commit))).await
     }
 
     /// Blocks or unblocks a SIM.
@@ -326,6 +327,20 @@ impl Ledger {
             // The writer dropped the job: it stopped before running it.
             Ok(Err(_)) => Err(LedgerError::Unavailable(Unavailable::WriterStopped)),
             Err(_) => Err(LedgerError::Unavailable(Unavailable::Timeout)),
+        }
+    }
+
+    /// Sends a booking to the writer and waits for its result however long it takes: a
+    /// booking that was queued may commit at any moment, so a caller that stopped waiting
+    /// could neither tell its client the outcome nor release the locks that keep the next
+    /// request from reading the state before it. The writer answers every job it takes, or
+    /// drops it when it stops ([`Unavailable::WriterStopped`]); only the enqueue is bounded.
+    async fn submit_to_completion(&self, command: Command) -> Result<(), LedgerError> {
+        let (reply, result) = oneshot::channel();
+        self.enqueue(Job { command, reply }).await?;
+        match result.await {
+            Ok(result) => result,
+            Err(_) => Err(LedgerError::Unavailable(Unavailable::WriterStopped)),
         }
     }
 

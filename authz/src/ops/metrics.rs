@@ -53,6 +53,8 @@ pub struct Metrics {
     pub mac_failures: IntCounter,
     /// Requests refused because too many were in flight.
     pub overload: IntCounter,
+    /// Requests whose deadline passed after their booking was queued (answered "outcome unknown").
+    pub outcome_unknown: IntCounter,
     /// Authorizations being decided now.
     pub in_flight: IntGauge,
     /// Commands per ledger group commit.
@@ -87,12 +89,17 @@ impl Metrics {
         let http_status = IntCounterVec::new(Opts::new("http_responses_total", "HTTP answers by status"), &["status"])?;
         let mac_failures = IntCounter::new("mac_failures_total", "Packets whose MAC or secret did not verify")?;
         let overload = IntCounter::new("overload_total", "Requests refused with 503 because too many were in flight")?;
+        let outcome_unknown = IntCounter::new(
+            "outcome_unknown_total",
+            "Requests whose deadline passed after their booking was queued (503 outcome unknown)",
+        )?;
         registry.register(Box::new(request_seconds.clone()))?;
         registry.register(Box::new(stage_seconds.clone()))?;
         registry.register(Box::new(responses.clone()))?;
         registry.register(Box::new(http_status.clone()))?;
         registry.register(Box::new(mac_failures.clone()))?;
         registry.register(Box::new(overload.clone()))?;
+        registry.register(Box::new(outcome_unknown.clone()))?;
         let in_flight = IntGauge::new("in_flight", "Authorizations being decided now")?;
         let ledger_batch_commands = Histogram::with_opts(
             HistogramOpts::new("ledger_commit_batch_commands", "Commands per ledger group commit")
@@ -115,6 +122,7 @@ impl Metrics {
             http_status,
             mac_failures,
             overload,
+            outcome_unknown,
             in_flight,
             ledger_batch_commands,
             ledger_commit_seconds,
