@@ -172,6 +172,7 @@ impl CliError {
 }
 
 fn main() -> ExitCode {
+    mps_protocol::closed_pipe::exit_quietly();
     let cli = Cli::parse();
     let config = match AuthzConfig::load(&cli.config) {
         Ok(config) => config,

@@ -30,6 +30,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    mps_protocol::closed_pipe::exit_quietly();
     let cli = Cli::parse();
     let config = match GatewayConfig::load(&cli.config) {
         Ok(config) => config,

@@ -103,6 +103,7 @@ impl<E: std::fmt::Display> From<E> for Failure {
 }
 
 fn main() -> ExitCode {
+    mps_protocol::closed_pipe::exit_quietly();
     let cli = Cli::parse();
     let config =
         match LoadtestConfig::load(cli.config.as_deref()).map_err(Failure::from).and_then(|c| apply_flags(c, &cli)) {

@@ -75,6 +75,7 @@ enum OrdersCommand {
 }
 
 fn main() -> ExitCode {
+    mps_protocol::closed_pipe::exit_quietly();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -139,6 +139,7 @@ fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
 }
 
 fn main() -> ExitCode {
+    mps_protocol::closed_pipe::exit_quietly();
     // While this is the only thread: an HSM PIN in the environment leaves it (and
     // /proc/PID/environ) before anything else runs.
     if let Err(error) = mps_hsm::take_pins_from_environment(&[mps_hsm::config::DEFAULT_PIN_ENV]) {

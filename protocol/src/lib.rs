@@ -8,6 +8,7 @@
 //! reader and writer every wire layout is read and written with.
 #![forbid(unsafe_code)]
 
+pub mod closed_pipe;
 mod codec;
 pub mod config;
 pub mod ids;

@@ -126,6 +126,14 @@ pub enum MigrationError {
     /// The database refused WAL mode.
     #[error("the database did not switch to WAL journal mode")]
     NotWal,
+    /// A setting the ledger's durability rests on did not take on the writer connection.
+    #[error("the ledger's writer connection has {setting}; it must be {required}: refusing to serve")]
+    NotDurable {
+        /// The setting as read back.
+        setting: String,
+        /// What it must be.
+        required: &'static str,
+    },
 }
 
 impl From<rusqlite::Error> for LedgerError {

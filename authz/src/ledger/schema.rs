@@ -221,6 +221,28 @@ pub(crate) fn configure_writer(conn: &Connection, busy_timeout: std::time::Durat
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "trusted_schema", "OFF")?;
+    check_durable(conn)
+}
+
+/// Reads back what an answer's durability rests on: WAL journal and a full fsync at every
+/// commit. A writer connection without them must not serve: an approval could be answered
+/// and then lost in a power cut.
+pub(crate) fn check_durable(conn: &Connection) -> Result<(), LedgerError> {
+    let mode: String = conn.pragma_query_value(None, "journal_mode", |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(LedgerError::Migration(MigrationError::NotDurable {
+            setting: format!("journal_mode={mode}"),
+            required: "journal_mode=wal",
+        }));
+    }
+    // 2 is FULL (3 is EXTRA, stronger still).
+    let synchronous: i64 = conn.pragma_query_value(None, "synchronous", |row| row.get(0))?;
+    if synchronous < 2 {
+        return Err(LedgerError::Migration(MigrationError::NotDurable {
+            setting: format!("synchronous={synchronous}"),
+            required: "synchronous=FULL (2)",
+        }));
+    }
     Ok(())
 }
 
@@ -320,6 +342,23 @@ mod tests {
         let conn = Connection::open(path).unwrap();
         configure_writer(&conn, std::time::Duration::from_secs(1)).unwrap();
         conn
+    }
+
+    #[test]
+    fn the_writer_connection_is_durable_and_a_weaker_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_raw(&dir.path().join("ledger.db"));
+        let synchronous: i64 = conn.pragma_query_value(None, "synchronous", |row| row.get(0)).unwrap();
+        assert_eq!(synchronous, 2, "FULL");
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |row| row.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+        let error = check_durable(&conn).unwrap_err().to_string();
+        assert!(error.contains("synchronous=1"), "{error}");
+        conn.pragma_update(None, "synchronous", "FULL").unwrap();
+        conn.pragma_update_and_check(None, "journal_mode", "delete", |row| row.get::<_, String>(0)).unwrap();
+        let error = check_durable(&conn).unwrap_err().to_string();
+        assert!(error.contains("journal_mode=delete"), "{error}");
     }
 
     #[test]

@@ -108,6 +108,7 @@ struct BenchArgs {
 }
 
 fn main() -> ExitCode {
+    mps_protocol::closed_pipe::exit_quietly();
     // Before anything else, while this is the only thread: the PIN leaves the environment.
     if let Err(e) = mps_hsm::take_pins_from_environment(&[mps_hsm::config::DEFAULT_PIN_ENV]) {
         eprintln!("mps-hsm: error: {e}");

@@ -122,6 +122,7 @@ fn run(cli: Cli) -> Result<u8, CliError> {
 }
 
 fn main() -> ExitCode {
+    mps_protocol::closed_pipe::exit_quietly();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
