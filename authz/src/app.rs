@@ -118,8 +118,13 @@ pub fn authorizer(config: &AuthzConfig, parts: &Parts) -> Result<Authorizer, App
     }
     let cutoff = Cutoff::parse(&config.issuer.business_day_cutoff)
         .map_err(|e| AppError::Pki(format!("issuer.business_day_cutoff: {e}")))?;
-    let settings =
-        DecisionSettings { iin: config.issuer.iin, cutoff, password_tries_max: config.issuer.password_tries_max };
+    let settings = DecisionSettings {
+        iin: config.issuer.iin,
+        cutoff,
+        password_tries_max: config.issuer.password_tries_max,
+        mac_failure_limit: config.issuer.mac_failure_limit,
+        mac_failure_window: std::time::Duration::from_secs(config.issuer.mac_failure_window_s),
+    };
     Ok(Authorizer::new(
         parts.hsm.clone(),
         parts.ledger.clone(),

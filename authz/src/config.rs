@@ -161,6 +161,14 @@ pub struct IssuerConfig {
     /// Consecutive wrong passwords that lock payments (code 75 at the last one).
     #[serde(default = "defaults::password_tries_max")]
     pub password_tries_max: u32,
+    /// Packets whose MAC failed, per SIM and sending merchant, within `mac_failure_window_s`,
+    /// after which that merchant's packets for the SIM get 429 until the window ends (0: no
+    /// limit). The SIM itself is never blocked by MAC failures.
+    #[serde(default = "defaults::mac_failure_limit")]
+    pub mac_failure_limit: u32,
+    /// See `mac_failure_limit` (1 to 3600 seconds).
+    #[serde(default = "defaults::mac_failure_window_s")]
+    pub mac_failure_window_s: u64,
     /// Signing-key renewal: the certificate chain of the next signing key (`hsm.keys.
     /// signing_next`), used for answers signed from `next_signing_from` on.
     #[serde(default)]
@@ -270,6 +278,12 @@ mod defaults {
     pub fn password_tries_max() -> u32 {
         3
     }
+    pub fn mac_failure_limit() -> u32 {
+        20
+    }
+    pub fn mac_failure_window_s() -> u64 {
+        60
+    }
     pub fn log_level() -> String {
         "info".to_owned()
     }
@@ -324,6 +338,9 @@ impl AuthzConfig {
         }
         if self.merchants.scheme_ca.is_empty() {
             return invalid("merchants.scheme_ca must name at least one CA file");
+        }
+        if !(1..=3600).contains(&self.issuer.mac_failure_window_s) {
+            return invalid("issuer.mac_failure_window_s must be 1 to 3600");
         }
         if !(1..=10).contains(&self.issuer.password_tries_max) {
             return invalid("issuer.password_tries_max must be 1 to 10");

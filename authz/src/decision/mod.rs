@@ -17,6 +17,7 @@ pub mod duplicate;
 pub mod funds;
 pub mod limits;
 pub mod locks;
+pub mod mac_failures;
 pub mod merchant;
 pub mod packet;
 pub mod password;
@@ -85,6 +86,12 @@ pub enum Refusal {
     /// A reversal named a transaction of another merchant's order.
     #[error("the transaction named belongs to another merchant's order; only that merchant can reverse it")]
     OtherMerchant,
+    /// This merchant sent too many packets whose MAC failed for this SIM lately.
+    #[error(
+        "too many packets for this SIM from this merchant failed their MAC lately; nothing was checked or changed, \
+         retry later"
+    )]
+    Throttled,
 }
 
 impl Refusal {
@@ -94,7 +101,7 @@ impl Refusal {
             Self::Format(_) => ResponseCode::FormatError,
             Self::Signature(_) => ResponseCode::SecurityViolation,
             Self::Packet(refusal) => refusal.response_code(),
-            Self::OtherMerchant => ResponseCode::SecurityViolation,
+            Self::OtherMerchant | Self::Throttled => ResponseCode::SecurityViolation,
         }
     }
 }
@@ -130,6 +137,11 @@ pub struct DecisionSettings {
     pub cutoff: Cutoff,
     /// Consecutive wrong passwords that lock payments.
     pub password_tries_max: u32,
+    /// MAC failures per SIM and merchant within `mac_failure_window` before that merchant's
+    /// packets for the SIM are refused for the rest of the window (0: no limit).
+    pub mac_failure_limit: u32,
+    /// See `mac_failure_limit`.
+    pub mac_failure_window: std::time::Duration,
 }
 
 /// Runs authorizations. Cheap to share (`Arc`).
@@ -142,7 +154,16 @@ pub struct Authorizer {
     sim_locks: LockTable,
     order_locks: LockTable,
     account_locks: LockTable,
+    mac_failures: mac_failures::MacFailures,
     metrics: Arc<Metrics>,
+}
+
+/// Where steps 5 to 7 leave an authorization.
+enum Authentication {
+    /// Done: a stored answer, or the whole decision.
+    Reply(Reply),
+    /// Refused before authentication (14, 62, 63): signed once every lock is released.
+    Refused(ResponseCode),
 }
 
 /// A step that ended the authorization early with a reply.
@@ -165,10 +186,11 @@ impl Authorizer {
             ledger,
             merchants,
             signer,
-            settings,
             sim_locks: LockTable::new(LOCK_SLOTS),
             order_locks: LockTable::new(LOCK_SLOTS),
             account_locks: LockTable::new(LOCK_SLOTS),
+            mac_failures: mac_failures::MacFailures::new(settings.mac_failure_limit, settings.mac_failure_window),
+            settings,
             metrics,
         }
     }
@@ -199,23 +221,77 @@ impl Authorizer {
             Reply::Refused(Refusal::Signature(e))
         })?;
         let packet = packet::check(&request, self.settings.iin).map_err(|e| Reply::Refused(Refusal::Packet(e)))?;
-        let _sim_guard = self.sim_locks.lock(packet.fields.sim_id.as_str()).await;
-        let sim = self.ledger_call(self.ledger.sim(&packet.fields.sim_id)).await?;
-        match sim::check(sim.as_ref(), &packet, &request.payer_packet) {
-            Err(code) => return self.unauthenticated(&request, code).await,
-            Ok(sim::CounterVerdict::Retransmission) => return Ok(Self::stored_answer(sim.as_ref())),
-            Ok(sim::CounterVerdict::NextSession) => {}
+        match self.authenticate(&request, &packet, attempt).await? {
+            Authentication::Reply(reply) => Ok(reply),
+            // Signed after every lock is released: refusing garbage holds no SIM's lock.
+            Authentication::Refused(code) => self.unauthenticated(&request, code).await,
         }
-        let Some(sim) = sim else { return self.unauthenticated(&request, ResponseCode::UnknownSim).await };
-        let opened = match self.open_session(&sim, &packet).await? {
-            Ok(opened) => opened,
-            Err(code) => return self.unauthenticated(&request, code).await,
+    }
+
+    /// Steps 5 to 7 without the SIM's lock, then again under it, then steps 8 on.
+    ///
+    /// The first look reads the SIM and verifies the MAC in the HSM without the SIM's lock: a
+    /// packet that fails there moves nothing, so it needs no lock, and a flood of garbage under
+    /// a victim's SIM id never queues in front of the victim's own payment. Only a packet whose
+    /// MAC verified takes the lock, reads the SIM again, and goes on if nothing moved between
+    /// the look and the lock; if something did (its own earlier booking completed, an operator
+    /// blocked the SIM, the chain key was rewrapped), steps 5 to 7 run again under the lock.
+    async fn authenticate(
+        &self,
+        request: &AuthorizationRequest,
+        packet: &PayerPacket,
+        attempt: &Attempt,
+    ) -> Early<Authentication> {
+        let sim_id = &packet.fields.sim_id;
+        if self.mac_failures.over_limit(sim_id, &request.merchant_id) {
+            tracing::warn!(sim = %sim_id, merchant = %request.merchant_id, "packet refused: too many MAC failures lately");
+            return Err(Reply::Refused(Refusal::Throttled));
+        }
+        let looked = self.ledger_call(self.ledger.sim(sim_id)).await?;
+        let (sim, opened) = match self.steps_5_to_7(request, packet, looked).await? {
+            Ok(session) => session,
+            Err(done) => return Ok(done),
+        };
+        let _sim_guard = self.sim_locks.lock(sim_id.as_str()).await;
+        let current = self.ledger_call(self.ledger.sim(sim_id)).await?;
+        let (sim, opened) = if current.as_ref() == Some(&sim) {
+            (sim, opened)
+        } else {
+            drop(opened);
+            match self.steps_5_to_7(request, packet, current).await? {
+                Ok(session) => session,
+                Err(done) => return Ok(done),
+            }
         };
         // Fixed order of the three tables (SIM, order, account) rules out deadlocks; the order
         // lock keeps two SIMs from approving one merchant order at once (step 11).
         let _order_guard = self.order_locks.lock(&(request.merchant_id, request.order_no)).await;
         let _account_guard = self.account_locks.lock(opened.account.expose()).await;
-        self.authenticated(&request, &packet, &sim, opened, attempt).await
+        self.authenticated(request, packet, &sim, opened, attempt).await.map(Authentication::Reply)
+    }
+
+    /// Steps 5 and 6 on the SIM as read, then step 7 in the HSM.
+    async fn steps_5_to_7(
+        &self,
+        request: &AuthorizationRequest,
+        packet: &PayerPacket,
+        sim: Option<SimRecord>,
+    ) -> Early<Result<(SimRecord, OpenedSession), Authentication>> {
+        match sim::check(sim.as_ref(), packet, &request.payer_packet) {
+            Err(code) => return Ok(Err(Authentication::Refused(code))),
+            Ok(sim::CounterVerdict::Retransmission) => {
+                return Ok(Err(Authentication::Reply(Self::stored_answer(sim.as_ref()))));
+            }
+            Ok(sim::CounterVerdict::NextSession) => {}
+        }
+        let Some(sim) = sim else { return Ok(Err(Authentication::Refused(ResponseCode::UnknownSim))) };
+        match self.open_session(&sim, packet).await? {
+            Ok(opened) => Ok(Ok((sim, opened))),
+            Err(code) => {
+                self.mac_failures.record(&sim.sim_id, &request.merchant_id);
+                Ok(Err(Authentication::Refused(code)))
+            }
+        }
     }
 
     /// Step 7: unwrap, derive, verify the MAC, decrypt; bad MAC is 63 with the state kept.

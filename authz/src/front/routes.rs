@@ -212,7 +212,11 @@ fn into_response(state: &AppState, reply: Reply) -> Response {
             let code = refusal.response_code();
             state.metrics.responses.with_label_values(&[code.as_str()]).inc();
             let (status, title) = refusal_status(&refusal);
-            problem::response(status, title, &refusal.to_string(), Some(code))
+            let mut response = problem::response(status, title, &refusal.to_string(), Some(code));
+            if matches!(refusal, Refusal::Throttled) {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+            }
+            response
         }
         Reply::Unavailable(dependency) => {
             let detail = format!(
@@ -254,6 +258,7 @@ fn refusal_status(refusal: &Refusal) -> (StatusCode, &'static str) {
             (StatusCode::BAD_REQUEST, "Invalid transaction")
         }
         Refusal::OtherMerchant => (StatusCode::FORBIDDEN, "Another merchant's order"),
+        Refusal::Throttled => (StatusCode::TOO_MANY_REQUESTS, "Too many failed packets"),
     }
 }
 
