@@ -205,17 +205,15 @@ pub async fn start(config: &AuthzConfig, parts: Parts) -> Result<RunningServer, 
     let admin_listener = server::bind(config.admin.listen).await?;
     let address = listener.local_addr()?;
     let admin_address = admin_listener.local_addr()?;
-    let limits = server::ListenerLimits {
-        handshake_timeout: config.server.handshake_timeout(),
-        header_read_timeout: config.server.header_read_timeout(),
-        connections_max: config.server.connections_max,
-        shutdown_grace: config.server.shutdown_grace(),
-    };
+    let limits = config.server.listener_limits();
+    let listener_stats = Arc::clone(&metrics.listener);
     let (stop, shutdown) = watch::channel(false);
     let (in_flight_max, shutdown_grace) = (config.server.in_flight_max, config.server.shutdown_grace());
     let task = tokio::spawn(async move {
         let admin_task = tokio::spawn(server::serve_admin(admin_listener, admin_router, shutdown.clone()));
-        server::serve_tls(listener, tls, router, limits, shutdown).await;
+        let admission: Arc<dyn mps_pki::listener::Admission> = Arc::new(mps_pki::listener::Everyone(router));
+        mps_pki::listener::serve(listener, mps_pki::listener::fixed(tls), admission, limits, listener_stats, shutdown)
+            .await;
         let _ = admin_task.await;
         // Decisions whose caller went away may still be booking: they finish before the
         // ledger closes (bounded by the grace period, like the connections).

@@ -98,17 +98,14 @@ pub async fn start(config: &GatewayConfig) -> Result<RunningGateway, AppError> {
     let router = routes::router(state, config.server.body_bytes_max);
     let admin_router =
         admin::router(Arc::new(admin::AdminState { table: Arc::clone(&table), metrics: Arc::clone(&metrics) }));
-    let limits = server::ListenerLimits {
-        handshake_timeout: config.server.handshake_timeout(),
-        header_read_timeout: config.server.header_read_timeout(),
-        connections_max: config.server.connections_max,
-        http2_streams_max: config.server.http2_streams_max,
-        shutdown_grace: config.server.shutdown_grace(),
-    };
+    let limits = config.server.listener_limits();
+    let listener_stats = Arc::clone(&metrics.listener);
     let admin_shutdown = shutdown.clone();
     let task = tokio::spawn(async move {
         let admin = tokio::spawn(server::serve_admin(admin_listener, admin_router, admin_shutdown));
-        server::serve_tls(listener, server_tls, router, limits, shutdown).await;
+        let admission: Arc<dyn mps_pki::listener::Admission> = Arc::new(server::Merchants(router));
+        let tls = mps_pki::listener::fixed(server_tls);
+        mps_pki::listener::serve(listener, tls, admission, limits, listener_stats, shutdown).await;
         let _ = admin.await;
         for probe in probes {
             let _ = probe.await;

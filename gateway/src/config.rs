@@ -77,9 +77,23 @@ pub struct ServerConfig {
     /// Requests being forwarded at once; more get 503.
     #[serde(default = "defaults::in_flight_max")]
     pub in_flight_max: usize,
-    /// Connections at once; more wait in the accept queue.
+    /// Authenticated connections at once; more are closed after their handshake.
     #[serde(default = "defaults::connections_max")]
     pub connections_max: usize,
+    /// TLS handshakes in progress at once, a budget apart from `connections_max`; sockets
+    /// beyond it are closed at once.
+    #[serde(default = "defaults::handshakes_max")]
+    pub handshakes_max: usize,
+    /// Sockets (handshaking or served) from one peer address at once.
+    #[serde(default = "defaults::connections_per_source_max")]
+    pub connections_per_source_max: usize,
+    /// Time allowed to read a request's whole body.
+    #[serde(default = "defaults::body_read_timeout_ms")]
+    pub body_read_timeout_ms: u64,
+    /// A connection with no request in flight for this long is closed (the first request
+    /// must come within `header_read_timeout_ms` of the handshake).
+    #[serde(default = "defaults::server_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
     /// TLS handshake timeout.
     #[serde(default = "defaults::handshake_timeout_ms")]
     pub handshake_timeout_ms: u64,
@@ -106,6 +120,20 @@ impl ServerConfig {
     /// Shutdown grace period.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+    /// The listener's bounds.
+    pub fn listener_limits(&self) -> mps_pki::listener::ListenerLimits {
+        mps_pki::listener::ListenerLimits {
+            handshake_timeout: self.handshake_timeout(),
+            handshakes_max: self.handshakes_max,
+            header_read_timeout: self.header_read_timeout(),
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            connections_max: self.connections_max,
+            connections_per_source_max: self.connections_per_source_max,
+            http2_streams_max: self.http2_streams_max,
+            shutdown_grace: self.shutdown_grace(),
+        }
     }
 }
 
@@ -291,6 +319,18 @@ mod defaults {
     pub fn connections_max() -> usize {
         4_096
     }
+    pub fn handshakes_max() -> usize {
+        256
+    }
+    pub fn connections_per_source_max() -> usize {
+        256
+    }
+    pub fn body_read_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn server_idle_timeout_ms() -> u64 {
+        120_000
+    }
     pub fn handshake_timeout_ms() -> u64 {
         5_000
     }
@@ -367,12 +407,10 @@ impl GatewayConfig {
         if !(512..=1024 * 1024).contains(&self.server.body_bytes_max) {
             return invalid("server.body_bytes_max must be 512 to 1048576".to_owned());
         }
-        if self.server.in_flight_max == 0 || self.server.connections_max == 0 || self.server.http2_streams_max == 0 {
-            return invalid(
-                "server.in_flight_max, server.connections_max and server.http2_streams_max must be at least 1"
-                    .to_owned(),
-            );
+        if self.server.in_flight_max == 0 {
+            return invalid("server.in_flight_max must be at least 1".to_owned());
         }
+        self.server.listener_limits().check().map_err(ConfigError::Invalid)?;
         if self.server.client_ca.is_empty() {
             return invalid(
                 "server.client_ca must name at least one CA file: merchants must present certificates".into(),

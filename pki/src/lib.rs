@@ -8,6 +8,8 @@ pub mod config;
 pub mod hsm;
 pub mod identity;
 pub mod jws;
+#[cfg(feature = "server")]
+pub mod listener;
 pub mod pem;
 pub mod role;
 pub mod signer;

@@ -2,6 +2,7 @@
 //! listener: request latency (total and per stage), answers by ISO 8583 code and HTTP status,
 //! MAC failures, HSM pool and ledger figures.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::core::{Collector, Desc};
@@ -55,6 +56,8 @@ pub struct Metrics {
     pub overload: IntCounter,
     /// Requests whose deadline passed after their booking was queued (answered "outcome unknown").
     pub outcome_unknown: IntCounter,
+    /// The mTLS listener's counters, exported at every scrape.
+    pub listener: Arc<mps_pki::listener::ListenerStats>,
     /// Authorizations being decided now.
     pub in_flight: IntGauge,
     /// Commands per ledger group commit.
@@ -100,6 +103,8 @@ impl Metrics {
         registry.register(Box::new(mac_failures.clone()))?;
         registry.register(Box::new(overload.clone()))?;
         registry.register(Box::new(outcome_unknown.clone()))?;
+        let listener = Arc::new(mps_pki::listener::ListenerStats::default());
+        registry.register(Box::new(mps_pki::listener::ListenerCollector::new(Arc::clone(&listener))?))?;
         let in_flight = IntGauge::new("in_flight", "Authorizations being decided now")?;
         let ledger_batch_commands = Histogram::with_opts(
             HistogramOpts::new("ledger_commit_batch_commands", "Commands per ledger group commit")
@@ -123,6 +128,7 @@ impl Metrics {
             mac_failures,
             overload,
             outcome_unknown,
+            listener,
             in_flight,
             ledger_batch_commands,
             ledger_commit_seconds,

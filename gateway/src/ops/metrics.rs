@@ -26,6 +26,8 @@ pub struct Metrics {
     pub rate_limited: IntCounter,
     /// Requests refused because too many were in flight.
     pub overload: IntCounter,
+    /// The merchant listener's counters, exported at every scrape.
+    pub listener: std::sync::Arc<mps_pki::listener::ListenerStats>,
 }
 
 /// Why the metrics could not be set up (a programming error: duplicate names).
@@ -67,7 +69,19 @@ impl Metrics {
         registry.register(Box::new(instance_healthy.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(overload.clone()))?;
-        Ok(Self { registry, requests, upstream_seconds, retries, gave_up, instance_healthy, rate_limited, overload })
+        let listener = std::sync::Arc::new(mps_pki::listener::ListenerStats::default());
+        registry.register(Box::new(mps_pki::listener::ListenerCollector::new(std::sync::Arc::clone(&listener))?))?;
+        Ok(Self {
+            registry,
+            requests,
+            upstream_seconds,
+            retries,
+            gave_up,
+            instance_healthy,
+            rate_limited,
+            overload,
+            listener,
+        })
     }
 
     /// The Prometheus text exposition of every metric.
