@@ -6,6 +6,7 @@
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::misc::KeyDerivationStringData;
 
+use crate::config::{ConfigError, HsmConfig};
 use crate::error::HsmError;
 use crate::pool::{Hsm, Route};
 use crate::templates;
@@ -63,6 +64,32 @@ pub(crate) fn check_same_keys(hsm: &Hsm) -> Result<(), HsmError> {
             }
             Some(_) => {}
         }
+    }
+    Ok(())
+}
+
+/// Refuses two members whose module paths name one file (a link, or the same file reached by
+/// another path): the dynamic loader would load it once, so the two would share one library
+/// state, and one member's recovery (C_Finalize) would void the other's sessions behind the
+/// epochs that guard them. A path that cannot be read is left to the load to report.
+pub(crate) fn check_distinct_modules(members: &[HsmConfig]) -> Result<(), HsmError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen: Vec<(u64, u64)> = Vec::with_capacity(members.len());
+    for (index, member) in members.iter().enumerate() {
+        let Ok(metadata) = std::fs::metadata(&member.module_path) else { continue };
+        let file = (metadata.dev(), metadata.ino());
+        if seen.contains(&file) {
+            return Err(HsmError::Member {
+                member: index,
+                token_label: member.token_label.clone(),
+                source: Box::new(HsmError::Config(ConfigError::Member {
+                    index: index.saturating_sub(1),
+                    reason: "module_path is the same file as another HSM's module (a link to it); \
+                             on SoftHSM use a copy of the library file",
+                })),
+            });
+        }
+        seen.push(file);
     }
     Ok(())
 }

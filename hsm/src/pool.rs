@@ -433,6 +433,7 @@ impl Hsm {
     pub fn connect_blocking(config: HsmConfig) -> Result<Hsm, HsmError> {
         config.validate()?;
         let member_configs = config.members();
+        crate::members::check_distinct_modules(&member_configs)?;
         let keks = Arc::new(KekAgreement::new(member_configs.len()));
         let count = member_configs.len();
         let mut members = Vec::with_capacity(count);

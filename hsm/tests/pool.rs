@@ -102,6 +102,20 @@ async fn a_member_with_other_keys_is_refused_and_named() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_module_is_a_link_to_another_ones_is_refused() {
+    let token = token();
+    let link = token.dir.join("libsofthsm2-link.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&token.config.module_path, &link).unwrap();
+    let mut config = token.config.clone();
+    config.additional =
+        Some(vec![HsmMember { module_path: link, token_label: None, pin_env: None, pin_file: None, pool_size: None }]);
+    let err = Hsm::connect(config).await.unwrap_err();
+    assert!(matches!(&err, HsmError::Member { member: 1, .. }), "{err:?}");
+    assert!(err.to_string().contains("same file"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_cannot_connect_stops_the_pool_and_is_named() {
     let mut config = token().config.clone();
     config.additional = Some(vec![HsmMember {
