@@ -373,6 +373,9 @@ impl AuthzConfig {
 
     fn check(&self) -> Result<(), ConfigError> {
         let invalid = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
+        // The HSM section is checked here too, so that a bad [[hsm.additional]] entry stops
+        // the server before it opens anything.
+        self.hsm.validate().map_err(|e| ConfigError::Invalid(format!("hsm: {e}")))?;
         if !(512..=1024 * 1024).contains(&self.server.body_bytes_max) {
             return invalid("server.body_bytes_max must be 512 to 1048576");
         }
@@ -460,6 +463,25 @@ mod tests {
             ("MPS_AUTHZ__HSM__OP_TIMEOUT_MS".to_owned(), "3000".to_owned()),
         ];
         assert!(AuthzConfig::from_parts(&example(), slower_hsm).is_err(), "the HSM's timeout counts three times");
+    }
+
+    #[test]
+    fn further_hsms_parse_from_the_environment_and_bad_ones_are_named() {
+        let list = r#"[{ module_path = "/opt/hsm-b/libpkcs11.so", token_label = "mps-b" }]"#;
+        let vars = vec![("MPS_AUTHZ__HSM__ADDITIONAL".to_owned(), list.to_owned())];
+        let config = AuthzConfig::from_parts(&example(), vars).unwrap();
+        let members = config.hsm.members();
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[1].token_label, "mps-b");
+        assert_eq!(members[1].pool_size, config.hsm.pool_size);
+        let vars = vec![("MPS_AUTHZ__HSM__ADDITIONAL".to_owned(), "[]".to_owned())];
+        let error = AuthzConfig::from_parts(&example(), vars).unwrap_err().to_string();
+        assert!(error.contains("hsm") && error.contains("additional"), "{error}");
+        let twice = r#"[{ module_path = "/b.so" }, { module_path = "/b.so" }]"#;
+        let vars = vec![("MPS_AUTHZ__HSM__ADDITIONAL".to_owned(), twice.to_owned())];
+        let error = AuthzConfig::from_parts(&example(), vars).unwrap_err().to_string();
+        assert!(error.contains("additional[1]"), "{error}");
+        assert_eq!(AuthzConfig::from_parts(&example(), Vec::new()).unwrap().hsm.members().len(), 1);
     }
 
     #[test]

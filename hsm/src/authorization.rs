@@ -55,10 +55,11 @@ impl fmt::Debug for OpenedSession {
     }
 }
 
-/// The right to seal one opened session: names the worker and the objects that hold Ks_n,
-/// Ki_n and CK_{n-1}. Dropping it without sealing destroys them.
+/// The right to seal one opened session: names the member (HSM), the worker and the objects
+/// that hold Ks_n, Ki_n and CK_{n-1}. Dropping it without sealing destroys them.
 pub struct SessionTicket {
     id: TicketId,
+    member: usize,
     worker: usize,
     generation: Generation,
     discard: Option<Sender<Job>>,
@@ -72,7 +73,11 @@ impl SessionTicket {
 
 impl fmt::Debug for SessionTicket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionTicket").field("id", &self.id).field("worker", &self.worker).finish()
+        f.debug_struct("SessionTicket")
+            .field("id", &self.id)
+            .field("member", &self.member)
+            .field("worker", &self.worker)
+            .finish()
     }
 }
 
@@ -165,11 +170,11 @@ impl Hsm {
         answer: AnswerContent,
         fixed: Option<([u8; 16], Rsn)>,
     ) -> Result<SealedSession, HsmError> {
-        let (id, generation, worker) = (ticket.id, ticket.generation, ticket.worker);
+        let (id, generation, member, worker) = (ticket.id, ticket.generation, ticket.member, ticket.worker);
         // From here the seal job owns the objects: it destroys them on every path, and if it
         // cannot run the worker has no session and the objects are gone already.
         ticket.disarm();
-        self.call(Route::Ticket(worker), move |ctx| ctx.seal(id, generation, &answer, fixed)).await
+        self.call(Route::Ticket { member, worker }, move |ctx| ctx.seal(id, generation, &answer, fixed)).await
     }
 }
 
@@ -291,6 +296,7 @@ impl Ctx {
         let id = self.insert_ticket(ticket);
         let ticket = SessionTicket {
             id,
+            member: self.shared.member,
             worker: self.worker,
             generation: self.generation,
             discard: Some(self.tickets_sender.clone()),

@@ -22,6 +22,9 @@ pub const DEFAULT_PIN_ENV: &str = "MPS_HSM_PIN";
 pub const POOL_SIZE_MAX: usize = 64;
 /// Longest PIN accepted from a file or the environment.
 pub const PIN_BYTES_MAX: usize = 256;
+/// Most HSMs one pool spans (the first plus `additional`): bounds the pool's threads and the
+/// label set of the per-HSM metrics.
+pub const MEMBERS_MAX: usize = 8;
 
 /// Why a configuration or a PIN source was refused. Never carries a PIN.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +85,15 @@ pub enum ConfigError {
         /// The variable(s).
         name: String,
         /// Why.
+        reason: &'static str,
+    },
+    /// An entry of `additional` is unusable: named by its place (`additional[0]` is the
+    /// second HSM of the pool).
+    #[error("HSM config additional[{index}]: {reason}")]
+    Member {
+        /// Its index in `additional`.
+        index: usize,
+        /// What is wrong, in words.
         reason: &'static str,
     },
     /// An `MPS_HSM__*` environment override names an unknown key, holds a value of the wrong
@@ -230,6 +242,28 @@ pub struct HsmConfig {
     pub kek_refresh_ms: u64,
     /// Labels of the issuer keys.
     pub keys: KeyLabels,
+    /// Further HSMs holding the same keys (`[[additional]]`, in authz `[[hsm.additional]]`):
+    /// the pool spreads work over the HSM above and these by load, and takes one that fails
+    /// out until its health check brings it back. Unset: one HSM. An empty list is refused.
+    pub additional: Option<Vec<HsmMember>>,
+}
+
+/// One further HSM of the pool: its module and token; the PIN source and the pool size
+/// default to the first HSM's. Every other setting is the pool's.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmMember {
+    /// Path of its PKCS#11 module. One module per HSM: two members on one module would
+    /// re-initialise each other's sessions (each member recovers by C_Finalize).
+    pub module_path: PathBuf,
+    /// Label of its token (default: the first HSM's `token_label`).
+    pub token_label: Option<String>,
+    /// Environment variable holding its user PIN (default: the first HSM's PIN source).
+    pub pin_env: Option<String>,
+    /// File holding its user PIN; takes precedence over `pin_env`.
+    pub pin_file: Option<PathBuf>,
+    /// Its worker threads (1 to 64; default: the first HSM's `pool_size`).
+    pub pool_size: Option<usize>,
 }
 
 impl Default for HsmConfig {
@@ -250,6 +284,7 @@ impl Default for HsmConfig {
             recycle_after_objects: 1_000_000,
             kek_refresh_ms: 5_000,
             keys: KeyLabels::default(),
+            additional: None,
         }
     }
 }
@@ -322,7 +357,62 @@ impl HsmConfig {
                 });
             }
         }
+        self.validate_additional()
+    }
+
+    /// Checks the further HSMs: a list that is not empty, at most [`MEMBERS_MAX`] HSMs in
+    /// all, each with its own module, each field in range.
+    fn validate_additional(&self) -> Result<(), ConfigError> {
+        let Some(additional) = &self.additional else { return Ok(()) };
+        if additional.is_empty() {
+            return Err(ConfigError::Range {
+                field: "additional",
+                reason: "an empty list: leave the key out for one HSM, or list the further HSMs",
+            });
+        }
+        if additional.len() + 1 > MEMBERS_MAX {
+            return Err(ConfigError::Range { field: "additional", reason: "at most 7 further HSMs (8 in all)" });
+        }
+        let refuse = |index, reason| Err(ConfigError::Member { index, reason });
+        for (index, member) in additional.iter().enumerate() {
+            let ok_label = |value: &str| label("", value).is_ok();
+            if member.token_label.as_deref().is_some_and(|l| !ok_label(l)) {
+                return refuse(index, "token_label: 1 to 64 printable ASCII characters, no spaces");
+            }
+            if member.pin_env.as_deref().is_some_and(|l| !ok_label(l)) {
+                return refuse(index, "pin_env: 1 to 64 printable ASCII characters, no spaces");
+            }
+            if member.pool_size.is_some_and(|size| !(1..=POOL_SIZE_MAX).contains(&size)) {
+                return refuse(index, "pool_size: 1 to 64");
+            }
+            if member.module_path == self.module_path {
+                return refuse(index, "module_path is the first HSM's module: each HSM needs a module of its own");
+            }
+            if additional[..index].iter().any(|other| other.module_path == member.module_path) {
+                return refuse(index, "module_path is listed twice: each HSM needs a module of its own");
+            }
+        }
         Ok(())
+    }
+
+    /// The configuration of every HSM of the pool, the first one first: each is this
+    /// configuration with the member's module, token, PIN source and pool size, and no
+    /// `additional`.
+    pub fn members(&self) -> Vec<HsmConfig> {
+        let first = HsmConfig { additional: None, ..self.clone() };
+        let mut members = vec![first.clone()];
+        for member in self.additional.iter().flatten() {
+            let pin_from_member = member.pin_env.is_some() || member.pin_file.is_some();
+            members.push(HsmConfig {
+                module_path: member.module_path.clone(),
+                token_label: member.token_label.clone().unwrap_or_else(|| first.token_label.clone()),
+                pin_env: member.pin_env.clone().unwrap_or_else(|| first.pin_env.clone()),
+                pin_file: if pin_from_member { member.pin_file.clone() } else { first.pin_file.clone() },
+                pool_size: member.pool_size.unwrap_or(first.pool_size),
+                ..first.clone()
+            });
+        }
+        members
     }
 
     /// Reads the user PIN from `pin_file` if set, else from the `pin_env` variable.
@@ -414,6 +504,82 @@ mod tests {
         assert!(err.to_string().contains("MPS_HSM__POOL_SIZE"), "{err}");
         let err = HsmConfig::from_parts("", vars(&[("MPS_HSM__POOL_SIZE", "65")])).unwrap_err();
         assert!(matches!(err, ConfigError::Range { field: "pool_size", .. }), "{err:?}");
+    }
+
+    #[test]
+    fn additional_hsms_take_the_first_ones_settings_unless_they_set_their_own() {
+        let text = r#"
+token_label = "bank"
+pin_file = "/run/secrets/pin"
+pool_size = 3
+op_timeout_ms = 500
+
+[[additional]]
+module_path = "/opt/hsm-b/pkcs11.so"
+
+[[additional]]
+module_path = "/opt/hsm-c/pkcs11.so"
+token_label = "bank-c"
+pin_env = "HSM_C_PIN"
+pool_size = 1
+"#;
+        let config = HsmConfig::from_toml_str(text).unwrap();
+        let members = config.members();
+        assert_eq!(members.len(), 3);
+        assert_eq!(members[0], HsmConfig { additional: None, ..config.clone() });
+        assert_eq!(members[1].module_path, PathBuf::from("/opt/hsm-b/pkcs11.so"));
+        assert_eq!(
+            (members[1].token_label.as_str(), members[1].pin_file.clone(), members[1].pool_size),
+            ("bank", Some(PathBuf::from("/run/secrets/pin")), 3)
+        );
+        // A member with a PIN source of its own does not inherit the first one's PIN file.
+        assert_eq!((members[2].token_label.as_str(), members[2].pin_env.as_str()), ("bank-c", "HSM_C_PIN"));
+        assert_eq!((members[2].pin_file.clone(), members[2].pool_size), (None, 1));
+        assert!(members.iter().all(|m| m.op_timeout_ms == 500 && m.additional.is_none()));
+        // One HSM when the key is absent.
+        assert_eq!(HsmConfig::from_toml_str("").unwrap().members().len(), 1);
+    }
+
+    #[test]
+    fn additional_hsms_are_refused_when_empty_duplicated_or_out_of_range() {
+        let err = HsmConfig::from_toml_str("additional = []").unwrap_err();
+        assert!(matches!(err, ConfigError::Range { field: "additional", .. }), "{err:?}");
+        let twice = "[[additional]]\nmodule_path = \"/a.so\"\n[[additional]]\nmodule_path = \"/b.so\"\n\
+                     [[additional]]\nmodule_path = \"/a.so\"\n";
+        let err = HsmConfig::from_toml_str(twice).unwrap_err();
+        assert!(matches!(err, ConfigError::Member { index: 2, .. }), "{err:?}");
+        assert!(err.to_string().contains("additional[2]") && err.to_string().contains("twice"), "{err}");
+        let first = "[[additional]]\nmodule_path = \"/usr/lib/softhsm/libsofthsm2.so\"\n";
+        let err = HsmConfig::from_toml_str(first).unwrap_err();
+        assert!(matches!(err, ConfigError::Member { index: 0, .. }), "{err:?}");
+        let err = HsmConfig::from_toml_str("[[additional]]\nmodule_path = \"/a.so\"\npool_size = 0\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Member { index: 0, reason } if reason.contains("pool_size")), "{err:?}");
+        let err = HsmConfig::from_toml_str("[[additional]]\nmodule_path = \"/a.so\"\ntoken_label = \"a b\"\n");
+        assert!(matches!(err, Err(ConfigError::Member { index: 0, .. })), "{err:?}");
+        let err = HsmConfig::from_toml_str("[[additional]]\nmodule_path = \"/a.so\"\npin = \"123456\"\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Toml { .. }) && !err.to_string().contains("123456"), "{err:?}");
+        let err = HsmConfig::from_toml_str("[[additional]]\ntoken_label = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("module_path"), "{err}");
+        let eight: String = (0..8).map(|i| format!("[[additional]]\nmodule_path = \"/m{i}.so\"\n")).collect();
+        let err = HsmConfig::from_toml_str(&eight).unwrap_err();
+        assert!(matches!(err, ConfigError::Range { field: "additional", .. }), "{err:?}");
+    }
+
+    #[test]
+    fn additional_hsms_can_come_from_the_environment() {
+        let config = HsmConfig::from_parts(
+            "token_label = \"bank\"\n",
+            vars(&[
+                ("MPS_HSM__ADDITIONAL", r#"[{ module_path = "/opt/b.so", token_label = "bank-b" }]"#),
+                ("MPS_HSM__POOL_SIZE", "4"),
+            ]),
+        )
+        .unwrap();
+        let members = config.members();
+        assert_eq!(members.len(), 2);
+        assert_eq!((members[1].token_label.as_str(), members[1].pool_size), ("bank-b", 4));
+        let err = HsmConfig::from_parts("", vars(&[("MPS_HSM__ADDITIONAL", "[]")])).unwrap_err();
+        assert!(matches!(err, ConfigError::Range { field: "additional", .. }), "{err:?}");
     }
 
     #[test]

@@ -94,11 +94,33 @@ pub enum HsmError {
     /// a use it does not need, no enforced unwrap template): the pool refuses to start.
     #[error(transparent)]
     KeyPolicy(#[from] crate::custody::PolicyViolation),
+    /// A member of a multi-HSM pool could not be connected: the pool refuses to start.
+    #[error("HSM {member} of the pool (token {token_label:?}): {source}")]
+    Member {
+        /// Its index: 0 is the HSM of the config's top-level keys, 1 is `additional[0]`.
+        member: usize,
+        /// Its token label.
+        token_label: String,
+        /// Why.
+        #[source]
+        source: Box<HsmError>,
+    },
+    /// A member of a multi-HSM pool does not hold the same keys as the first: the pool
+    /// refuses to start (at connect), or keeps that member out (at a reconnect).
+    #[error("HSM {member} of the pool (token {token_label:?}) holds other keys than HSM 0: {what}")]
+    MemberKeysDiffer {
+        /// Its index: 0 is the HSM of the config's top-level keys, 1 is `additional[0]`.
+        member: usize,
+        /// Its token label.
+        token_label: String,
+        /// Which key differs.
+        what: &'static str,
+    },
 }
 
 impl HsmError {
     /// Every value of [`HsmError::kind`], for metrics.
-    pub const KINDS: [&'static str; 15] = [
+    pub const KINDS: [&'static str; 17] = [
         "unavailable",
         "timeout",
         "busy",
@@ -114,6 +136,8 @@ impl HsmError {
         "library",
         "config",
         "key_policy",
+        "member",
+        "member_keys_differ",
     ];
 
     /// A short stable name of the variant, for metric labels and logs.
@@ -134,6 +158,8 @@ impl HsmError {
             Self::Library(_) => "library",
             Self::Config(_) => "config",
             Self::KeyPolicy(_) => "key_policy",
+            Self::Member { .. } => "member",
+            Self::MemberKeysDiffer { .. } => "member_keys_differ",
         }
     }
 

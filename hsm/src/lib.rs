@@ -38,8 +38,13 @@
 //! - Key custody ([`custody`]): every issuer key is checked against the key policy when the
 //!   pool connects, and a weaker one stops it; chain keys are stored under a versioned KEK
 //!   ([`WrappedChainKey`]) so that the KEK can be rotated while serving.
-//! - When the HSM is lost every operation fails at once with [`HsmError::Unavailable`]
-//!   (callers fail closed) while a supervisor re-initialises with backoff.
+//! - The pool may span several HSMs holding the same keys (`additional` in [`HsmConfig`]):
+//!   each is a member with its own workers and supervisor; new work goes to the least loaded
+//!   member that is up, a ticket's seal to the member that opened it. Every member must hold
+//!   the same keys as the first, checked at connect.
+//! - When an HSM is lost its member takes no work while its supervisor re-initialises it with
+//!   backoff; when every HSM is lost every operation fails at once with
+//!   [`HsmError::Unavailable`] (callers fail closed).
 //! - [`Hsm::recycle`] re-initialises on purpose, to free SoftHSM's session-object memory.
 //!
 //! Binary `mps-hsm`: key ceremony (`keys init`, `keys list`, `keys check`, `keys rotate-kek`,
@@ -52,6 +57,7 @@ pub mod ceremony;
 pub mod config;
 pub mod custody;
 mod error;
+mod members;
 mod metrics;
 mod module;
 mod operations;
@@ -64,10 +70,10 @@ pub mod testing;
 mod worker;
 
 pub use authorization::{AnswerContent, OpenedSession, SealedSession, SessionTicket};
-pub use config::{ConfigError, HsmConfig, KeyLabels, Pin};
+pub use config::{ConfigError, HsmConfig, HsmMember, KeyLabels, Pin};
 pub use custody::{PolicyViolation, WrappedChainKey};
 pub use error::{HsmError, Pkcs11Function, RvError, SessionError};
-pub use metrics::PoolMetrics;
+pub use metrics::{MemberMetrics, PoolMetrics};
 pub use operations::{RANDOM_BYTES_MAX, SigningKey, SimRegistration};
 pub use pin_environment::take_pins_from_environment;
 pub use pool::Hsm;

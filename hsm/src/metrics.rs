@@ -37,6 +37,77 @@ pub struct PoolMetrics {
     pub objects_since_init: u64,
     /// C_DestroyObject calls that failed (the object then lives until its session closes).
     pub destroy_failures_total: u64,
+    /// Each member (HSM) of the pool, the first HSM first; the figures above are their sums.
+    pub members: Vec<MemberMetrics>,
+}
+
+/// One member's (HSM's) figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberMetrics {
+    /// Its token label.
+    pub token_label: String,
+    /// Whether it is logged in with its sessions (up), else it takes no work.
+    pub ready: bool,
+    /// Its workers.
+    pub pool_size: usize,
+    /// Its operations submitted and not yet answered.
+    pub in_flight: u64,
+    /// Its operations answered, successful or not.
+    pub operations_total: u64,
+    /// Its failed operations, every kind together.
+    pub errors_total: u64,
+    /// Its re-initialisations after it was lost.
+    pub reconnects_total: u64,
+    /// Its planned re-initialisations.
+    pub recycles_total: u64,
+}
+
+impl PoolMetrics {
+    /// The pool's figures from each member's (label, figures): sums, ready when any is.
+    pub(crate) fn combine(members: Vec<(String, PoolMetrics)>) -> PoolMetrics {
+        let mut total = PoolMetrics {
+            ready: false,
+            pool_size: 0,
+            in_flight: 0,
+            queued: 0,
+            open_sessions: 0,
+            operations_total: 0,
+            errors_total: HsmError::KINDS.iter().chain(SESSION_KINDS.iter()).map(|name| (*name, 0)).collect(),
+            reconnects_total: 0,
+            recycles_total: 0,
+            objects_created_total: 0,
+            objects_since_init: 0,
+            destroy_failures_total: 0,
+            members: Vec::with_capacity(members.len()),
+        };
+        for (token_label, m) in members {
+            total.ready |= m.ready;
+            total.pool_size += m.pool_size;
+            total.in_flight += m.in_flight;
+            total.queued += m.queued;
+            total.open_sessions += m.open_sessions;
+            total.operations_total += m.operations_total;
+            for ((_, sum), (_, count)) in total.errors_total.iter_mut().zip(&m.errors_total) {
+                *sum += count;
+            }
+            total.reconnects_total += m.reconnects_total;
+            total.recycles_total += m.recycles_total;
+            total.objects_created_total += m.objects_created_total;
+            total.objects_since_init += m.objects_since_init;
+            total.destroy_failures_total += m.destroy_failures_total;
+            total.members.push(MemberMetrics {
+                token_label,
+                ready: m.ready,
+                pool_size: m.pool_size,
+                in_flight: m.in_flight,
+                operations_total: m.operations_total,
+                errors_total: m.errors_total.iter().map(|(_, count)| count).sum(),
+                reconnects_total: m.reconnects_total,
+                recycles_total: m.recycles_total,
+            });
+        }
+        total
+    }
 }
 
 /// The live counters.
@@ -103,6 +174,7 @@ impl Metrics {
             objects_created_total: load(&self.objects_created),
             objects_since_init: load(&self.objects_since_init),
             destroy_failures_total: load(&self.destroy_failures),
+            members: Vec::new(),
         }
     }
 }
@@ -144,5 +216,26 @@ mod tests {
         assert_eq!(count("bad_mac"), Some(1));
         assert_eq!(count("timeout"), Some(1));
         assert_eq!(count("pkcs11"), Some(0));
+    }
+
+    #[test]
+    fn members_add_up_and_stay_apart() {
+        let (one, two) = (Metrics::default(), Metrics::default());
+        one.record::<(), HsmError>(&Ok(()));
+        two.record::<(), _>(&Err(HsmError::Unavailable));
+        two.record::<(), HsmError>(&Ok(()));
+        let total = PoolMetrics::combine(vec![
+            ("a".to_owned(), one.snapshot(true, 2, 0)),
+            ("b".to_owned(), two.snapshot(false, 3, 1)),
+        ]);
+        assert!(total.ready);
+        assert_eq!((total.pool_size, total.queued, total.operations_total), (5, 1, 3));
+        assert!(total.errors_total.contains(&("unavailable", 1)));
+        let figures: Vec<_> = total
+            .members
+            .iter()
+            .map(|m| (m.token_label.as_str(), m.ready, m.operations_total, m.errors_total))
+            .collect();
+        assert_eq!(figures, [("a", true, 1, 0), ("b", false, 2, 1)]);
     }
 }

@@ -98,7 +98,7 @@ impl Hsm {
 
     /// The newest KEK version the pool wraps chain keys under.
     pub fn kek_version_newest(&self) -> u32 {
-        self.shared().kek_newest.load(std::sync::atomic::Ordering::Acquire)
+        self.shared().kek_for_wrapping()
     }
 
     /// Every KEK version on the token when the pool last connected, ascending (a rotation

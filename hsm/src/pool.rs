@@ -1,6 +1,8 @@
-//! The [`Hsm`] handle: a pool of worker threads, each with its own PKCS#11 session, fed from
-//! async code through bounded channels, answered through oneshot channels, and watched by a
-//! supervisor that re-initialises the module when the HSM is lost.
+//! The [`Hsm`] handle: a pool over one or more HSMs (members) holding the same keys. Each
+//! member is a set of worker threads, each with its own PKCS#11 session, fed from async code
+//! through bounded channels, answered through oneshot channels, and watched by a supervisor
+//! that re-initialises the member's module when that HSM is lost. New work goes to the least
+//! loaded member that is up; a sealed or discarded session goes back to its own worker.
 //!
 //! The public operations themselves are in [`crate::authorization`] (the two-phase
 //! authorization session) and [`crate::operations`] (signing, passwords, personalisation).
@@ -43,8 +45,30 @@ pub(crate) enum PoolState {
     Closed,
 }
 
-/// State shared by the handle, the workers and the supervisor.
+/// The newest KEK version each member found on its token, and so the newest one every
+/// member holds: chain keys are wrapped only under that one, so that a chain key wrapped on
+/// one member unwraps on every other (a rotation is adopted once every member has it).
+pub(crate) struct KekAgreement {
+    /// Per member; 0 until the member first connected.
+    found: Vec<AtomicU32>,
+}
+
+impl KekAgreement {
+    fn new(members: usize) -> Self {
+        Self { found: (0..members).map(|_| AtomicU32::new(0)).collect() }
+    }
+
+    /// The newest version every member that has connected holds (1 before any connected).
+    pub fn agreed(&self) -> u32 {
+        self.found.iter().map(|found| found.load(Ordering::Acquire)).filter(|v| *v > 0).min().unwrap_or(1)
+    }
+}
+
+/// State shared by one member's handle, workers and supervisor.
 pub(crate) struct Shared {
+    /// This member's index in the pool (0: the HSM of the config's top-level keys).
+    pub member: usize,
+    /// This member's configuration (its module, token, PIN source, pool size).
     pub config: HsmConfig,
     pub pin: Pin,
     /// Read on every call; written on faults, recycles and shutdown (an uncontended lock).
@@ -59,10 +83,11 @@ pub(crate) struct Shared {
     pub public_key: Mutex<[u8; 65]>,
     /// The same for `keys.signing_next`, during a signing-key renewal.
     pub public_key_next: Mutex<Option<[u8; 65]>>,
-    /// The newest KEK version on the token that passed the key policy: chain keys are
-    /// wrapped under it. Set at every connect and raised by the supervisor's periodic look
-    /// for a rotated KEK.
+    /// The newest KEK version on this member's token that passed the key policy. Set at
+    /// every connect and raised by the supervisor's periodic look for a rotated KEK (through
+    /// [`Shared::set_kek_found`]); chain keys are wrapped under [`Shared::kek_for_wrapping`].
     pub kek_newest: AtomicU32,
+    kek_agreement: Arc<KekAgreement>,
     /// Every KEK version found on the token at the last connect (ascending).
     pub kek_versions: Mutex<Vec<u32>>,
     next_ticket: AtomicU64,
@@ -88,6 +113,20 @@ impl Shared {
             self.set_state(PoolState::Down);
             let _ = self.supervisor.send(SupervisorMsg::Fault { generation });
         }
+    }
+
+    /// This member found KEK `version` (and nothing newer) on its token, and it passed the
+    /// key policy.
+    pub fn set_kek_found(&self, version: u32) {
+        self.kek_newest.store(version, Ordering::Release);
+        if let Some(found) = self.kek_agreement.found.get(self.member) {
+            found.store(version, Ordering::Release);
+        }
+    }
+
+    /// The KEK version new chain keys are wrapped under: the newest every member holds.
+    pub fn kek_for_wrapping(&self) -> u32 {
+        self.kek_agreement.agreed()
     }
 
     pub fn next_ticket_id(&self) -> TicketId {
@@ -136,10 +175,12 @@ impl<R> Reply<R> {
 /// Which queue a job goes to.
 #[derive(Clone, Copy)]
 pub(crate) enum Route {
-    /// The least loaded worker.
+    /// The least loaded worker of the least loaded member that is up.
     Any,
+    /// The least loaded worker of one member (key checks at connect, tests).
+    Member(usize),
     /// The worker holding an opened session's objects (its ticket queue).
-    Ticket(usize),
+    Ticket { member: usize, worker: usize },
 }
 
 struct WorkerSenders {
@@ -147,17 +188,19 @@ struct WorkerSenders {
     tickets: Sender<Job>,
 }
 
-struct Inner {
+/// One HSM of the pool: its module and token, its workers, its supervisor. Members share
+/// nothing but the KEK agreement; each fails and recovers on its own.
+struct Member {
     shared: Arc<Shared>,
     workers: Vec<WorkerSenders>,
     supervisor: Sender<SupervisorMsg>,
     round_robin: AtomicUsize,
 }
 
-/// How long dropping the last handle waits for the workers to close their sessions.
+/// How long dropping the last handle waits for one member's workers to close their sessions.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
-impl Drop for Inner {
+impl Drop for Member {
     fn drop(&mut self) {
         self.shared.set_state(PoolState::Closed);
         // Wait (bounded) until every session is closed: a process that exits while pool
@@ -169,62 +212,15 @@ impl Drop for Inner {
     }
 }
 
-/// A connection to the HSM: a logged-in token and a pool of sessions. Cheap to clone; the
-/// pool shuts down when the last clone is dropped (which waits, at most 5 s, until the workers
-/// have closed their sessions). Run one per process: its recovery re-initialises the module,
-/// which every other user of the module in the process feels too.
-///
-/// Every `async` operation only awaits a reply: the PKCS#11 calls run on the pool's own
-/// threads. While the HSM is lost every operation fails at once with
-/// [`HsmError::Unavailable`] and a supervisor re-initialises in the background.
-#[derive(Clone)]
-pub struct Hsm {
-    inner: Arc<Inner>,
-}
-
-// The handle is shared across tasks and threads.
-const _: fn() = || {
-    fn shared_across_threads<T: Send + Sync>() {}
-    shared_across_threads::<Hsm>();
-    shared_across_threads::<crate::SessionTicket>();
-};
-
-impl std::fmt::Debug for Hsm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hsm")
-            .field("token_label", &self.inner.shared.config.token_label)
-            .field("pool_size", &self.inner.workers.len())
-            .field("state", &self.inner.shared.state())
-            .finish()
-    }
-}
-
-impl Hsm {
-    /// Connects from async code: the blocking work runs on a thread of its own.
-    pub async fn connect(config: HsmConfig) -> Result<Hsm, HsmError> {
-        let (tx, rx) = oneshot::channel();
-        std::thread::Builder::new()
-            .name("mps-hsm-connect".to_owned())
-            .spawn(move || drop(tx.send(Hsm::connect_blocking(config))))
-            .map_err(|_| HsmError::Unavailable)?;
-        rx.await.map_err(|_| HsmError::Unavailable)?
-    }
-
-    /// Loads the module, initialises it (once per process), finds the token, logs in with
-    /// the configured PIN, keeps an anchor session open, starts the workers (each copies the
-    /// long-lived keys into its session) and the supervisor. Fails if any of that fails,
-    /// including a missing key. Blocks: do not call it on a tokio worker thread.
-    pub fn connect_blocking(config: HsmConfig) -> Result<Hsm, HsmError> {
-        config.validate()?;
-        let pin = config.load_pin()?;
-        Self::start(config, pin)
-    }
-
-    fn start(config: HsmConfig, pin: Pin) -> Result<Hsm, HsmError> {
+impl Member {
+    /// Starts the workers and the supervisor of member `index` and connects it (find the
+    /// token, log in, check the key policy, attach the workers).
+    fn start(index: usize, config: HsmConfig, pin: Pin, keks: Arc<KekAgreement>) -> Result<Member, HsmError> {
         let (supervisor_tx, supervisor_rx) = crossbeam_channel::unbounded();
         let pool_size = config.pool_size;
         let queue_depth = config.queue_depth_max;
         let shared = Arc::new(Shared {
+            member: index,
             config,
             pin,
             state: Mutex::new(PoolState::Down),
@@ -235,13 +231,14 @@ impl Hsm {
             public_key_next: Mutex::new(None),
             kek_newest: AtomicU32::new(1),
             kek_versions: Mutex::new(Vec::new()),
+            kek_agreement: keks,
             next_ticket: AtomicU64::new(1),
             supervisor: supervisor_tx.clone(),
         });
         let mut workers = Vec::with_capacity(pool_size);
         let mut controls = Vec::with_capacity(pool_size);
         let mut threads = Vec::with_capacity(pool_size);
-        for index in 0..pool_size {
+        for worker_index in 0..pool_size {
             let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(queue_depth);
             let (tickets_tx, tickets_rx) = crossbeam_channel::unbounded();
             let (control_tx, control_rx) = crossbeam_channel::unbounded();
@@ -253,8 +250,8 @@ impl Hsm {
             };
             let worker_shared = Arc::clone(&shared);
             let spawned = std::thread::Builder::new()
-                .name(format!("mps-hsm-{index}"))
-                .spawn(move || worker::run(index, worker_shared, channels));
+                .name(format!("mps-hsm-{index}-{worker_index}"))
+                .spawn(move || worker::run(worker_index, worker_shared, channels));
             match spawned {
                 Ok(thread) => threads.push(thread),
                 Err(e) => {
@@ -275,59 +272,251 @@ impl Hsm {
         }
         shared.set_state(PoolState::Up);
         std::thread::Builder::new()
-            .name("mps-hsm-supervisor".to_owned())
+            .name(format!("mps-hsm-{index}-supervisor"))
             .spawn(move || supervisor.run())
             .map_err(|_| HsmError::Unavailable)?;
-        Ok(Hsm {
-            inner: Arc::new(Inner { shared, workers, supervisor: supervisor_tx, round_robin: AtomicUsize::new(0) }),
-        })
+        Ok(Member { shared, workers, supervisor: supervisor_tx, round_robin: AtomicUsize::new(0) })
     }
 
-    /// Whether the token is logged in and the pool has its sessions (for `/readyz`). A
-    /// planned recycle counts as ready: operations queue for its few milliseconds.
-    pub fn is_ready(&self) -> bool {
-        matches!(self.inner.shared.state(), PoolState::Up | PoolState::Recycling)
+    fn is_ready(&self) -> bool {
+        matches!(self.shared.state(), PoolState::Up | PoolState::Recycling)
     }
 
-    /// A snapshot of the pool's counters.
-    pub fn metrics(&self) -> PoolMetrics {
-        let queued = self.inner.workers.iter().map(|w| (w.jobs.len() + w.tickets.len()) as u64).sum();
-        self.inner.shared.metrics.snapshot(self.is_ready(), self.inner.workers.len(), queued)
+    fn load(&self) -> MemberLoad {
+        let availability = match self.shared.state() {
+            PoolState::Up => Availability::Up,
+            PoolState::Recycling => Availability::Recycling,
+            PoolState::Down | PoolState::Closed => Availability::Down,
+        };
+        MemberLoad {
+            availability,
+            in_flight: self.shared.metrics.in_flight.load(Ordering::Relaxed),
+            pool_size: self.workers.len() as u64,
+        }
     }
 
-    /// Re-initialises the module on purpose: waits up to `recycle_drain_ms` for opened
-    /// authorization sessions to be sealed, closes every session, C_Finalize, C_Initialize,
-    /// logs in and re-attaches the workers. SoftHSM frees the memory of every session object
-    /// ever created only at C_Finalize, so a long-running server recycles now and then
-    /// (`recycle_after_objects` does it automatically). Operations submitted meanwhile queue
-    /// and run afterwards.
-    pub async fn recycle(&self) -> Result<(), HsmError> {
-        let (tx, rx) = oneshot::channel();
-        self.inner.supervisor.send(SupervisorMsg::Recycle { reply: tx }).map_err(|_| HsmError::Unavailable)?;
-        rx.await.map_err(|_| HsmError::Unavailable)?
+    fn queued(&self) -> u64 {
+        self.workers.iter().map(|w| (w.jobs.len() + w.tickets.len()) as u64).sum()
+    }
+
+    fn metrics(&self) -> PoolMetrics {
+        self.shared.metrics.snapshot(self.is_ready(), self.workers.len(), self.queued())
     }
 
     fn pick_worker(&self) -> usize {
-        let workers = &self.inner.workers;
-        let start = self.inner.round_robin.fetch_add(1, Ordering::Relaxed);
+        let workers = &self.workers;
+        let start = self.round_robin.fetch_add(1, Ordering::Relaxed);
         (0..workers.len()).map(|i| (start + i) % workers.len()).min_by_key(|&i| workers[i].jobs.len()).unwrap_or(0)
     }
 
-    fn enqueue(&self, route: Route, job: Job) -> Result<(), HsmError> {
-        match self.inner.shared.state() {
+    fn enqueue(&self, worker: Option<usize>, job: Job) -> Result<(), HsmError> {
+        match self.shared.state() {
             PoolState::Up | PoolState::Recycling => {}
             PoolState::Down | PoolState::Closed => return Err(HsmError::Unavailable),
         }
-        let sent = match route {
-            Route::Any => self.inner.workers.get(self.pick_worker()).map(|w| w.jobs.try_send(job)),
-            Route::Ticket(index) => {
-                self.inner.workers.get(index).map(|w| w.tickets.send(job).map_err(|e| TrySendError::Disconnected(e.0)))
+        let sent = match worker {
+            None => self.workers.get(self.pick_worker()).map(|w| w.jobs.try_send(job)),
+            Some(index) => {
+                self.workers.get(index).map(|w| w.tickets.send(job).map_err(|e| TrySendError::Disconnected(e.0)))
             }
         };
         match sent {
             Some(Ok(())) => Ok(()),
             Some(Err(TrySendError::Full(_))) => Err(HsmError::Busy),
             Some(Err(TrySendError::Disconnected(_))) | None => Err(HsmError::Unavailable),
+        }
+    }
+}
+
+/// Whether a member can take work: up first, then one in a planned recycle (its jobs queue
+/// for a few milliseconds), never one that is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Availability {
+    Up,
+    Recycling,
+    Down,
+}
+
+/// What the choice of a member looks at.
+#[derive(Debug, Clone, Copy)]
+struct MemberLoad {
+    availability: Availability,
+    in_flight: u64,
+    pool_size: u64,
+}
+
+/// The member to send new work to, among `loads` given in round-robin order: the available
+/// one with the fewest operations in flight per worker (the first of equals, so ties go round
+/// the members), or `None` when every member is down.
+fn least_loaded(loads: impl IntoIterator<Item = (usize, MemberLoad)>) -> Option<usize> {
+    let mut best: Option<(usize, MemberLoad)> = None;
+    for (index, load) in loads {
+        if load.availability == Availability::Down {
+            continue;
+        }
+        let better = match &best {
+            None => true,
+            Some((_, current)) => {
+                // in_flight / pool_size compared without division; sizes are 1 to 64.
+                let (mine, theirs) = (
+                    u128::from(load.in_flight) * u128::from(current.pool_size),
+                    u128::from(current.in_flight) * u128::from(load.pool_size),
+                );
+                (load.availability, mine) < (current.availability, theirs)
+            }
+        };
+        if better {
+            best = Some((index, load));
+        }
+    }
+    best.map(|(index, _)| index)
+}
+
+struct Inner {
+    /// At least one; the first is the HSM of the config's top-level keys.
+    members: Vec<Member>,
+    /// The first member's shared state: the public keys and KEK versions every member holds
+    /// alike (checked at connect).
+    first: Arc<Shared>,
+    round_robin: AtomicUsize,
+}
+
+/// A connection to the issuer's HSMs: one or more members (each a logged-in token holding
+/// the same keys, with a pool of sessions), work spread over them by load. Cheap to clone;
+/// the pool shuts down when the last clone is dropped (which waits, at most 5 s per member,
+/// until the workers have closed their sessions). Run one per process: a member's recovery
+/// re-initialises its module, which every other user of that module in the process feels too.
+///
+/// Every `async` operation only awaits a reply: the PKCS#11 calls run on the pool's own
+/// threads. A member that is lost takes no new work while its supervisor re-initialises it
+/// in the background; when every member is lost every operation fails at once with
+/// [`HsmError::Unavailable`].
+#[derive(Clone)]
+pub struct Hsm {
+    inner: Arc<Inner>,
+}
+
+// The handle is shared across tasks and threads.
+const _: fn() = || {
+    fn shared_across_threads<T: Send + Sync>() {}
+    shared_across_threads::<Hsm>();
+    shared_across_threads::<crate::SessionTicket>();
+};
+
+impl std::fmt::Debug for Hsm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut list = f.debug_list();
+        for member in &self.inner.members {
+            list.entry(&(&member.shared.config.token_label, member.workers.len(), member.shared.state()));
+        }
+        list.finish()
+    }
+}
+
+impl Hsm {
+    /// Connects from async code: the blocking work runs on a thread of its own.
+    pub async fn connect(config: HsmConfig) -> Result<Hsm, HsmError> {
+        let (tx, rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("mps-hsm-connect".to_owned())
+            .spawn(move || drop(tx.send(Hsm::connect_blocking(config))))
+            .map_err(|_| HsmError::Unavailable)?;
+        rx.await.map_err(|_| HsmError::Unavailable)?
+    }
+
+    /// For every member (the HSM of the top-level keys, then each of `additional`): loads the
+    /// module, initialises it (once per process), finds the token, logs in with the member's
+    /// PIN, keeps an anchor session open, starts the workers (each copies the long-lived keys
+    /// into its session) and the supervisor. Then checks that every member holds the same
+    /// keys as the first. Fails if any of that fails for any member, naming the member.
+    /// Blocks: do not call it on a tokio worker thread.
+    pub fn connect_blocking(config: HsmConfig) -> Result<Hsm, HsmError> {
+        config.validate()?;
+        let member_configs = config.members();
+        crate::members::check_distinct_modules(&member_configs)?;
+        let keks = Arc::new(KekAgreement::new(member_configs.len()));
+        let count = member_configs.len();
+        let mut members = Vec::with_capacity(count);
+        for (index, member_config) in member_configs.into_iter().enumerate() {
+            // A pool of one HSM reports its errors as before; in a pool of several, each
+            // names its member.
+            let named = |source| if count > 1 { member_error(index, &member_config, source) } else { source };
+            let pin = member_config.load_pin().map_err(|e| named(HsmError::Config(e)))?;
+            let started = Member::start(index, member_config.clone(), pin, Arc::clone(&keks)).map_err(named)?;
+            members.push(started);
+        }
+        let Some(first) = members.first().map(|m| Arc::clone(&m.shared)) else {
+            return Err(HsmError::Config(crate::config::ConfigError::Range { field: "additional", reason: "no HSM" }));
+        };
+        let hsm = Hsm { inner: Arc::new(Inner { members, first, round_robin: AtomicUsize::new(0) }) };
+        crate::members::check_same_keys(&hsm)?;
+        Ok(hsm)
+    }
+
+    /// Whether at least one member is logged in with its sessions (for `/readyz`). A planned
+    /// recycle counts as ready: operations queue for its few milliseconds.
+    pub fn is_ready(&self) -> bool {
+        self.inner.members.iter().any(Member::is_ready)
+    }
+
+    /// [`Hsm::is_ready`] of each member, the first HSM first.
+    pub fn members_ready(&self) -> Vec<bool> {
+        self.inner.members.iter().map(Member::is_ready).collect()
+    }
+
+    /// A snapshot of the pool's counters: totals over the members, and each member's own in
+    /// [`PoolMetrics::members`].
+    pub fn metrics(&self) -> PoolMetrics {
+        PoolMetrics::combine(
+            self.inner
+                .members
+                .iter()
+                .map(|member| (member.shared.config.token_label.clone(), member.metrics()))
+                .collect(),
+        )
+    }
+
+    /// Re-initialises every member on purpose, one after the other (so that the others
+    /// serve meanwhile): waits up to `recycle_drain_ms` for opened authorization sessions to
+    /// be sealed, closes every session, C_Finalize, C_Initialize, logs in and re-attaches the
+    /// workers. SoftHSM frees the memory of every session object ever created only at
+    /// C_Finalize, so a long-running server recycles now and then (`recycle_after_objects`
+    /// does it automatically, per member). Operations submitted meanwhile go to the other
+    /// members, or queue and run afterwards. Fails (after trying every member) if any
+    /// member's recycle failed.
+    pub async fn recycle(&self) -> Result<(), HsmError> {
+        let mut outcome = Ok(());
+        for member in &self.inner.members {
+            let (tx, rx) = oneshot::channel();
+            let result = match member.supervisor.send(SupervisorMsg::Recycle { reply: tx }) {
+                Ok(()) => rx.await.map_err(|_| HsmError::Unavailable).and_then(|result| result),
+                Err(_) => Err(HsmError::Unavailable),
+            };
+            if outcome.is_ok() {
+                outcome = result;
+            }
+        }
+        outcome
+    }
+
+    /// Number of members (HSMs) of the pool.
+    pub fn member_count(&self) -> usize {
+        self.inner.members.len()
+    }
+
+    fn member_for(&self, route: Route) -> Option<(&Member, Option<usize>)> {
+        let members = &self.inner.members;
+        match route {
+            Route::Any => {
+                let start = self.inner.round_robin.fetch_add(1, Ordering::Relaxed);
+                let order = (0..members.len()).map(|i| (start + i) % members.len());
+                // Every member down: the round-robin one answers `Unavailable` (and counts it).
+                let index = least_loaded(order.filter_map(|i| Some((i, members.get(i)?.load()))))
+                    .unwrap_or(start % members.len().max(1));
+                members.get(index).map(|member| (member, None))
+            }
+            Route::Member(index) => members.get(index).map(|member| (member, None)),
+            Route::Ticket { member, worker } => members.get(member).map(|member| (member, Some(worker))),
         }
     }
 
@@ -360,11 +549,12 @@ impl Hsm {
         T: Send + 'static,
         E: From<HsmError> + CountedError + Send + 'static,
     {
-        let shared = &self.inner.shared;
+        let Some((member, worker)) = self.member_for(route) else { return Err(E::from(HsmError::Unavailable)) };
+        let shared = &member.shared;
         let _in_flight = InFlight::enter(&shared.metrics);
         let result = async {
             let (tx, rx) = oneshot::channel();
-            self.enqueue(route, Self::job(Reply::Async(tx), op)).map_err(E::from)?;
+            member.enqueue(worker, Self::job(Reply::Async(tx), op)).map_err(E::from)?;
             match tokio::time::timeout(shared.config.op_timeout(), rx).await {
                 Ok(Ok(result)) => result,
                 Ok(Err(_)) => Err(E::from(HsmError::Unavailable)),
@@ -385,11 +575,12 @@ impl Hsm {
     where
         T: Send + 'static,
     {
-        let shared = &self.inner.shared;
+        let Some((member, worker)) = self.member_for(route) else { return Err(HsmError::Unavailable) };
+        let shared = &member.shared;
         let _in_flight = InFlight::enter(&shared.metrics);
         let result = (|| {
             let (tx, rx) = crossbeam_channel::bounded(1);
-            self.enqueue(route, Self::job(Reply::Blocking(tx), op))?;
+            member.enqueue(worker, Self::job(Reply::Blocking(tx), op))?;
             match rx.recv_timeout(shared.config.op_timeout()) {
                 Ok(result) => result,
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(HsmError::Timeout),
@@ -400,7 +591,43 @@ impl Hsm {
         result
     }
 
+    /// The first member's shared state (public keys, KEK versions: alike on every member).
     pub(crate) fn shared(&self) -> &Shared {
-        &self.inner.shared
+        &self.inner.first
+    }
+
+    /// Each member's shared state, the first HSM first.
+    pub(crate) fn member_states(&self) -> impl Iterator<Item = &Shared> {
+        self.inner.members.iter().map(|member| member.shared.as_ref())
+    }
+}
+
+/// Names the member a connect failure belongs to.
+fn member_error(index: usize, config: &HsmConfig, source: HsmError) -> HsmError {
+    HsmError::Member { member: index, token_label: config.token_label.clone(), source: Box::new(source) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(availability: Availability, in_flight: u64, pool_size: u64) -> MemberLoad {
+        MemberLoad { availability, in_flight, pool_size }
+    }
+
+    #[test]
+    fn the_least_loaded_available_member_is_chosen() {
+        use Availability::{Down, Recycling, Up};
+        // Fewest in flight per worker: 3 of 4 beats 1 of 1.
+        assert_eq!(least_loaded([(0, load(Up, 1, 1)), (1, load(Up, 3, 4))]), Some(1));
+        assert_eq!(least_loaded([(0, load(Up, 2, 2)), (1, load(Up, 3, 2))]), Some(0));
+        // Ties go to the first in the (round-robin) order given.
+        assert_eq!(least_loaded([(1, load(Up, 2, 2)), (0, load(Up, 2, 2))]), Some(1));
+        // A member that is down never takes work, however idle.
+        assert_eq!(least_loaded([(0, load(Down, 0, 2)), (1, load(Up, 50, 2))]), Some(1));
+        // A recycling member only when no member is up.
+        assert_eq!(least_loaded([(0, load(Recycling, 0, 2)), (1, load(Up, 50, 2))]), Some(1));
+        assert_eq!(least_loaded([(0, load(Recycling, 9, 2)), (1, load(Down, 0, 2))]), Some(0));
+        assert_eq!(least_loaded([(0, load(Down, 0, 2)), (1, load(Down, 0, 2))]), None);
     }
 }

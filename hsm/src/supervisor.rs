@@ -240,7 +240,7 @@ impl Supervisor {
             self.shared.key_cache.insert(kek_label(&labels.key_encryption, version), handle);
         }
         if let Some(&(newest, _)) = keks.last() {
-            self.shared.kek_newest.store(newest, Ordering::Release);
+            self.shared.set_kek_found(newest);
         }
         *self.shared.kek_versions.lock().unwrap_or_else(|p| p.into_inner()) = keks.iter().map(|(v, _)| *v).collect();
         for (label, class) in [
@@ -253,7 +253,18 @@ impl Supervisor {
             self.shared.key_cache.insert(label.clone(), handle);
         }
         let public_key = read_public_key(session, &labels.signing)?;
-        *self.shared.public_key.lock().unwrap_or_else(|p| p.into_inner()) = public_key;
+        let mut known = self.shared.public_key.lock().unwrap_or_else(|p| p.into_inner());
+        // A token whose signing key changed while the pool ran (another HSM put in its place,
+        // a new ceremony) holds other keys than the rest of the pool: it stays out.
+        if *known != [0; 65] && *known != public_key {
+            return Err(HsmError::MemberKeysDiffer {
+                member: self.shared.member,
+                token_label: config.token_label.clone(),
+                what: "its signing key changed since the pool connected",
+            });
+        }
+        *known = public_key;
+        drop(known);
         let public_key_next = match &labels.signing_next {
             Some(next) => {
                 let handle = find_token_object(session, ObjectClass::PRIVATE_KEY, next)?
@@ -322,8 +333,13 @@ impl Supervisor {
         match checked {
             Ok(()) => {
                 self.shared.key_cache.insert(label.clone(), handle);
-                self.shared.kek_newest.store(newest, Ordering::Release);
-                tracing::info!(key = %label, version = newest, "new chain keys are now wrapped under the rotated KEK");
+                self.shared.set_kek_found(newest);
+                tracing::info!(
+                    member = self.shared.member,
+                    key = %label,
+                    version = newest,
+                    "a rotated KEK passed the key policy; new chain keys go under it once every HSM of the pool holds it"
+                );
             }
             Err(e) => tracing::error!(
                 key = %label,

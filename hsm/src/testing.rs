@@ -15,7 +15,7 @@ use mps_protocol::keys::{LABEL_PERSONALISATION, kdf_data, personalisation_contex
 use mps_protocol::perso::WRAPPED_KEY_LEN;
 
 use crate::ceremony::{self, transport_key_label};
-use crate::config::{HsmConfig, Pin};
+use crate::config::{HsmConfig, HsmMember, Pin};
 use crate::custody::WrappedChainKey;
 use crate::error::{HsmError, Pkcs11Function, from_cryptoki};
 use crate::module;
@@ -82,6 +82,55 @@ impl TestToken {
         Pin::new(SO_PIN).unwrap_or_else(|_| unreachable_pin())
     }
 
+    /// A config for a pool of `members` HSMs on this token (1 to 8): the first is the
+    /// configured module, each further one a copy of its file in the token directory. SoftHSM
+    /// loaded from another file keeps state and locks of its own, so each copy behaves as
+    /// another HSM holding the same keys (it reads the same token directory).
+    pub fn pool_config(&self, members: usize) -> Result<HsmConfig, TestTokenError> {
+        let mut config = self.config.clone();
+        if members > 1 {
+            let mut additional = Vec::with_capacity(members - 1);
+            for index in 1..members {
+                let module_path = module_copy(&self.config.module_path, &self.dir, &format!("member-{index}"))?;
+                additional.push(HsmMember {
+                    module_path,
+                    token_label: None,
+                    pin_env: None,
+                    pin_file: None,
+                    pool_size: None,
+                });
+            }
+            config.additional = Some(additional);
+        }
+        config.validate().map_err(|e| TestTokenError(format!("pool config: {e}")))?;
+        Ok(config)
+    }
+
+    /// Creates another token, `label`, in this token's directory, with a key ceremony of its
+    /// own (so other keys under the same labels), and returns a config for it through a
+    /// fresh copy of the module (a module initialised before the token existed would not see
+    /// it). Same PINs as the test token.
+    pub fn other_token(&self, label: &str) -> Result<HsmConfig, TestTokenError> {
+        let fail = |what: &str, e: &dyn std::fmt::Display| TestTokenError(format!("{what}: {e}"));
+        init_token(&self.softhsm_conf, label)?;
+        let config = HsmConfig {
+            module_path: module_copy(&self.config.module_path, &self.dir, &format!("token-{label}"))?,
+            token_label: label.to_owned(),
+            ..self.config.clone()
+        };
+        let user_pin = Pin::new(USER_PIN).map_err(|e| fail("user PIN", &e))?;
+        ceremony::import_transport_key(
+            &config,
+            &user_pin,
+            TRANSPORT_VENDOR,
+            &zeroize::Zeroizing::new(TRANSPORT_KEY_VALUE),
+        )
+        .map_err(|e| fail("transport key import", &e))?;
+        ceremony::init_keys(&config, &user_pin, &[TRANSPORT_VENDOR.to_owned()])
+            .map_err(|e| fail("key ceremony", &e))?;
+        Ok(config)
+    }
+
     fn create() -> Result<TestToken, TestTokenError> {
         let fail = |what: &str, e: &dyn std::fmt::Display| TestTokenError(format!("{what}: {e}"));
         if module::any_initialised() {
@@ -105,17 +154,7 @@ impl TestToken {
         let pin_file = dir.join("user.pin");
         write_private_file(&pin_file, &format!("{USER_PIN}\n")).map_err(|e| fail("write the PIN file", &e))?;
 
-        let output = Command::new("softhsm2-util")
-            .env("SOFTHSM2_CONF", &softhsm_conf)
-            .args(["--init-token", "--free", "--label", TOKEN_LABEL, "--so-pin", SO_PIN, "--pin", USER_PIN])
-            .output()
-            .map_err(|e| fail("run softhsm2-util (install the softhsm2 package: apt-get install softhsm2)", &e))?;
-        if !output.status.success() {
-            return Err(TestTokenError(format!(
-                "softhsm2-util --init-token failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
-        }
+        init_token(&softhsm_conf, TOKEN_LABEL)?;
         // SAFETY: `set_var` is unsafe because another thread may read the environment at the
         // same time through libc (getenv is not synchronised with setenv). This runs once per
         // process inside a OnceLock, before this process's first C_Initialize (checked above),
@@ -149,6 +188,38 @@ impl TestToken {
         let transport_key_label = transport_key_label(TRANSPORT_VENDOR).map_err(|e| fail("transport key", &e))?;
         Ok(TestToken { config, dir, softhsm_conf, transport_key_label })
     }
+}
+
+/// `softhsm2-util --init-token` of a new token `label` with the test PINs.
+fn init_token(softhsm_conf: &Path, label: &str) -> Result<(), TestTokenError> {
+    let output = Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", softhsm_conf)
+        .args(["--init-token", "--free", "--label", label, "--so-pin", SO_PIN, "--pin", USER_PIN])
+        .output()
+        .map_err(|e| {
+            TestTokenError(format!("run softhsm2-util (install the softhsm2 package: apt-get install softhsm2): {e}"))
+        })?;
+    if !output.status.success() {
+        return Err(TestTokenError(format!(
+            "softhsm2-util --init-token failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// A copy of the module file `module` as `dir/lib<name>.so`, made once (written to a
+/// temporary name and renamed, so a loaded copy is never overwritten). dlopen of another file
+/// loads the library a second time, with its own global state.
+pub fn module_copy(module: &Path, dir: &Path, name: &str) -> Result<PathBuf, TestTokenError> {
+    let fail = |e: std::io::Error| TestTokenError(format!("copy the PKCS#11 module {}: {e}", module.display()));
+    let path = dir.join(format!("lib{name}.so"));
+    if !path.exists() {
+        let partial = dir.join(format!("lib{name}.so.partial-{}", std::process::id()));
+        std::fs::copy(module, &partial).map_err(fail)?;
+        std::fs::rename(&partial, &path).map_err(fail)?;
+    }
+    Ok(path)
 }
 
 /// Puts a deliberately weak KEK on the test token (public and/or extractable, with or without
@@ -305,6 +376,13 @@ pub async fn chain_key_0_with_imk(hsm: &Hsm, imk: &[u8; 32], sim_id: &SimId) -> 
     let imk = *imk;
     let sim_id = sim_id.clone();
     hsm.call(Route::Any, move |ctx| ctx.chain_key_0_with_imk(&imk, &sim_id)).await
+}
+
+/// [`wrap_known_chain_key`] on member `member` of the pool (0 is the first HSM): the same
+/// value wrapped on two members gives the same bytes only if they hold the same KEK.
+pub async fn wrap_known_chain_key_on(hsm: &Hsm, member: usize, value: &[u8; 32]) -> Result<WrappedChainKey, HsmError> {
+    let value = *value;
+    hsm.call(Route::Member(member), move |ctx| ctx.wrap_known_chain_key(&value)).await
 }
 
 /// Number of session objects of this process (all sessions), seen from one worker.

@@ -306,9 +306,10 @@ impl Ctx {
         self.session.get()
     }
 
-    /// The newest KEK version the pool knows: new chain keys are wrapped under it.
+    /// The KEK version new chain keys are wrapped under: the newest that every member of
+    /// the pool holds, so that any member can unwrap them.
     pub fn kek_newest(&self) -> u32 {
-        self.shared.kek_newest.load(Ordering::Acquire)
+        self.shared.kek_for_wrapping()
     }
 
     /// The handle of KEK `version`, copied into this worker's session the first time it is

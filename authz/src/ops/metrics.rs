@@ -8,8 +8,8 @@ use std::time::Duration;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::ledger::BatchReport;
@@ -168,6 +168,19 @@ impl Metrics {
     }
 }
 
+/// One family per [`HSM_MEMBER_GAUGES`] entry, one sample per HSM of the pool.
+fn member_families(members: &[mps_hsm::MemberMetrics]) -> Vec<MetricFamily> {
+    let mut families = Vec::new();
+    for (name, help, figure) in &HSM_MEMBER_GAUGES {
+        let Ok(gauges) = GaugeVec::new(Opts::new(*name, *help), &["hsm"]) else { continue };
+        for (member, m) in members.iter().enumerate() {
+            gauges.with_label_values(&[member.to_string().as_str()]).set(figure(m));
+        }
+        families.extend(gauges.collect());
+    }
+    families
+}
+
 /// Reads the HSM pool's counters at scrape time (names without the registry's prefix, which
 /// the registry adds).
 struct HsmCollector {
@@ -176,8 +189,8 @@ struct HsmCollector {
 }
 
 const HSM_GAUGES: [(&str, &str); 10] = [
-    ("hsm_pool_ready", "1 when the HSM pool is logged in and its sessions are up"),
-    ("hsm_pool_size", "HSM sessions (worker threads)"),
+    ("hsm_pool_ready", "1 when at least one HSM of the pool is logged in with its sessions up"),
+    ("hsm_pool_size", "HSM sessions (worker threads), every HSM of the pool"),
     ("hsm_in_flight", "HSM operations submitted and not yet answered"),
     ("hsm_queued", "HSM jobs waiting in the workers' queues"),
     ("hsm_open_sessions", "Authorization sessions opened in the HSM and not yet sealed"),
@@ -188,11 +201,27 @@ const HSM_GAUGES: [(&str, &str); 10] = [
     ("hsm_objects_since_init", "Session objects created since the last HSM initialisation"),
 ];
 
+/// Per-HSM figures of a pool over several HSMs, labelled `hsm="<index>"` (0 is the HSM of
+/// `[hsm]`'s own keys, 1 the first of `[[hsm.additional]]`): at most 8 label values.
+type MemberFigure = fn(&mps_hsm::MemberMetrics) -> f64;
+const HSM_MEMBER_GAUGES: [(&str, &str, MemberFigure); 7] = [
+    ("hsm_member_up", "1 when this HSM of the pool is logged in and takes work", |m| f64::from(u8::from(m.ready))),
+    ("hsm_member_pool_size", "Sessions (worker threads) on this HSM", |m| m.pool_size as f64),
+    ("hsm_member_in_flight", "Operations submitted to this HSM and not yet answered", |m| m.in_flight as f64),
+    ("hsm_member_operations_total", "Operations this HSM answered", |m| m.operations_total as f64),
+    ("hsm_member_errors_total", "Failed operations on this HSM, every kind", |m| m.errors_total as f64),
+    ("hsm_member_reconnects_total", "Re-initialisations of this HSM after it was lost", |m| m.reconnects_total as f64),
+    ("hsm_member_recycles_total", "Planned re-initialisations of this HSM", |m| m.recycles_total as f64),
+];
+
 impl HsmCollector {
     fn new(hsm: mps_hsm::Hsm) -> Result<Self, MetricsError> {
         let mut descs = Vec::new();
         for (name, help) in &HSM_GAUGES {
             descs.push(Desc::new((*name).to_owned(), (*help).to_owned(), vec![], Default::default())?);
+        }
+        for (name, help, _) in &HSM_MEMBER_GAUGES {
+            descs.push(Desc::new((*name).to_owned(), (*help).to_owned(), vec!["hsm".to_owned()], Default::default())?);
         }
         descs.push(Desc::new(
             "hsm_errors_total".to_owned(),
@@ -238,6 +267,7 @@ impl Collector for HsmCollector {
             }
             families.extend(errors.collect());
         }
+        families.extend(member_families(&m.members));
         families
     }
 }

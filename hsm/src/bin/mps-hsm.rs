@@ -92,9 +92,13 @@ enum KeysAction {
 /// Arguments of `bench`.
 #[derive(Args)]
 struct BenchArgs {
-    /// Pool sizes to measure, comma separated.
+    /// Pool sizes to measure, comma separated (per HSM).
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     threads: Vec<usize>,
+    /// Numbers of HSMs to measure with, comma separated: the first N HSMs of the config (the
+    /// one of the top-level keys, then its `additional` ones).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    members: Vec<usize>,
     /// Seconds per measurement.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
@@ -298,48 +302,93 @@ mod bench {
         "authorization, 1 caller (latency view)",
     ];
 
-    pub fn run(mut config: HsmConfig, args: &BenchArgs) -> Result<(), String> {
+    /// One measured pool shape: HSMs and workers per HSM.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    struct Shape {
+        members: usize,
+        threads: usize,
+    }
+
+    impl std::fmt::Display for Shape {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{} HSM x {} thr", self.members, self.threads)
+        }
+    }
+
+    /// `config` cut to its first `shape.members` HSMs, each with `shape.threads` workers.
+    fn shaped(config: &HsmConfig, shape: Shape, callers: usize) -> Result<HsmConfig, String> {
+        let mut config = config.clone();
+        let available = config.additional.as_ref().map_or(0, Vec::len) + 1;
+        if shape.members > available {
+            return Err(format!(
+                "--members {} needs {} HSMs in the config, it has {available} (add [[additional]] entries)",
+                shape.members, shape.members
+            ));
+        }
+        config.pool_size = shape.threads;
+        config.queue_depth_max = config.queue_depth_max.max(callers * 2);
+        config.additional = match config.additional.take() {
+            Some(mut additional) if shape.members > 1 => {
+                additional.truncate(shape.members - 1);
+                for member in &mut additional {
+                    member.pool_size = Some(shape.threads);
+                }
+                Some(additional)
+            }
+            _ => None,
+        };
+        Ok(config)
+    }
+
+    pub fn run(config: HsmConfig, args: &BenchArgs) -> Result<(), String> {
         if args.threads.is_empty() || args.threads.iter().any(|t| !(1..=64).contains(t)) {
             return Err("--threads takes pool sizes from 1 to 64".to_owned());
         }
+        if args.members.is_empty() || args.members.iter().any(|m| !(1..=mps_hsm::config::MEMBERS_MAX).contains(m)) {
+            return Err("--members takes numbers of HSMs from 1 to 8".to_owned());
+        }
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
         let seconds = Duration::from_secs(args.seconds.max(1));
+        let shapes: Vec<Shape> = args
+            .members
+            .iter()
+            .flat_map(|&members| args.threads.iter().map(move |&threads| Shape { members, threads }))
+            .collect();
         let mut results = Vec::new();
-        for &threads in &args.threads {
-            config.pool_size = threads;
-            config.queue_depth_max = config.queue_depth_max.max(threads * args.callers_per_thread * 2);
+        for &shape in &shapes {
+            let callers_max = shape.members * shape.threads * args.callers_per_thread;
             let fixture = runtime
-                .block_on(fixture(config.clone(), &args.transport_key))
+                .block_on(fixture(shaped(&config, shape, callers_max)?, &args.transport_key))
                 .map_err(|e| format!("setup: {e} (did `keys init --transport-key {}` run?)", args.transport_key))?;
             let fixture = Arc::new(fixture);
             for (index, name) in OPERATIONS.iter().enumerate() {
-                let callers = if index == OPERATIONS.len() - 1 { 1 } else { threads * args.callers_per_thread };
-                eprint!("{threads} thread(s), {callers:>2} caller(s): {name:<42} ...");
+                let callers = if index == OPERATIONS.len() - 1 { 1 } else { callers_max };
+                eprint!("{shape}, {callers:>2} caller(s): {name:<42} ...");
                 let (count, errors) = runtime.block_on(measure(Arc::clone(&fixture), index, callers, seconds));
                 let rate = count as f64 / seconds.as_secs_f64();
                 eprintln!(" {rate:>9.0} ops/s ({errors} errors)");
-                results.push((threads, *name, rate, errors));
+                results.push((shape, *name, rate, errors));
             }
             let metrics = fixture.hsm.metrics();
+            let per_member: Vec<String> = metrics.members.iter().map(|m| m.operations_total.to_string()).collect();
             eprintln!(
-                "{threads} thread(s): {} session objects created, {} destroy failures, {} reconnects",
-                metrics.objects_created_total, metrics.destroy_failures_total, metrics.reconnects_total
+                "{shape}: operations per HSM {}, {} session objects created, {} destroy failures, {} reconnects",
+                per_member.join(" / "),
+                metrics.objects_created_total,
+                metrics.destroy_failures_total,
+                metrics.reconnects_total
             );
         }
         println!();
-        println!(
-            "| operation | {} |",
-            args.threads.iter().map(|t| format!("{t} thr ops/s")).collect::<Vec<_>>().join(" | ")
-        );
-        println!("|---|{}", "---:|".repeat(args.threads.len()));
+        println!("| operation | {} |", shapes.iter().map(|s| format!("{s} ops/s")).collect::<Vec<_>>().join(" | "));
+        println!("|---|{}", "---:|".repeat(shapes.len()));
         for name in OPERATIONS {
-            let row: Vec<String> = args
-                .threads
+            let row: Vec<String> = shapes
                 .iter()
-                .map(|t| {
+                .map(|shape| {
                     results
                         .iter()
-                        .find(|(threads, n, _, _)| threads == t && *n == name)
+                        .find(|(s, n, _, _)| s == shape && *n == name)
                         .map(
                             |(_, _, rate, errors)| {
                                 if *errors > 0 { format!("{rate:.0} ({errors} err)") } else { format!("{rate:.0}") }
