@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use mps_hsm::Hsm;
-use mps_pki::TrustStore;
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::AuthzConfig;
@@ -15,6 +14,7 @@ use crate::decision::{Authorizer, DecisionSettings};
 use crate::front::{admin, routes, server, tls};
 use crate::ledger::Ledger;
 use crate::ops::metrics::Metrics;
+use crate::ops::revocation::{self, Revocation};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -96,11 +96,7 @@ pub fn parts_with_hsm(config: &AuthzConfig, hsm: Hsm) -> Result<Parts, AppError>
 }
 
 /// Builds the decision from the configuration and open parts.
-pub fn authorizer(config: &AuthzConfig, parts: &Parts) -> Result<Authorizer, AppError> {
-    let anchors: Vec<&std::path::Path> = config.merchants.scheme_ca.iter().map(|p| p.as_path()).collect();
-    let crls: Vec<&std::path::Path> = config.merchants.crls.iter().map(|p| p.as_path()).collect();
-    let trust = TrustStore::from_pem_files(&anchors, &crls)
-        .map_err(|e| AppError::Pki(format!("merchant trust (merchants.scheme_ca / merchants.crls): {e}")))?;
+pub fn authorizer(config: &AuthzConfig, parts: &Parts, merchants: MerchantVerifier) -> Result<Authorizer, AppError> {
     let chain = mps_pki::pem::load_certificates(&config.issuer.signing_certificate)
         .map_err(|e| AppError::Pki(format!("issuer.signing_certificate: {e}")))?;
     check_certificate_key(&chain, parts.hsm.signing_public_key(), "issuer.signing_certificate", "hsm.keys.signing")?;
@@ -128,7 +124,7 @@ pub fn authorizer(config: &AuthzConfig, parts: &Parts) -> Result<Authorizer, App
     Ok(Authorizer::new(
         parts.hsm.clone(),
         parts.ledger.clone(),
-        MerchantVerifier::new(trust),
+        merchants,
         signer,
         settings,
         Arc::clone(&parts.metrics),
@@ -190,8 +186,8 @@ impl RunningServer {
 /// Binds both listeners and starts serving with already open parts.
 pub async fn start(config: &AuthzConfig, parts: Parts) -> Result<RunningServer, AppError> {
     let metrics = Arc::clone(&parts.metrics);
-    let authorizer = Arc::new(authorizer(config, &parts)?);
-    let tls = tls::server_config(&config.server)?;
+    let revocation = Arc::new(Revocation::load(config, Arc::clone(&metrics)).map_err(AppError::Pki)?);
+    let authorizer = Arc::new(authorizer(config, &parts, revocation.merchant_verifier())?);
     let in_flight = Arc::new(Semaphore::new(config.server.in_flight_max));
     let state = Arc::new(routes::AppState {
         authorizer: Arc::clone(&authorizer),
@@ -200,7 +196,11 @@ pub async fn start(config: &AuthzConfig, parts: Parts) -> Result<RunningServer, 
         request_timeout: config.server.request_timeout(),
     });
     let router = routes::router(state, config.server.body_bytes_max);
-    let admin_router = admin::router(Arc::new(admin::AdminState { authorizer, metrics: Arc::clone(&metrics) }));
+    let admin_router = admin::router(Arc::new(admin::AdminState {
+        authorizer,
+        metrics: Arc::clone(&metrics),
+        revocation: Arc::clone(&revocation),
+    }));
     let listener = server::bind(config.server.listen).await?;
     let admin_listener = server::bind(config.admin.listen).await?;
     let address = listener.local_addr()?;
@@ -209,12 +209,15 @@ pub async fn start(config: &AuthzConfig, parts: Parts) -> Result<RunningServer, 
     let listener_stats = Arc::clone(&metrics.listener);
     let (stop, shutdown) = watch::channel(false);
     let (in_flight_max, shutdown_grace) = (config.server.in_flight_max, config.server.shutdown_grace());
+    let crl_check_interval = std::time::Duration::from_millis(config.revocation.check_interval_ms);
     let task = tokio::spawn(async move {
         let admin_task = tokio::spawn(server::serve_admin(admin_listener, admin_router, shutdown.clone()));
+        let watcher = tokio::spawn(revocation::watch(Arc::clone(&revocation), crl_check_interval, shutdown.clone()));
         let admission: Arc<dyn mps_pki::listener::Admission> = Arc::new(mps_pki::listener::Everyone(router));
-        mps_pki::listener::serve(listener, mps_pki::listener::fixed(tls), admission, limits, listener_stats, shutdown)
-            .await;
+        let tls = revocation.tls_source();
+        mps_pki::listener::serve(listener, tls, admission, limits, listener_stats, shutdown).await;
         let _ = admin_task.await;
+        let _ = watcher.await;
         // Decisions whose caller went away may still be booking: they finish before the
         // ledger closes (bounded by the grace period, like the connections).
         let permits = u32::try_from(in_flight_max).unwrap_or(u32::MAX);

@@ -48,6 +48,9 @@ pub struct AuthzConfig {
     pub issuer: IssuerConfig,
     /// Trust for merchant JWS signatures.
     pub merchants: MerchantTrustConfig,
+    /// Reloading CRLs while serving.
+    #[serde(default)]
+    pub revocation: RevocationConfig,
     /// The HSM.
     pub hsm: mps_hsm::HsmConfig,
     /// The ledger.
@@ -244,6 +247,25 @@ pub struct MerchantTrustConfig {
     pub crls: Vec<PathBuf>,
 }
 
+/// Reloading CRLs while serving (`ops::revocation`): on a change of a CA or CRL file, and on
+/// SIGHUP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationConfig {
+    /// How often the CA and CRL files are checked for a change (100 to 3600000 ms).
+    #[serde(default = "defaults::crl_check_interval_ms")]
+    pub check_interval_ms: u64,
+    /// `/readyz` reports not ready when the earliest nextUpdate is this close (seconds).
+    #[serde(default = "defaults::crl_margin_s")]
+    pub margin_s: u64,
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        Self { check_interval_ms: defaults::crl_check_interval_ms(), margin_s: defaults::crl_margin_s() }
+    }
+}
+
 /// The ledger.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -330,6 +352,12 @@ mod defaults {
     pub fn mac_failure_window_s() -> u64 {
         60
     }
+    pub fn crl_check_interval_ms() -> u64 {
+        10_000
+    }
+    pub fn crl_margin_s() -> u64 {
+        3_600
+    }
     pub fn log_level() -> String {
         "info".to_owned()
     }
@@ -385,6 +413,9 @@ impl AuthzConfig {
         self.server.listener_limits().check().map_err(ConfigError::Invalid)?;
         if self.server.client_ca.is_empty() {
             return invalid("server.client_ca must name at least one CA file: clients must present certificates");
+        }
+        if !(100..=3_600_000).contains(&self.revocation.check_interval_ms) {
+            return invalid("revocation.check_interval_ms must be 100 to 3600000");
         }
         if self.merchants.scheme_ca.is_empty() {
             return invalid("merchants.scheme_ca must name at least one CA file");

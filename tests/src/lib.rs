@@ -95,6 +95,14 @@ impl Pki {
         self.authority.write_crl(level, &self.intermediate_key, now).unwrap();
     }
 
+    /// Publishes fresh CRLs of both CA levels as of `now` (a `now` in the past makes CRLs whose
+    /// nextUpdate may have passed).
+    pub fn publish_crls(&mut self, now: OffsetDateTime) {
+        let root_key = self.authority.load_file_key(CaLevel::Root).unwrap();
+        self.authority.write_crl(CaLevel::Root, &root_key, now).unwrap();
+        self.authority.write_crl(CaLevel::Intermediate, &self.intermediate_key, now).unwrap();
+    }
+
     pub fn trust_store(&self) -> TrustStore {
         TrustStore::from_pem_files(&[&self.root_file()], &[&self.crls_file()]).unwrap()
     }

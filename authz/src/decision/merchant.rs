@@ -2,6 +2,8 @@
 //! to the scheme CA (validity, usage, revocation, through `pki`), and the certificate's
 //! merchant id equal to the body's. Any failure is 401 with code 63.
 
+use std::sync::{Arc, PoisonError, RwLock};
+
 use mps_pki::jws::{self, JwsError};
 use mps_pki::{Role, TrustStore};
 use mps_protocol::MerchantId;
@@ -30,21 +32,29 @@ pub enum MerchantRefusal {
     },
 }
 
-/// Checks merchant signatures against the scheme's trust anchors and CRLs.
+/// Checks merchant signatures against the scheme's trust anchors and CRLs. Clones share one
+/// trust store, which [`MerchantVerifier::replace`] swaps (new CRLs) for every clone at once.
+#[derive(Clone)]
 pub struct MerchantVerifier {
-    trust: TrustStore,
+    trust: Arc<RwLock<Arc<TrustStore>>>,
 }
 
 impl MerchantVerifier {
     /// Over the given trust store.
     pub fn new(trust: TrustStore) -> Self {
-        Self { trust }
+        Self { trust: Arc::new(RwLock::new(Arc::new(trust))) }
+    }
+
+    /// Puts `trust` in force for the checks that start from now on.
+    pub fn replace(&self, trust: TrustStore) {
+        *self.trust.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(trust);
     }
 
     /// Step 3.
     pub fn check(&self, jws: Option<&str>, body: &[u8], merchant_id: &MerchantId) -> Result<(), MerchantRefusal> {
         let jws = jws.ok_or(MerchantRefusal::Missing)?;
-        let identity = jws::verify_detached(jws, body, &self.trust, Role::Merchant, UnixTime::now())?;
+        let trust = Arc::clone(&self.trust.read().unwrap_or_else(PoisonError::into_inner));
+        let identity = jws::verify_detached(jws, body, &trust, Role::Merchant, UnixTime::now())?;
         match identity.merchant_id {
             Some(certified) if certified == *merchant_id => Ok(()),
             certificate => Err(MerchantRefusal::OtherMerchant { certificate, body: *merchant_id }),

@@ -10,6 +10,7 @@ use axum::routing::get;
 
 use crate::decision::Authorizer;
 use crate::ops::metrics::Metrics;
+use crate::ops::revocation::Revocation;
 
 /// State of the admin handlers.
 pub struct AdminState {
@@ -17,6 +18,8 @@ pub struct AdminState {
     pub authorizer: Arc<Authorizer>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The CRLs in force (their freshness is part of readiness).
+    pub revocation: Arc<Revocation>,
 }
 
 /// The admin route table.
@@ -39,8 +42,11 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
     let hsm_ready = state.authorizer.hsm().is_ready();
     let ledger_ready = state.authorizer.ledger().health_check().await.is_ok();
-    let text = format!("hsm: {}\nledger: {}\n", ready_word(hsm_ready), ready_word(ledger_ready));
-    let status = if hsm_ready && ledger_ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let crl = state.revocation.freshness(std::time::SystemTime::now());
+    let text =
+        format!("hsm: {}\nledger: {}\ncrl: {}\n", ready_word(hsm_ready), ready_word(ledger_ready), crl.describe());
+    let ready = hsm_ready && ledger_ready && crl.is_ready();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, text).into_response()
 }
 

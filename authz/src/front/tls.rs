@@ -21,12 +21,17 @@ pub enum TlsSetupError {
     Identity(String),
 }
 
-/// Builds the rustls configuration.
-pub fn server_config(listener: &ListenerConfig) -> Result<Arc<ServerConfig>, TlsSetupError> {
+/// The trust store for client (gateway) certificates, from `server.client_ca` and
+/// `server.client_crls`.
+pub fn client_trust(listener: &ListenerConfig) -> Result<TrustStore, TlsSetupError> {
     let anchors: Vec<&std::path::Path> = listener.client_ca.iter().map(|p| p.as_path()).collect();
     let crls: Vec<&std::path::Path> = listener.client_crls.iter().map(|p| p.as_path()).collect();
-    let trust = TrustStore::from_pem_files(&anchors, &crls).map_err(|e| TlsSetupError::ClientTrust(e.to_string()))?;
-    let verifier = mps_pki::tls::client_cert_verifier(&trust, Role::GatewayClient)
+    TrustStore::from_pem_files(&anchors, &crls).map_err(|e| TlsSetupError::ClientTrust(e.to_string()))
+}
+
+/// Builds the rustls configuration, client certificates checked against `trust`.
+pub fn server_config(listener: &ListenerConfig, trust: &TrustStore) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    let verifier = mps_pki::tls::client_cert_verifier(trust, Role::GatewayClient)
         .map_err(|e| TlsSetupError::ClientTrust(e.to_string()))?;
     let versions: &[&rustls::SupportedProtocolVersion] = match listener.tls_min_version {
         TlsVersion::Tls13 => &[&rustls::version::TLS13],

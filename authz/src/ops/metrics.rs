@@ -56,6 +56,12 @@ pub struct Metrics {
     pub overload: IntCounter,
     /// Requests whose deadline passed after their booking was queued (answered "outcome unknown").
     pub outcome_unknown: IntCounter,
+    /// The earliest nextUpdate of the CRLs in force, seconds since the Unix epoch.
+    pub crl_next_update_seconds: IntGauge,
+    /// CRL reloads that succeeded.
+    pub crl_reloads: IntCounter,
+    /// CRL reloads that failed (what was in force stayed).
+    pub crl_reload_failures: IntCounter,
     /// The mTLS listener's counters, exported at every scrape.
     pub listener: Arc<mps_pki::listener::ListenerStats>,
     /// Authorizations being decided now.
@@ -103,6 +109,16 @@ impl Metrics {
         registry.register(Box::new(mac_failures.clone()))?;
         registry.register(Box::new(overload.clone()))?;
         registry.register(Box::new(outcome_unknown.clone()))?;
+        let crl_next_update_seconds = IntGauge::new(
+            "crl_next_update_seconds",
+            "Earliest nextUpdate of the CRLs in force (client and merchant), Unix seconds",
+        )?;
+        let crl_reloads = IntCounter::new("crl_reloads_total", "CRL reloads that succeeded")?;
+        let crl_reload_failures =
+            IntCounter::new("crl_reload_failures_total", "CRL reloads that failed; the CRLs before stayed in force")?;
+        registry.register(Box::new(crl_next_update_seconds.clone()))?;
+        registry.register(Box::new(crl_reloads.clone()))?;
+        registry.register(Box::new(crl_reload_failures.clone()))?;
         let listener = Arc::new(mps_pki::listener::ListenerStats::default());
         registry.register(Box::new(mps_pki::listener::ListenerCollector::new(Arc::clone(&listener))?))?;
         let in_flight = IntGauge::new("in_flight", "Authorizations being decided now")?;
@@ -128,6 +144,9 @@ impl Metrics {
             mac_failures,
             overload,
             outcome_unknown,
+            crl_next_update_seconds,
+            crl_reloads,
+            crl_reload_failures,
             listener,
             in_flight,
             ledger_batch_commands,

@@ -3,3 +3,4 @@
 pub mod kek_rotation;
 pub mod logging;
 pub mod metrics;
+pub mod revocation;
