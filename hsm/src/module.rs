@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::RvError;
@@ -26,6 +26,9 @@ struct Entry {
     epoch: u64,
     /// The same epoch, readable without the lock (workers check it before every job).
     epoch_now: Arc<AtomicU64>,
+    /// Held shared by every PKCS#11 call a worker makes, and exclusively by C_Finalize: the
+    /// module is never finalised while a call of any pool of this process is inside it.
+    calls: Arc<RwLock<()>>,
     initialized: bool,
 }
 
@@ -42,9 +45,16 @@ pub(crate) struct Initialised {
     pub path: PathBuf,
     pub epoch: u64,
     epoch_now: Arc<AtomicU64>,
+    calls: Arc<RwLock<()>>,
 }
 
 impl Initialised {
+    /// Keeps C_Finalize of this module out while held: take it around every PKCS#11 call
+    /// (or run of calls), then check [`Initialised::is_current`].
+    pub fn call_guard(&self) -> RwLockReadGuard<'_, ()> {
+        self.calls.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Whether nobody finalised the module since this initialisation: only then do session
     /// and object handles of this epoch still name what they named.
     pub fn is_current(&self) -> bool {
@@ -58,7 +68,10 @@ pub(crate) fn initialise(path: &Path) -> Result<Initialised, HsmError> {
     let mut map = modules();
     if !map.contains_key(path) {
         let pkcs11 = Pkcs11::new(path).map_err(|source| HsmError::Load { path: path.to_owned(), source })?;
-        map.insert(path.to_owned(), Entry { pkcs11, epoch: 0, epoch_now: Arc::default(), initialized: false });
+        map.insert(
+            path.to_owned(),
+            Entry { pkcs11, epoch: 0, epoch_now: Arc::default(), calls: Arc::default(), initialized: false },
+        );
     }
     let entry = map.get_mut(path).ok_or(HsmError::Unavailable)?;
     if !entry.initialized {
@@ -74,12 +87,22 @@ pub(crate) fn initialise(path: &Path) -> Result<Initialised, HsmError> {
         path: path.to_owned(),
         epoch: entry.epoch,
         epoch_now: Arc::clone(&entry.epoch_now),
+        calls: Arc::clone(&entry.calls),
     })
 }
 
 /// C_Finalize, unless somebody already re-initialised the module since `epoch` (then the
 /// sessions of `epoch` are gone already and a second finalize would kill the newer ones).
+///
+/// It first waits until no worker of any pool of this process is inside a call of the module
+/// (the calls lock, taken exclusively): finalising under a running call would free what the
+/// call is using.
 pub(crate) fn finalise_if_current(path: &Path, epoch: u64) {
+    let calls = match modules().get(path) {
+        Some(entry) if entry.epoch == epoch => Arc::clone(&entry.calls),
+        _ => return,
+    };
+    let _no_call_running = calls.write().unwrap_or_else(PoisonError::into_inner);
     let mut map = modules();
     if let Some(entry) = map.get_mut(path)
         && entry.epoch == epoch

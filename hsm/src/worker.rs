@@ -109,7 +109,11 @@ fn attached(inbox: &Inbox<'_>, mut ctx: Box<Ctx>) -> Option<Mode> {
         recv(channels.tickets) -> job => run_job(ctx, job.ok()?),
         recv(channels.jobs) -> job => run_job(ctx, job.ok()?),
         default(TICK) => {
-            ctx.reap_expired_tickets();
+            let module = ctx.module.clone();
+            let _call = module.call_guard();
+            if module.is_current() {
+                ctx.reap_expired_tickets();
+            }
             Some(Mode::Attached(ctx))
         }
     }
@@ -156,6 +160,9 @@ fn detached(inbox: &Inbox<'_>) -> Option<Mode> {
 }
 
 fn run_job(mut ctx: Box<Ctx>, job: Job) -> Option<Mode> {
+    // No C_Finalize of the module starts while the job runs (see module::finalise_if_current).
+    let module = ctx.module.clone();
+    let call = module.call_guard();
     if !ctx.module.is_current() {
         // Another pool of this process re-initialised the module: this session and every
         // handle of it are dead, and their numbers may name somebody else's objects now.
@@ -172,6 +179,7 @@ fn run_job(mut ctx: Box<Ctx>, job: Job) -> Option<Mode> {
             ctx.fault.set(true);
         }
     }
+    drop(call);
     if ctx.fault.get() {
         ctx.report_fault();
         // Dropping the context closes the session (if it still exists), which destroys every
@@ -203,6 +211,7 @@ fn on_control(inbox: &Inbox<'_>, mode: Mode, msg: Option<Control>) -> Option<Mod
         }
         Control::Attach { module, slot, generation, done } => {
             drop(mode);
+            let call = module.call_guard();
             let attached = Ctx::attach(
                 inbox.index,
                 Arc::clone(inbox.shared),
@@ -211,6 +220,7 @@ fn on_control(inbox: &Inbox<'_>, mode: Mode, msg: Option<Control>) -> Option<Mod
                 slot,
                 generation,
             );
+            drop(call);
             match attached {
                 Ok(ctx) => {
                     let _ = done.send(Ok(()));
