@@ -190,3 +190,32 @@ async fn the_rewrap_command_moves_every_chain_key_and_drains_the_old_kek() {
         .unwrap();
     assert_eq!(retired, "mps-kek");
 }
+
+/// A wrong PIN or a module that does not load stops authz at start with an error that names
+/// the cause and exit status 1: no panic, no retry loop (retrying a wrong PIN would lock it on
+/// most HSMs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_pin_or_a_missing_module_stops_authz_with_a_clear_error() {
+    let _serial = one_at_a_time().await;
+    let (_files, config) = config_with_pin_in_environment().await;
+    let cases: [(&[(&str, &str)], &str); 2] = [
+        (&[("MPS_HSM_PIN", "99999999")], "PIN"),
+        (&[("MPS_AUTHZ__HSM__MODULE_PATH", "/nonexistent/libpkcs11.so")], "/nonexistent/libpkcs11.so"),
+    ];
+    for (overrides, named) in cases {
+        let child = authz(&config, overrides);
+        let output = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("authz with {overrides:?} did not stop"))
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(1), "{overrides:?}: {stderr}{stdout}");
+        assert!(!stderr.contains("panicked") && !stdout.contains("panicked"), "{stderr}{stdout}");
+        assert!(stderr.contains(named), "{overrides:?}: the error must name {named}: {stderr}");
+        assert!(!stderr.contains("99999999"), "the PIN must not appear: {stderr}");
+    }
+}
