@@ -48,6 +48,7 @@
 //! hooks, for this crate's tests and other crates' dev-dependencies.
 
 mod authorization;
+pub mod bench;
 pub mod ceremony;
 pub mod config;
 pub mod custody;
