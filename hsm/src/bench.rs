@@ -74,10 +74,11 @@ impl Measured {
 }
 
 /// Runs `step` from `callers` concurrent tasks (1 to [`CALLERS_MAX`]) until `time` has passed;
-/// each task starts its next step when its previous one ends.
+/// each task starts its next step when its previous one ends, and passes its own index (0 to
+/// callers - 1) to every step, so a step can use a resource of its caller's alone.
 pub async fn measure<F, Fut, E>(callers: usize, time: Duration, step: F) -> Measured
 where
-    F: Fn() -> Fut + Send + Sync + 'static,
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), E>> + Send + 'static,
 {
     let step = Arc::new(step);
@@ -86,11 +87,11 @@ where
     let started = Instant::now();
     let deadline = started + time;
     let tasks: Vec<_> = (0..callers.clamp(1, CALLERS_MAX))
-        .map(|_| {
+        .map(|caller| {
             let (step, completed, errors) = (Arc::clone(&step), Arc::clone(&completed), Arc::clone(&errors));
             tokio::spawn(async move {
                 while Instant::now() < deadline {
-                    match step().await {
+                    match step(caller).await {
                         Ok(()) => completed.fetch_add(1, Ordering::Relaxed),
                         Err(_) => errors.fetch_add(1, Ordering::Relaxed),
                     };

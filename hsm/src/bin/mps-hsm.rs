@@ -404,7 +404,7 @@ mod bench {
     }
 
     async fn measure(fixture: Arc<Fixture>, operation: usize, callers: usize, time: Duration) -> (u64, u64) {
-        let measured = bench::measure(callers, time, move || {
+        let measured = bench::measure(callers, time, move |_caller| {
             let fixture = Arc::clone(&fixture);
             async move { one(&fixture, operation).await }
         })
