@@ -333,7 +333,7 @@ impl Report {
     /// The report as a table for a terminal.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let mut line = |name: &str, value: String| out.push_str(&format!("{name:<24}{value}\n"));
+        let mut line = |name: &str, value: String| out.push_str(&format!("{name:<23} {value}\n"));
         line("mode", format!("{}{}", self.mode, if self.interrupted { " (interrupted by Ctrl-C)" } else { "" }));
         line("elapsed", format!("{:.2} s", self.elapsed_s));
         line("requests", format!("{} sent, {} completed, {} errors", self.sent, self.completed, self.errors_total));

@@ -97,7 +97,7 @@ impl BoundsReport {
     /// The bounds part of the report's table.
     pub fn table(&self, run_per_s: f64) -> String {
         let mut out = String::new();
-        let mut line = |name: &str, value: String| out.push_str(&format!("{name:<24}{value}\n"));
+        let mut line = |name: &str, value: String| out.push_str(&format!("{name:<23} {value}\n"));
         for (name, bound) in [("bound: HSM", &self.hsm), ("bound: mTLS", &self.mtls), ("bound: ledger", &self.ledger)] {
             if let Some(b) = bound {
                 line(

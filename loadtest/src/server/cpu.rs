@@ -100,7 +100,7 @@ fn parse_stat(text: &str) -> Option<(String, u64)> {
 }
 
 /// The group a thread's name belongs to: its name without a trailing number, so that
-/// `mps-hsm-0` and `mps-hsm-1` are `mps-hsm-*`, and tokio's `tokio-runtime-w` stays itself.
+/// `mps-hsm-0` and `mps-hsm-1` are `mps-hsm-*`, and tokio's `tokio-rt-worker` stays itself.
 pub fn thread_group(name: &str) -> String {
     let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
     if stem.len() == name.len() { name.to_owned() } else { format!("{}*", stem) }
@@ -158,7 +158,7 @@ mod tests {
     fn threads_are_grouped_by_name_without_their_number() {
         assert_eq!(thread_group("mps-hsm-0"), "mps-hsm-*");
         assert_eq!(thread_group("mps-hsm-12"), "mps-hsm-*");
-        assert_eq!(thread_group("tokio-runtime-w"), "tokio-runtime-w");
+        assert_eq!(thread_group("tokio-rt-worker"), "tokio-rt-worker");
         assert_eq!(thread_group("ledger-writer"), "ledger-writer");
     }
 

@@ -121,6 +121,10 @@ pub struct StageLatency {
     pub p50_ms: Option<f64>,
     /// p99, milliseconds, interpolated inside authz's buckets (approximate).
     pub p99_ms: Option<f64>,
+    /// Total time in the stage divided by the requests authz answered: what one request
+    /// spends in it (a stage may be observed more than once per request, for example one
+    /// observation per HSM call).
+    pub ms_per_request: Option<f64>,
 }
 
 impl StageLatency {
@@ -131,6 +135,7 @@ impl StageLatency {
             mean_ms: ms(delta.mean()?),
             p50_ms: delta.quantile(0.50).map(ms),
             p99_ms: delta.quantile(0.99).map(ms),
+            ms_per_request: None,
         })
     }
 }
@@ -155,8 +160,9 @@ pub struct CpuReport {
     pub cores_busy: f64,
     /// CPU milliseconds per approved payment of the run (None without approvals).
     pub ms_per_approved: Option<f64>,
-    /// CPU milliseconds by thread group (`tokio-runtime-w`: async workers and blocking pool,
-    /// `mps-hsm-*`: HSM pool threads, `ledger-writer`: the group commit thread).
+    /// CPU milliseconds by thread group (`tokio-rt-worker`: the async workers, blocking-pool
+    /// threads of the ledger's reads included; `mps-hsm-*`: HSM pool threads;
+    /// `ledger-writer`: the group commit thread).
     pub threads_ms: BTreeMap<String, f64>,
     /// CPU milliseconds of threads that ended during the run.
     pub ended_threads_ms: f64,
@@ -218,8 +224,10 @@ impl ServerReport {
         let batches = delta("ledger_commit_batch_commands", &[]);
         let commits = delta("ledger_commit_duration_seconds", &[]);
         self.request = request.as_ref().and_then(StageLatency::from_delta);
+        let requests = request.as_ref().map_or(0.0, |r| r.count);
         for (stage, data) in stages {
-            if let Some(latency) = data.as_ref().and_then(StageLatency::from_delta) {
+            if let Some(mut latency) = data.as_ref().and_then(StageLatency::from_delta) {
+                latency.ms_per_request = data.filter(|_| requests > 0.0).map(|d| d.sum * 1000.0 / requests);
                 self.stages.insert(stage.to_owned(), latency);
             }
         }
@@ -253,11 +261,12 @@ impl ServerReport {
     /// The server part of the report's table.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let mut line = |name: &str, value: String| out.push_str(&format!("{name:<24}{value}\n"));
+        let mut line = |name: &str, value: String| out.push_str(&format!("{name:<23} {value}\n"));
         let optional = |ms: Option<f64>| ms.map_or("-".to_owned(), |ms| format!("{ms:.2}"));
         let latency = |l: &StageLatency| {
+            let per_request = l.ms_per_request.map_or(String::new(), |ms| format!(", {ms:.2} ms per request"));
             format!(
-                "mean {:.2} ms, p50 ~{} ms, p99 ~{} ms ({} observed)",
+                "mean {:.2} ms, p50 ~{} ms, p99 ~{} ms ({} observed{per_request})",
                 l.mean_ms,
                 optional(l.p50_ms),
                 optional(l.p99_ms),
