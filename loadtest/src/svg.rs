@@ -15,7 +15,7 @@ const PLOT_HEIGHT: f64 = 260.0;
 const MARGIN_LEFT: f64 = 80.0;
 const MARGIN_RIGHT: f64 = 80.0;
 /// Space above the first panel (title).
-const TITLE_HEIGHT: f64 = 70.0;
+const TITLE_HEIGHT: f64 = 95.0;
 /// Space between panels and below the last one (axis labels, panel title).
 const PANEL_GAP: f64 = 90.0;
 /// Ticks on a value axis.
@@ -164,14 +164,17 @@ fn timeline_panel(svg: &mut String, report: &Report, top: f64) {
     let plot = Plot::at(top);
     plot.frame(svg, "(b) throughput and p99 latency per second", "time since the start (s)");
     let timeline = &report.timeline;
-    let end_s = nice_max(timeline.last().map_or(1.0, |p| p.start_s + p.length_s));
+    // The time axis ends at the run's last whole second, with ticks at a round step.
+    let end_s = timeline.last().map_or(1.0, |p| p.start_s + p.length_s).ceil().max(1.0);
+    let time_step = round_step(end_s / f64::from(VALUE_TICKS));
     let max_rate = nice_max(timeline.iter().map(|p| p.throughput_per_s).fold(0.0, f64::max));
     let max_p99_ms = nice_max(timeline.iter().map(|p| p.latency_us_p99 as f64 / 1000.0).fold(0.0, f64::max));
     plot.value_axis(svg, max_rate, "throughput (requests/s)", THROUGHPUT_COLOUR, false);
     plot.value_axis(svg, max_p99_ms, "p99 latency (ms)", P99_COLOUR, true);
-    for tick in 0..=VALUE_TICKS {
-        let seconds = end_s * f64::from(tick) / f64::from(VALUE_TICKS);
+    let mut seconds = 0.0;
+    while seconds <= end_s {
         plot.x_tick(svg, plot.x(seconds, end_s), &tick_label(seconds));
+        seconds += time_step;
     }
     // Each interval is drawn at its middle.
     let middle = |p: &crate::report::TimePoint| p.start_s + p.length_s / 2.0;
@@ -213,6 +216,15 @@ fn nice_max(value: f64) -> f64 {
     }
     let power = 10f64.powf(value.log10().floor());
     [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|step| step * power).find(|nice| *nice >= value).unwrap_or(10.0 * power)
+}
+
+/// The smallest of 1, 2, 5 times a power of ten (at least 1) at or above `value`.
+fn round_step(value: f64) -> f64 {
+    if !(value.is_finite() && value > 1.0) {
+        return 1.0;
+    }
+    let power = 10f64.powf(value.log10().floor());
+    [1.0, 2.0, 5.0, 10.0].iter().map(|step| step * power).find(|round| *round >= value).unwrap_or(10.0 * power)
 }
 
 fn tick_label(value: f64) -> String {
@@ -309,5 +321,8 @@ mod tests {
         assert_eq!(nice_max(180.0), 200.0);
         assert_eq!(nice_max(2.2), 2.5);
         assert_eq!(nice_max(f64::NAN), 1.0);
+        assert_eq!(round_step(0.4), 1.0);
+        assert_eq!(round_step(1.2), 2.0);
+        assert_eq!(round_step(12.0), 20.0);
     }
 }
