@@ -28,6 +28,8 @@ use mps_protocol::{Amount, Currency, Password};
 #[command(
     name = "loadtest",
     version,
+    // A flag given twice keeps its last value, so a wrapper's defaults can be overridden.
+    args_override_self = true,
     after_help = "Every flag overrides the configuration file's key of the same meaning; \
 the file's keys can also be set with MPS_LOADTEST__SECTION__KEY. See config/loadtest.example.toml and docs/PERFORMANCE.md."
 )]
