@@ -155,6 +155,16 @@ mod tests {
     }
 
     #[test]
+    fn random_stat_text_never_panics() {
+        const ALPHABET: &[u8] = b"() S0123456789-\n\xc3\xa9";
+        for _ in 0..20_000 {
+            let length = rand::random::<usize>() % 64;
+            let bytes: Vec<u8> = (0..length).map(|_| ALPHABET[rand::random::<usize>() % ALPHABET.len()]).collect();
+            let _ = parse_stat(&String::from_utf8_lossy(&bytes));
+        }
+    }
+
+    #[test]
     fn threads_are_grouped_by_name_without_their_number() {
         assert_eq!(thread_group("mps-hsm-0"), "mps-hsm-*");
         assert_eq!(thread_group("mps-hsm-12"), "mps-hsm-*");

@@ -288,6 +288,22 @@ odd{path="a \"b\" \\ c\nd",x="1"} -Inf
     }
 
     #[test]
+    fn random_text_is_refused_or_parsed_never_a_panic() {
+        // The characters the format gives meaning to, and a few others.
+        const ALPHABET: &[u8] = b"ab_:{}=\",\\n +-.0123456789eIfNa#\t\r\xc3\xa9";
+        for _ in 0..20_000 {
+            let length = rand::random::<usize>() % 48;
+            let bytes: Vec<u8> = (0..length).map(|_| ALPHABET[rand::random::<usize>() % ALPHABET.len()]).collect();
+            let text = String::from_utf8_lossy(&bytes);
+            if let Ok(samples) = parse(&text) {
+                for sample in samples {
+                    assert!(!sample.name.is_empty());
+                }
+            }
+        }
+    }
+
+    #[test]
     fn a_histogram_delta_gives_mean_and_interpolated_quantiles() {
         let samples = parse(SCRAPE).unwrap();
         let name = "mps_authz_stage_duration_seconds";
