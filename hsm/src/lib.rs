@@ -53,6 +53,7 @@
 //! hooks, for this crate's tests and other crates' dev-dependencies.
 
 mod authorization;
+pub mod bench;
 pub mod ceremony;
 pub mod config;
 pub mod custody;

@@ -42,6 +42,9 @@ pub struct LoadtestConfig {
     /// How the run is shaped.
     #[serde(default)]
     pub run: RunSection,
+    /// The raw bounds measured after the run.
+    #[serde(default)]
+    pub bounds: BoundsSection,
 }
 
 /// `[provision]`.
@@ -110,6 +113,13 @@ pub struct TargetSection {
     pub private_key: Option<PathBuf>,
     /// Time allowed for one request and its answer.
     pub request_timeout_ms: u64,
+    /// authz's admin `/metrics` (plain HTTP), read before and after the run for per-stage
+    /// latency; None: not read.
+    pub metrics_url: Option<String>,
+    /// The authz process whose CPU time is read from /proc before and after the run.
+    pub server_pid: Option<u32>,
+    /// A file holding that pid (first line), when `server_pid` is not given.
+    pub server_pid_file: Option<PathBuf>,
 }
 
 impl Default for TargetSection {
@@ -122,6 +132,9 @@ impl Default for TargetSection {
             certificate: None,
             private_key: None,
             request_timeout_ms: 10_000,
+            metrics_url: None,
+            server_pid: None,
+            server_pid_file: None,
         }
     }
 }
@@ -174,6 +187,8 @@ pub struct RunSection {
     pub wrong_password_percent: u32,
     /// Percent of requests that retransmit a SIM's previous request (expect the stored answer).
     pub retransmit_percent: u32,
+    /// Percent of payments sent with a corrupted MAC (expect 63; the SIM does not advance).
+    pub bad_mac_percent: u32,
     /// Open loop: requests in flight at most (later ones wait, keeping their intended start).
     pub in_flight_max: usize,
 }
@@ -189,8 +204,25 @@ impl Default for RunSection {
             currency: "EUR".to_owned(),
             wrong_password_percent: 0,
             retransmit_percent: 0,
+            bad_mac_percent: 0,
             in_flight_max: 4096,
         }
+    }
+}
+
+/// `[bounds]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BoundsSection {
+    /// Measure the HSM, mTLS and ledger bounds after the run.
+    pub enabled: bool,
+    /// Seconds each bound runs (0.5 to 600).
+    pub seconds: f64,
+}
+
+impl Default for BoundsSection {
+    fn default() -> Self {
+        Self { enabled: false, seconds: 3.0 }
     }
 }
 

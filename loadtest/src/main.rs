@@ -1,7 +1,8 @@
 //! `loadtest`: the command line over the harness. Reads the configuration, takes the HSM PIN
 //! out of the environment before any thread starts (as authz does), opens the bank's HSM and
-//! ledger from the bank's authz configuration, provisions payers, drives the run, and prints
-//! the report (and writes it as JSON with --json).
+//! ledger from the bank's authz configuration, provisions payers, reads the server's metrics
+//! and CPU time, drives the run, reads them again, measures the raw bounds (--bounds), and
+//! prints the report (and writes it as JSON with --json and as a picture with --svg).
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
@@ -10,12 +11,15 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use mps_authz::config::AuthzConfig;
+use mps_loadtest::bounds::{self, BoundsReport};
 use mps_loadtest::config::{LoadtestConfig, TargetKind};
 use mps_loadtest::drive::client::{Merchant, Target};
 use mps_loadtest::drive::exchange::{Context, random_order_prefix, wrong_password_for};
 use mps_loadtest::drive::{self, Mix, Mode, Settings, Stop};
-use mps_loadtest::provision::{self, Bank, PayerPlan};
-use mps_pki::TrustStore;
+use mps_loadtest::provision::{self, Bank, Payer, PayerPlan};
+use mps_loadtest::report::Report;
+use mps_loadtest::server::{ServerProbe, ServerReport};
+use mps_pki::{Role, TrustStore};
 use mps_protocol::{Amount, Currency, Password};
 
 /// Load-tests an MPS deployment: registers payers at the bank, then sends signed payments to
@@ -24,6 +28,8 @@ use mps_protocol::{Amount, Currency, Password};
 #[command(
     name = "loadtest",
     version,
+    // A flag given twice keeps its last value, so a wrapper's defaults can be overridden.
+    args_override_self = true,
     after_help = "Every flag overrides the configuration file's key of the same meaning; \
 the file's keys can also be set with MPS_LOADTEST__SECTION__KEY. See config/loadtest.example.toml and docs/PERFORMANCE.md."
 )]
@@ -82,12 +88,34 @@ struct Cli {
     /// Stop after this many requests; 0 for no count bound ([run] count).
     #[arg(long)]
     count: Option<u64>,
-    /// Special requests in percent: `wrong-password=5,retransmit=5` ([run] wrong_password_percent, retransmit_percent).
+    /// Special requests in percent: `wrong-password=5,retransmit=5,bad-mac=2` ([run]
+    /// wrong_password_percent, retransmit_percent, bad_mac_percent).
     #[arg(long)]
     mix: Option<String>,
+    /// authz's admin metrics, read before and after the run for per-stage latency:
+    /// http://ADMIN/metrics ([target] metrics_url).
+    #[arg(long)]
+    metrics_url: Option<String>,
+    /// authz's process id, for its CPU time from /proc ([target] server_pid).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// A file holding authz's process id ([target] server_pid_file).
+    #[arg(long)]
+    server_pid_file: Option<PathBuf>,
+    /// After the run, measure the raw HSM, mTLS and ledger bounds and the run's fraction of the
+    /// smallest ([bounds] enabled).
+    #[arg(long)]
+    bounds: bool,
+    /// Seconds each bound runs ([bounds] seconds; default 3).
+    #[arg(long)]
+    bound_seconds: Option<f64>,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also draw the report as SVG to this file: the latency percentile curve, and throughput
+    /// and p99 per second.
+    #[arg(long)]
+    svg: Option<PathBuf>,
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
@@ -178,31 +206,42 @@ fn apply_flags(mut config: LoadtestConfig, cli: &Cli) -> Result<LoadtestConfig, 
     config.run.duration_s = cli.duration.unwrap_or(config.run.duration_s);
     config.run.count = cli.count.unwrap_or(config.run.count);
     if let Some(mix) = &cli.mix {
-        let (wrong, retransmit) = parse_mix(mix)?;
-        config.run.wrong_password_percent = wrong;
-        config.run.retransmit_percent = retransmit;
+        let mix = parse_mix(mix)?;
+        config.run.wrong_password_percent = mix.wrong_password_percent;
+        config.run.retransmit_percent = mix.retransmit_percent;
+        config.run.bad_mac_percent = mix.bad_mac_percent;
     }
+    if cli.metrics_url.is_some() {
+        config.target.metrics_url.clone_from(&cli.metrics_url);
+    }
+    config.target.server_pid = cli.server_pid.or(config.target.server_pid);
+    set(&mut config.target.server_pid_file, &cli.server_pid_file);
+    config.bounds.enabled |= cli.bounds;
+    config.bounds.seconds = cli.bound_seconds.unwrap_or(config.bounds.seconds);
     Ok(config)
 }
 
-/// `wrong-password=5,retransmit=5` into percents (their sum at most 100).
-fn parse_mix(text: &str) -> Result<(u32, u32), Failure> {
-    let (mut wrong, mut retransmit) = (0u32, 0u32);
+/// `wrong-password=5,retransmit=5,bad-mac=2` into percents (their sum at most 100).
+fn parse_mix(text: &str) -> Result<Mix, Failure> {
+    let mut mix = Mix::default();
     for part in text.split(',').filter(|p| !p.trim().is_empty()) {
         let (name, value) =
             part.split_once('=').ok_or_else(|| Failure(format!("--mix: `{part}` is not name=percent")))?;
         let value: u32 =
             value.trim().parse().map_err(|_| Failure(format!("--mix: `{value}` is not a whole percent")))?;
         match name.trim() {
-            "wrong-password" => wrong = value,
-            "retransmit" => retransmit = value,
-            other => return Err(Failure(format!("--mix: unknown `{other}`; use wrong-password=N,retransmit=N"))),
+            "wrong-password" => mix.wrong_password_percent = value,
+            "retransmit" => mix.retransmit_percent = value,
+            "bad-mac" => mix.bad_mac_percent = value,
+            other => {
+                return Err(Failure(format!("--mix: unknown `{other}`; use wrong-password=N,retransmit=N,bad-mac=N")));
+            }
         }
     }
-    if wrong.saturating_add(retransmit) > 100 {
+    if mix.total_percent() > 100 {
         return Err(Failure("--mix: the percents add up to more than 100".to_owned()));
     }
-    Ok((wrong, retransmit))
+    Ok(mix)
 }
 
 fn required<'a>(value: &'a Option<PathBuf>, what: &str) -> Result<&'a Path, Failure> {
@@ -235,7 +274,7 @@ async fn run(cli: &Cli, config: LoadtestConfig, authz_config: AuthzConfig) -> Re
     let plan = PayerPlan {
         count: config.provision.payers,
         concurrency: config.provision.concurrency,
-        password,
+        password: password.clone(),
         currency,
         balance: Amount::from_minor(config.provision.balance_minor),
         per_txn_limit: Amount::from_minor(config.provision.per_txn_limit_minor),
@@ -252,7 +291,12 @@ async fn run(cli: &Cli, config: LoadtestConfig, authz_config: AuthzConfig) -> Re
         }
     })
     .await?;
+    // The HSM bound's packet comes from a payer's SIM, checked against the ledger as provisioned.
+    let hsm_input =
+        if config.bounds.enabled { Some(hsm_bound_input(&payers, &parts.ledger, &context).await) } else { None };
     parts.ledger.close().await;
+    let probe = server_probe(&config, &context.trust)?;
+    let before = if probe.is_enabled() { Some(probe.snapshot().await?) } else { None };
 
     let stop = Stop::default();
     let on_signal = stop.clone();
@@ -263,17 +307,139 @@ async fn run(cli: &Cli, config: LoadtestConfig, authz_config: AuthzConfig) -> Re
         }
     });
     let settings = settings(&config, !cli.quiet);
-    let (_payers, report) = drive::run(context, clients, payers, settings, stop).await?;
-    print!("{}", report.table());
-    if let Some(path) = &cli.json {
-        let json = serde_json::to_vec_pretty(&report)?;
-        std::fs::write(path, json).map_err(|e| Failure(format!("writing {}: {e}", path.display())))?;
+    let (_payers, mut report) = drive::run(context, clients, payers, settings, stop).await?;
+    if let Some(before) = &before {
+        // The run is measured by now: a failed reading is a note in its report, not a lost report.
+        report.server = Some(match probe.snapshot().await {
+            Ok(after) => ServerReport::between(before, &after, report.approved_payments()),
+            Err(e) => {
+                ServerReport { notes: vec![format!("reading the server after the run: {e}")], ..Default::default() }
+            }
+        });
     }
+    if let Some(hsm_input) = hsm_input {
+        report.bounds =
+            Some(measure_bounds(&config, &authz_config, &parts.hsm, hsm_input, currency, &password, cli.quiet).await);
+        if let Some(bounds) = report.bounds.as_mut() {
+            bounds.compare(report.throughput_per_s);
+        }
+    }
+    print!("{}", report.table());
+    write_outputs(cli, &config, &report)?;
     if report.errors_total > 0 {
         eprintln!("{} request(s) failed a check: see `errors` above and the server's logs", report.errors_total);
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes --json and --svg, saying where.
+fn write_outputs(cli: &Cli, config: &LoadtestConfig, report: &Report) -> Result<(), Failure> {
+    let write = |path: &Path, bytes: &[u8]| {
+        std::fs::write(path, bytes).map_err(|e| Failure(format!("writing {}: {e}", path.display())))
+    };
+    if let Some(path) = &cli.json {
+        write(path, &serde_json::to_vec_pretty(report)?)?;
+    }
+    if let Some(path) = &cli.svg {
+        let title = format!(
+            "loadtest: {} to {} {}, {} payers, mix wrong-password={} retransmit={} bad-mac={}",
+            report.mode,
+            match config.target.kind {
+                TargetKind::Authz => "authz",
+                TargetKind::Gateway => "gateway",
+            },
+            config.target.url,
+            config.provision.payers,
+            config.run.wrong_password_percent,
+            config.run.retransmit_percent,
+            config.run.bad_mac_percent,
+        );
+        write(path, mps_loadtest::svg::render(report, &title).as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The probe of the server's metrics and CPU time, from `[target]`.
+fn server_probe(config: &LoadtestConfig, trust: &TrustStore) -> Result<ServerProbe, Failure> {
+    let pid = ServerProbe::pid_from(config.target.server_pid, config.target.server_pid_file.as_ref())?;
+    // The scrape is plain HTTP; reqwest still wants a TLS configuration, made as for the run.
+    let verifier = mps_pki::tls::server_cert_verifier(trust, Role::AuthzServer)?;
+    let tls = mps_pki::tls::client_config(verifier, None)?;
+    let client = reqwest::Client::builder().use_preconfigured_tls(tls).build()?;
+    Ok(ServerProbe::new(config.target.metrics_url.clone(), pid, client))
+}
+
+/// The HSM bound's input from the first payer whose SIM and ledger record give one.
+async fn hsm_bound_input(
+    payers: &[Payer],
+    ledger: &mps_authz::ledger::Ledger,
+    context: &Context,
+) -> Result<mps_hsm::bench::AuthorizationInput, bounds::BoundError> {
+    let payer = payers.first().ok_or_else(|| bounds::BoundError::Hsm("no payer".to_owned()))?;
+    bounds::hsm::fixture(payer, ledger, context).await
+}
+
+/// The three bounds, one after the other, each for [bounds] seconds; a bound that cannot be
+/// measured is a note, not a failure of the run.
+async fn measure_bounds(
+    config: &LoadtestConfig,
+    authz_config: &AuthzConfig,
+    hsm: &mps_hsm::Hsm,
+    hsm_input: Result<mps_hsm::bench::AuthorizationInput, bounds::BoundError>,
+    currency: Currency,
+    password: &Password,
+    quiet: bool,
+) -> BoundsReport {
+    let time = bounds::bound_duration(config.bounds.seconds);
+    let connections = config.run.connections.clamp(1, drive::CONNECTIONS_MAX);
+    let mut report = BoundsReport::default();
+    let say = |what: &str| {
+        if !quiet {
+            eprintln!("measuring the {what} bound for {:.1} s", time.as_secs_f64());
+        }
+    };
+    say("HSM");
+    match hsm_input {
+        Ok(input) => {
+            let callers = authz_config.hsm.pool_size.max(1) * bounds::hsm::CALLERS_PER_POOL_THREAD;
+            report.hsm = Some(bounds::hsm::measure(hsm, input, callers, time).await);
+        }
+        Err(e) => report.notes.push(e.to_string()),
+    }
+    say("mTLS");
+    match mtls_bound(config, authz_config, currency, password, connections, time).await {
+        Ok(bound) => report.mtls = Some(bound),
+        Err(Failure(message)) => report.notes.push(format!("mTLS bound: {message}")),
+    }
+    say("ledger");
+    let amount = Amount::from_minor(config.run.amount_minor);
+    match bounds::ledger::measure(&authz_config.ledger.tuning, connections, amount, currency, time).await {
+        Ok(bound) => report.ledger = Some(bound),
+        Err(e) => report.notes.push(e.to_string()),
+    }
+    report
+}
+
+async fn mtls_bound(
+    config: &LoadtestConfig,
+    authz_config: &AuthzConfig,
+    currency: Currency,
+    password: &Password,
+    connections: usize,
+    time: Duration,
+) -> Result<bounds::Bound, Failure> {
+    if config.target.kind != TargetKind::Authz {
+        return Err(Failure(
+            "it serves with authz's TLS settings, which admit gateway-client certificates only: \
+             measure the bounds with --target authz and the gateway-client certificate"
+                .to_owned(),
+        ));
+    }
+    let (context, _clients) = connect(config, currency, password)?;
+    let identity = (required(&config.target.certificate, "--cert")?, required(&config.target.private_key, "--key")?);
+    let client_side = bounds::tls::TlsClientSide { trust: &context.trust, identity };
+    Ok(bounds::tls::measure(authz_config, &client_side, &context, connections, time).await?)
 }
 
 fn connect(
@@ -327,6 +493,7 @@ fn settings(config: &LoadtestConfig, progress: bool) -> Settings {
         mix: Mix {
             wrong_password_percent: config.run.wrong_password_percent,
             retransmit_percent: config.run.retransmit_percent,
+            bad_mac_percent: config.run.bad_mac_percent,
         },
         progress,
     }

@@ -1,6 +1,8 @@
 //! The last step of a run: every exchange recorded as it completes (an HDR histogram of
-//! latencies, response codes, HTTP statuses, errors by kind, what the mix sent and checked),
-//! then one report, printed as a table and written as JSON.
+//! latencies, a per-second timeline of throughput and latency, response codes, HTTP statuses,
+//! errors by kind, what the mix sent and checked), then one report, printed as a table and
+//! written as JSON. The server's side (`crate::server`) and the bounds (`crate::bounds`) are
+//! attached to it by the binary.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -14,6 +16,13 @@ use crate::drive::exchange::{ErrorKind, Exchanged, RequestKind};
 
 /// Latencies above this are recorded as this (one minute, in microseconds).
 pub const LATENCY_US_MAX: u64 = 60_000_000;
+/// The timeline keeps at most this many one-second intervals (a day); later completions count
+/// in the last one.
+pub const INTERVALS_MAX: usize = 86_400;
+/// Points of the percentile curve per decade of 1 / (1 - percentile).
+const CURVE_POINTS_PER_DECADE: u32 = 10;
+/// The percentile curve ends at 99.99 (four decades).
+const CURVE_DECADES: u32 = 4;
 
 /// Records exchanges from every task.
 pub struct Recorder {
@@ -23,6 +32,74 @@ pub struct Recorder {
     errors: AtomicU64,
     latencies_us: Mutex<Histogram<u64>>,
     tallies: Mutex<Tallies>,
+    timeline: Mutex<Timeline>,
+}
+
+/// The second being filled, and the seconds before it summed up.
+struct Timeline {
+    /// Index of the second `current` holds (from the run's start).
+    second: u64,
+    current: Histogram<u64>,
+    current_errors: u64,
+    points: Vec<TimePoint>,
+}
+
+impl Timeline {
+    /// Moves to `second`, summing up the seconds it passes (empty ones included).
+    fn advance_to(&mut self, second: u64) {
+        while self.second < second && self.points.len() < INTERVALS_MAX - 1 {
+            self.close(1.0);
+            self.second += 1;
+        }
+    }
+
+    /// Sums up the current second (`length_s` long) and empties it.
+    fn close(&mut self, length_s: f64) {
+        let completed = self.current.len();
+        let quantile = |q: f64| if completed == 0 { 0 } else { self.current.value_at_quantile(q) };
+        self.points.push(TimePoint {
+            start_s: self.second as f64,
+            length_s,
+            completed,
+            errors: self.current_errors,
+            throughput_per_s: if length_s > 0.0 { completed as f64 / length_s } else { 0.0 },
+            latency_us_p50: quantile(0.50),
+            latency_us_p99: quantile(0.99),
+            latency_us_max: if completed == 0 { 0 } else { self.current.max() },
+        });
+        self.current.reset();
+        self.current_errors = 0;
+    }
+}
+
+/// One interval of the timeline (one second; the last may be shorter).
+#[derive(Debug, Clone, Serialize)]
+pub struct TimePoint {
+    /// Start of the interval, seconds from the run's start.
+    pub start_s: f64,
+    /// Its length, seconds.
+    pub length_s: f64,
+    /// Requests completed in it.
+    pub completed: u64,
+    /// Of those, requests that failed a check.
+    pub errors: u64,
+    /// Completed requests per second.
+    pub throughput_per_s: f64,
+    /// Median latency of the requests completed in it, microseconds.
+    pub latency_us_p50: u64,
+    /// 99th percentile, microseconds.
+    pub latency_us_p99: u64,
+    /// Largest, microseconds.
+    pub latency_us_max: u64,
+}
+
+/// One point of the latency percentile curve.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PercentilePoint {
+    /// The percentile, 0 to 99.99.
+    pub percentile: f64,
+    /// The latency at it, microseconds.
+    pub latency_us: u64,
 }
 
 #[derive(Default)]
@@ -60,7 +137,9 @@ impl Recorder {
     pub fn new() -> Result<Self, hdrhistogram::CreationError> {
         // 3 significant digits from 1 µs to a minute.
         let histogram = Histogram::new_with_bounds(1, LATENCY_US_MAX, 3)?;
+        let timeline = Timeline { second: 0, current: histogram.clone(), current_errors: 0, points: Vec::new() };
         Ok(Self {
+            timeline: Mutex::new(timeline),
             started: Instant::now(),
             sent: AtomicU64::new(0),
             done: AtomicU64::new(0),
@@ -83,6 +162,12 @@ impl Recorder {
     pub fn record(&self, latency: Duration, exchanged: &Exchanged) {
         let latency_us = u64::try_from(latency.as_micros()).unwrap_or(LATENCY_US_MAX).clamp(1, LATENCY_US_MAX);
         self.latencies_us.lock().unwrap_or_else(std::sync::PoisonError::into_inner).saturating_record(latency_us);
+        {
+            let mut timeline = self.timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            timeline.advance_to(self.started.elapsed().as_secs());
+            timeline.current.saturating_record(latency_us);
+            timeline.current_errors += u64::from(exchanged.error.is_some());
+        }
         let mut tallies = self.tallies.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(code) = exchanged.code {
             *tallies.response_codes.entry(code.as_str().to_owned()).or_default() += 1;
@@ -122,6 +207,15 @@ impl Recorder {
         let done = self.done.load(Ordering::Relaxed);
         let quantile = |q: f64| if done == 0 { 0 } else { histogram.value_at_quantile(q) };
         let kind = |k: RequestKind| tallies.kinds.get(&k).copied().unwrap_or_default();
+        let timeline = {
+            let mut timeline = self.timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            timeline.advance_to(elapsed_s as u64);
+            let length_s = (elapsed_s - timeline.second as f64).clamp(0.0, 1.0);
+            if length_s > 0.0 || !timeline.current.is_empty() {
+                timeline.close(length_s);
+            }
+            std::mem::take(&mut timeline.points)
+        };
         Report {
             mode,
             interrupted,
@@ -138,6 +232,8 @@ impl Recorder {
                 max: if done == 0 { 0 } else { histogram.max() },
                 mean: if done == 0 { 0.0 } else { histogram.mean() },
             },
+            latency_percentiles_us: if done == 0 { Vec::new() } else { percentile_curve(&histogram) },
+            timeline,
             approved: tallies.response_codes.get("00").copied().unwrap_or(0),
             response_codes: tallies.response_codes.clone(),
             http_statuses: tallies.http_statuses.clone(),
@@ -145,8 +241,23 @@ impl Recorder {
             payments: kind(RequestKind::Payment),
             wrong_passwords: kind(RequestKind::WrongPassword),
             retransmissions: kind(RequestKind::Retransmission),
+            bad_macs: kind(RequestKind::BadMac),
+            server: None,
+            bounds: None,
         }
     }
+}
+
+/// The latency at percentiles evenly spaced on a log scale of 1 / (1 - p): 0, 20.6, 36.9, ...,
+/// 90, ..., 99, ..., 99.9, ..., 99.99.
+fn percentile_curve(histogram: &Histogram<u64>) -> Vec<PercentilePoint> {
+    (0..=CURVE_POINTS_PER_DECADE * CURVE_DECADES)
+        .map(|step| {
+            let tail = 10f64.powf(-f64::from(step) / f64::from(CURVE_POINTS_PER_DECADE));
+            let percentile = 100.0 * (1.0 - tail);
+            PercentilePoint { percentile, latency_us: histogram.value_at_percentile(percentile) }
+        })
+        .collect()
 }
 
 /// Latency quantiles, microseconds.
@@ -185,6 +296,10 @@ pub struct Report {
     pub throughput_per_s: f64,
     /// Latency quantiles (open loop: from each request's intended start).
     pub latency_us: Latency,
+    /// The latency percentile curve, 0 to 99.99 on a log scale of 1 / (1 - p).
+    pub latency_percentiles_us: Vec<PercentilePoint>,
+    /// Throughput and latency per second of the run (by completion time).
+    pub timeline: Vec<TimePoint>,
     /// Response code 00 answers (retransmissions included: they are counted once more here,
     /// but booked once; see `retransmissions`).
     pub approved: u64,
@@ -200,6 +315,13 @@ pub struct Report {
     pub wrong_passwords: KindCount,
     /// Retransmissions (expect the stored answer).
     pub retransmissions: KindCount,
+    /// Packets with a corrupted MAC (expect 63, no payer answer, the SIM not advanced).
+    pub bad_macs: KindCount,
+    /// The server's side: per-stage latency and CPU time, when `[target] metrics_url` or
+    /// `server_pid` is set.
+    pub server: Option<crate::server::ServerReport>,
+    /// The raw bounds measured after the run (`--bounds`).
+    pub bounds: Option<crate::bounds::BoundsReport>,
 }
 
 impl Report {
@@ -211,7 +333,7 @@ impl Report {
     /// The report as a table for a terminal.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let mut line = |name: &str, value: String| out.push_str(&format!("{name:<24}{value}\n"));
+        let mut line = |name: &str, value: String| out.push_str(&format!("{name:<23} {value}\n"));
         line("mode", format!("{}{}", self.mode, if self.interrupted { " (interrupted by Ctrl-C)" } else { "" }));
         line("elapsed", format!("{:.2} s", self.elapsed_s));
         line("requests", format!("{} sent, {} completed, {} errors", self.sent, self.completed, self.errors_total));
@@ -231,6 +353,13 @@ impl Report {
         line("payments", kind(&self.payments));
         line("wrong passwords (55)", kind(&self.wrong_passwords));
         line("retransmissions", kind(&self.retransmissions));
+        line("bad MACs (63)", kind(&self.bad_macs));
+        if let Some(server) = &self.server {
+            out.push_str(&server.table());
+        }
+        if let Some(bounds) = &self.bounds {
+            out.push_str(&bounds.table(self.throughput_per_s));
+        }
         out
     }
 }
@@ -275,5 +404,31 @@ mod tests {
         assert!(report.latency_us.max >= 99_000);
         assert!(report.table().contains("00: 100"));
         assert!(serde_json::to_string(&report).unwrap().contains("\"p99_9\""));
+        let curve = &report.latency_percentiles_us;
+        assert_eq!(curve.len(), 41);
+        assert_eq!(curve[0].percentile, 0.0);
+        assert!((curve[40].percentile - 99.99).abs() < 1e-9);
+        assert!(curve.windows(2).all(|w| w[0].latency_us <= w[1].latency_us), "the curve never falls");
+        assert!(!report.timeline.is_empty());
+        assert_eq!(report.timeline.iter().map(|p| p.completed).sum::<u64>(), 100);
+    }
+
+    #[test]
+    fn the_timeline_sums_up_each_second_and_keeps_empty_ones() {
+        let histogram = Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).unwrap();
+        let mut timeline = Timeline { second: 0, current: histogram, current_errors: 0, points: Vec::new() };
+        for latency_us in [100, 200, 300] {
+            timeline.current.record(latency_us).unwrap();
+        }
+        timeline.advance_to(2);
+        timeline.current.record(1_000).unwrap();
+        timeline.current_errors = 1;
+        timeline.close(0.5);
+        let points = &timeline.points;
+        assert_eq!(points.len(), 3);
+        assert_eq!((points[0].completed, points[0].latency_us_max), (3, 300));
+        assert_eq!((points[1].completed, points[1].throughput_per_s), (0, 0.0), "an idle second is kept");
+        assert_eq!((points[2].start_s, points[2].errors), (2.0, 1));
+        assert_eq!(points[2].throughput_per_s, 2.0, "one request in half a second");
     }
 }

@@ -142,21 +142,27 @@ async fn closed_then_open_loop_runs_are_verified_and_booked_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_mix_sends_wrong_passwords_and_retransmissions_and_checks_them() {
+async fn the_mix_sends_wrong_passwords_retransmissions_and_bad_macs_and_checks_them() {
     let mut bank = Bank::start().await;
     let payers = provision_payers(&bank, 4).await;
-    let mix = Mix { wrong_password_percent: 30, retransmit_percent: 30 };
-    let (payers, report) = drive(&bank, payers, Mode::Closed { connections: 2 }, 60, mix).await;
-    assert_clean(&report, 60);
+    let mix = Mix { wrong_password_percent: 25, retransmit_percent: 25, bad_mac_percent: 20 };
+    let (payers, report) = drive(&bank, payers, Mode::Closed { connections: 2 }, 80, mix).await;
+    assert_clean(&report, 80);
     assert!(report.wrong_passwords.sent > 0, "some wrong passwords were sent: {report:#?}");
     assert_eq!(report.wrong_passwords.checked, report.wrong_passwords.sent, "each answered 55 and verified");
     assert!(report.retransmissions.sent > 0, "some retransmissions were sent: {report:#?}");
     assert_eq!(report.retransmissions.checked, report.retransmissions.sent, "each got the stored answer");
+    assert!(report.bad_macs.sent > 0, "some bad MACs were sent: {report:#?}");
+    assert_eq!(report.bad_macs.checked, report.bad_macs.sent, "each answered 63, signed, without a payer answer");
+    assert_eq!(report.response_codes.get("63"), Some(&report.bad_macs.sent));
     assert_eq!(report.response_codes.get("75"), None, "no account was locked");
     let fresh = report.payments.sent + report.wrong_passwords.sent;
-    assert_eq!(fresh + report.retransmissions.sent, 60);
+    assert_eq!(fresh + report.retransmissions.sent + report.bad_macs.sent, 80);
     let (sessions, spent) = sessions_and_spent(&bank, &payers).await;
-    assert_eq!(sessions, fresh, "retransmissions do not advance a SIM; every other request does");
+    assert_eq!(
+        sessions, fresh,
+        "neither retransmissions nor bad MACs advance a SIM (the intact packet after a bad MAC is approved with the same keys)"
+    );
     assert_eq!(spent, report.approved_payments() * AMOUNT_MINOR, "retransmissions are not booked again");
     bank.shutdown().await;
 }

@@ -265,26 +265,21 @@ mod bench {
     //! the HSM as a session object (the `testing` feature), so the MAC checks really pass.
 
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
+    use mps_hsm::bench::{self, AuthorizationInput};
     use mps_hsm::testing::wrap_known_chain_key;
-    use mps_hsm::{AnswerContent, Hsm, HsmConfig, HsmError};
+    use mps_hsm::{Hsm, HsmConfig, HsmError};
     use mps_protocol::keys::{AesKey, SessionKeys};
     use mps_protocol::wire::{ClearFields, PayerPacket, PaymentSecret};
-    use mps_protocol::{
-        Account, Amount, AuthCode, Counter, Currency, Iin, MerchantId, OrderNo, Password, ResponseCode, Rsn, SimId,
-        TxnId,
-    };
+    use mps_protocol::{Account, Amount, Counter, Currency, Iin, MerchantId, OrderNo, Password, Rsn, SimId};
 
     use super::BenchArgs;
 
     /// What every bench operation needs.
     struct Fixture {
         hsm: Hsm,
-        wrapped: mps_hsm::WrappedChainKey,
-        rsn: Rsn,
-        packet: PayerPacket,
+        input: AuthorizationInput,
         account: Account,
         password: Password,
         sim_id: SimId,
@@ -427,22 +422,19 @@ mod bench {
         let packet = PayerPacket::seal(&SessionKeys::derive(&chain_key, counter, &rsn), fields, &secret, [7; 16]);
         // Fails early, with a clear cause, when the transport key is missing.
         hsm.register_sim(&sim_id, &transport_key).await?;
-        Ok(Fixture { hsm, wrapped, rsn, packet, account, password, sim_id, transport_key })
-    }
-
-    fn answer() -> AnswerContent {
-        AnswerContent {
-            response_code: ResponseCode::Approved,
-            auth_code: AuthCode(*b"BENCH1"),
-            balance: 1_000,
-            currency: Currency::EUR,
-            txn_id: TxnId([1; 16]),
-        }
+        Ok(Fixture {
+            hsm,
+            input: AuthorizationInput { wrapped, rsn, packet },
+            account,
+            password,
+            sim_id,
+            transport_key,
+        })
     }
 
     async fn one(fixture: &Fixture, operation: usize) -> Result<(), HsmError> {
         let f = fixture;
-        let open = || f.hsm.open_session(&f.wrapped, f.packet.fields.counter, f.rsn, &f.packet);
+        let open = || f.hsm.open_session(&f.input.wrapped, f.input.packet.fields.counter, f.input.rsn, &f.input.packet);
         let session_error = |e: mps_hsm::SessionError| match e {
             mps_hsm::SessionError::Hsm(e) => e,
             _ => HsmError::InvalidInput { what: "the bench packet did not verify" },
@@ -455,36 +447,18 @@ mod bench {
             4 => open().await.map(drop).map_err(session_error),
             5 => {
                 let opened = open().await.map_err(session_error)?;
-                f.hsm.seal_answer(opened.ticket, answer()).await.map(drop)
+                f.hsm.seal_answer(opened.ticket, bench::approved_answer()).await.map(drop)
             }
-            _ => {
-                let opened = open().await.map_err(session_error)?;
-                let sealed = f.hsm.seal_answer(opened.ticket, answer()).await?;
-                f.hsm.sign_es256(&sealed.answer.encode()).await.map(drop)
-            }
+            _ => bench::authorization(&f.hsm, &f.input).await,
         }
     }
 
     async fn measure(fixture: Arc<Fixture>, operation: usize, callers: usize, time: Duration) -> (u64, u64) {
-        let done = Arc::new(AtomicU64::new(0));
-        let errors = Arc::new(AtomicU64::new(0));
-        let deadline = Instant::now() + time;
-        let tasks: Vec<_> = (0..callers)
-            .map(|_| {
-                let (fixture, done, errors) = (Arc::clone(&fixture), Arc::clone(&done), Arc::clone(&errors));
-                tokio::spawn(async move {
-                    while Instant::now() < deadline {
-                        match one(&fixture, operation).await {
-                            Ok(()) => done.fetch_add(1, Ordering::Relaxed),
-                            Err(_) => errors.fetch_add(1, Ordering::Relaxed),
-                        };
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            let _ = task.await;
-        }
-        (done.load(Ordering::Relaxed), errors.load(Ordering::Relaxed))
+        let measured = bench::measure(callers, time, move |_caller| {
+            let fixture = Arc::clone(&fixture);
+            async move { one(&fixture, operation).await }
+        })
+        .await;
+        (measured.completed, measured.errors)
     }
 }

@@ -2,7 +2,9 @@
 //! signs the request, the answer must be HTTP 200 with the bank's detached JWS valid under the
 //! scheme CA, and the SIM must open its payer answer (MAC, next RSN) before the SIM is used
 //! again. A retransmission sends the SIM's previous request again and expects the very bytes
-//! the bank stored.
+//! the bank stored. A bad-MAC request sends the SIM's packet with its MAC corrupted and expects
+//! the bank's signed 63 with no payer answer; the SIM keeps that packet pending and sends it,
+//! intact, next time: the session keys must not have moved.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -25,6 +27,9 @@ pub enum RequestKind {
     WrongPassword,
     /// The SIM's previous request again: expect the stored answer, byte for byte.
     Retransmission,
+    /// A payment whose packet MAC is corrupted: expect the signed 63 without a payer answer,
+    /// and no state moved (the intact packet is sent next and must be approved).
+    BadMac,
 }
 
 /// Why a request counts as an error.
@@ -71,7 +76,8 @@ pub(crate) struct LastExchange {
     answer_body: Vec<u8>,
 }
 
-/// A request sent without a usable answer: the SIM keeps it pending and sends it again.
+/// A packet the SIM still has pending (sent without a usable answer, or held back while its
+/// bad-MAC twin went out): sent again, byte for byte, next time.
 #[derive(Debug, Clone)]
 pub(crate) struct InDoubt {
     body: Vec<u8>,
@@ -118,6 +124,7 @@ pub fn choose_kind(drawn: RequestKind, payer: &Payer) -> RequestKind {
     match drawn {
         RequestKind::Retransmission if payer.last.is_some() => RequestKind::Retransmission,
         RequestKind::WrongPassword if !payer.needs_right_password => RequestKind::WrongPassword,
+        RequestKind::BadMac => RequestKind::BadMac,
         _ => RequestKind::Payment,
     }
 }
@@ -132,8 +139,53 @@ pub async fn exchange(
 ) -> Exchanged {
     match kind {
         RequestKind::Retransmission => retransmit(context, client, payer).await,
+        RequestKind::BadMac => bad_mac(context, client, payer, sequence).await,
         RequestKind::Payment | RequestKind::WrongPassword => pay(context, client, payer, kind, sequence).await,
     }
+}
+
+/// The byte of the packet's MAC that a bad-MAC request flips (its last byte).
+const CORRUPTED_BYTE: usize = mps_protocol::wire::PACKET_LEN - 1;
+
+/// Sends the SIM's next packet with a corrupted MAC. Whatever the answer, the intact packet
+/// stays pending and goes out next time, as a [`RequestKind::Payment`] that must be approved
+/// with the same session keys: proof that the bad MAC moved nothing at the bank.
+async fn bad_mac(context: &Context, client: &reqwest::Client, payer: &mut Payer, sequence: u64) -> Exchanged {
+    let kind = RequestKind::BadMac;
+    let failed = |error, status, code| Exchanged { kind, status, code, error: Some(error) };
+    let (packet, order_no) = match prepare(context, payer, kind, sequence) {
+        Ok(prepared) => prepared,
+        Err(error) => return failed(error, None, None),
+    };
+    let mut corrupted = packet;
+    corrupted[CORRUPTED_BYTE] ^= 0x5a;
+    let intact = wrap(context, &packet, order_no);
+    let sent = wrap(context, &corrupted, order_no);
+    let ((body, jws), (bad_body, bad_jws)) = match (intact, sent) {
+        (Ok(intact), Ok(sent)) => (intact, sent),
+        (Err(error), _) | (_, Err(error)) => return failed(error, None, None),
+    };
+    payer.in_doubt = Some(InDoubt { body, jws, kind: RequestKind::Payment });
+    let answer = match context.target.post(client, &bad_body, &bad_jws).await {
+        Ok(answer) => answer,
+        Err(_) => return failed(ErrorKind::Transport, None, None),
+    };
+    let status = Some(answer.status);
+    if answer.status != 200 {
+        return failed(ErrorKind::HttpStatus, status, None);
+    }
+    if let Err(error) = verify_signature(context, payer, &answer) {
+        return failed(error, status, None);
+    }
+    let (code, payer_answer) = match parse_decline(&answer.body) {
+        Ok(parsed) => parsed,
+        Err(error) => return failed(error, status, None),
+    };
+    if payer_answer.is_some() {
+        return failed(ErrorKind::MalformedAnswer, status, Some(code));
+    }
+    let error = (code != ResponseCode::SecurityViolation).then_some(ErrorKind::UnexpectedCode);
+    Exchanged { kind, status, code: Some(code), error }
 }
 
 async fn pay(
@@ -201,6 +253,17 @@ fn build(
     kind: RequestKind,
     sequence: u64,
 ) -> Result<(Vec<u8>, String), ErrorKind> {
+    let (packet, order_no) = prepare(context, payer, kind, sequence)?;
+    wrap(context, &packet, order_no)
+}
+
+/// The SIM's packet for the next session (kept pending in the SIM) and its order number.
+fn prepare(
+    context: &Context,
+    payer: &mut Payer,
+    kind: RequestKind,
+    sequence: u64,
+) -> Result<([u8; mps_protocol::wire::PACKET_LEN], OrderNo), ErrorKind> {
     let order_no = OrderNo::new(&format!("{}{:08}", context.order_prefix, sequence % 100_000_000))
         .map_err(|_| ErrorKind::SimRefused)?;
     let request = PaymentRequest {
@@ -213,7 +276,12 @@ fn build(
     let password = if kind == RequestKind::WrongPassword { &context.wrong_password } else { &context.password };
     let iv: [u8; 16] = rand::random();
     let packet = payer.profile.prepare_payment(&request, password, iv).map_err(|_| ErrorKind::SimRefused)?;
-    let body = context.merchant.request_body(&packet.encode(), order_no, context.amount, context.currency);
+    Ok((packet.encode(), order_no))
+}
+
+/// The merchant's request body around `packet`, and its detached JWS.
+fn wrap(context: &Context, packet: &[u8], order_no: OrderNo) -> Result<(Vec<u8>, String), ErrorKind> {
+    let body = context.merchant.request_body(packet, order_no, context.amount, context.currency);
     let jws = context.merchant.sign(&body).map_err(|_| ErrorKind::SimRefused)?;
     Ok((body, jws))
 }
@@ -256,13 +324,25 @@ fn verify_signature(context: &Context, payer: &Payer, answer: &Answer) -> Result
 #[derive(serde::Deserialize)]
 struct AnswerBody {
     response_code: String,
-    payer_answer: String,
+    payer_answer: Option<String>,
 }
 
+/// An answer to an authenticated session: a code and the payer answer.
 fn parse_answer(body: &[u8]) -> Result<(ResponseCode, Vec<u8>), ErrorKind> {
+    match parse_decline(body)? {
+        (code, Some(payer_answer)) => Ok((code, payer_answer)),
+        (_, None) => Err(ErrorKind::MalformedAnswer),
+    }
+}
+
+/// Any answer: a code, and the payer answer when the packet was authenticated (null otherwise).
+fn parse_decline(body: &[u8]) -> Result<(ResponseCode, Option<Vec<u8>>), ErrorKind> {
     let parsed: AnswerBody = serde_json::from_slice(body).map_err(|_| ErrorKind::MalformedAnswer)?;
     let code = ResponseCode::parse(&parsed.response_code).ok_or(ErrorKind::MalformedAnswer)?;
-    let payer_answer = BASE64.decode(parsed.payer_answer).map_err(|_| ErrorKind::MalformedAnswer)?;
+    let payer_answer = match parsed.payer_answer {
+        Some(text) => Some(BASE64.decode(text).map_err(|_| ErrorKind::MalformedAnswer)?),
+        None => None,
+    };
     Ok((code, payer_answer))
 }
 

@@ -62,19 +62,35 @@ pub struct Mix {
     pub wrong_password_percent: u32,
     /// Retransmissions of a SIM's previous request.
     pub retransmit_percent: u32,
+    /// Packets with a corrupted MAC (expect 63; the SIM does not advance).
+    pub bad_mac_percent: u32,
 }
 
 impl Mix {
     /// Draws what the next request is meant to be.
     pub fn draw(&self) -> RequestKind {
-        let roll = rand::random::<u32>() % 100;
-        if roll < self.wrong_password_percent {
+        self.kind_at(rand::random::<u32>() % 100)
+    }
+
+    /// The kind for a roll of 0 to 99: wrong passwords first, then retransmissions, then bad MACs.
+    fn kind_at(&self, roll: u32) -> RequestKind {
+        let wrong = self.wrong_password_percent;
+        let retransmit = wrong.saturating_add(self.retransmit_percent);
+        let bad_mac = retransmit.saturating_add(self.bad_mac_percent);
+        if roll < wrong {
             RequestKind::WrongPassword
-        } else if roll < self.wrong_password_percent.saturating_add(self.retransmit_percent) {
+        } else if roll < retransmit {
             RequestKind::Retransmission
+        } else if roll < bad_mac {
+            RequestKind::BadMac
         } else {
             RequestKind::Payment
         }
+    }
+
+    /// The sum of the shares, at most 100 for a valid mix.
+    pub fn total_percent(&self) -> u32 {
+        self.wrong_password_percent.saturating_add(self.retransmit_percent).saturating_add(self.bad_mac_percent)
     }
 }
 
@@ -196,6 +212,9 @@ fn check_bounds(settings: &Settings, clients: usize, payers: usize) -> Result<()
     if clients == 0 || clients > CONNECTIONS_MAX || workers == 0 || workers > CONNECTIONS_MAX {
         return Err(DriveError::Bounds("--connections must be 1 to 4096"));
     }
+    if settings.mix.total_percent() > 100 {
+        return Err(DriveError::Bounds("--mix: the percents add up to more than 100"));
+    }
     if payers == 0 {
         return Err(DriveError::Bounds("no payers: give --payers 1 or more"));
     }
@@ -272,5 +291,22 @@ async fn progress_lines(run: Arc<Run>) {
             progress.latency_us_p99 as f64 / 1000.0
         );
         done_before = progress.done;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mix_splits_the_rolls_in_order() {
+        let mix = Mix { wrong_password_percent: 10, retransmit_percent: 20, bad_mac_percent: 5 };
+        let kinds: Vec<RequestKind> = (0..100).map(|roll| mix.kind_at(roll)).collect();
+        let count = |kind| kinds.iter().filter(|k| **k == kind).count();
+        assert_eq!(count(RequestKind::WrongPassword), 10);
+        assert_eq!(count(RequestKind::Retransmission), 20);
+        assert_eq!(count(RequestKind::BadMac), 5);
+        assert_eq!(count(RequestKind::Payment), 65);
+        assert_eq!(mix.total_percent(), 35);
     }
 }

@@ -1,0 +1,122 @@
+//! The `loadtest` binary itself, as an operator runs it, against a real bank in-process
+//! (`mps_tests::Bank`): its authz configuration written to a file, a tiny run with the whole
+//! mix, the server's metrics and CPU time, the three bounds, and --json and --svg. A smoke
+//! test: no thresholds on speed, only that every part ran, was verified, and came out readable.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::path::Path;
+use std::process::Command;
+
+use mps_hsm::testing::TestToken;
+use mps_tests::{Bank, MERCHANT_ID};
+
+/// The bank's authz configuration as a file, naming the test token's transport key.
+fn write_authz_config(dir: &Path, config_text: &str, transport_key_label: &str) -> std::path::PathBuf {
+    let text = config_text.replacen("[issuer]\n", &format!("[issuer]\ntransport_key = \"{transport_key_label}\"\n"), 1);
+    assert_ne!(text, config_text, "the test configuration has an [issuer] section");
+    let path = dir.join("authz.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_binary_runs_verifies_observes_the_server_and_writes_json_and_svg() {
+    let token = TestToken::shared().unwrap();
+    let files = Bank::builder().files().await;
+    let dir = files.dir.path().to_owned();
+    let authz_config = write_authz_config(&dir, &files.config_text, &token.transport_key_label);
+    let transport_key_file = dir.join("vendor-transport.key");
+    std::fs::write(&transport_key_file, hex::encode(mps_tests::transport_key().expose())).unwrap();
+    let mut bank = Bank::start_from(files).await;
+    let (json, svg) = (dir.join("report.json"), dir.join("report.svg"));
+    let path = |p: &Path| p.display().to_string();
+    let args: Vec<String> = vec![
+        "--authz-config".into(),
+        path(&authz_config),
+        "--transport-key-file".into(),
+        path(&transport_key_file),
+        "--payers".into(),
+        "4".into(),
+        "--target".into(),
+        "authz".into(),
+        "--url".into(),
+        bank.url.clone(),
+        "--scheme-ca".into(),
+        path(&bank.pki.root_file()),
+        "--crl".into(),
+        path(&bank.pki.crls_file()),
+        "--cert".into(),
+        path(&bank.gateway_leaf.chain_file),
+        "--key".into(),
+        path(&bank.gateway_leaf.key_file),
+        "--merchant-id".into(),
+        MERCHANT_ID.into(),
+        "--merchant-cert".into(),
+        path(&dir.join("merchant.crt")),
+        "--merchant-key".into(),
+        path(&dir.join("merchant.key")),
+        "--connections".into(),
+        "2".into(),
+        "--count".into(),
+        "60".into(),
+        "--duration".into(),
+        "30".into(),
+        "--mix".into(),
+        "wrong-password=10,retransmit=10,bad-mac=10".into(),
+        // The server runs in this test's process.
+        "--metrics-url".into(),
+        format!("{}/metrics", bank.admin_url),
+        "--server-pid".into(),
+        std::process::id().to_string(),
+        "--bounds".into(),
+        "--bound-seconds".into(),
+        "0.5".into(),
+        "--json".into(),
+        path(&json),
+        "--svg".into(),
+        path(&svg),
+        "--quiet".into(),
+    ];
+    // The bank serves on this runtime: the binary runs on a blocking thread.
+    let output =
+        tokio::task::spawn_blocking(move || Command::new(env!("CARGO_BIN_EXE_loadtest")).args(&args).output().unwrap())
+            .await
+            .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "loadtest failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    // The table in the test's log, for whoever reads a CI run.
+    println!("{stdout}");
+    for line in ["throughput", "bad MACs (63)", "server: stage hsm", "server: CPU", "bound: HSM", "bound: smallest"] {
+        assert!(stdout.contains(line), "the table has `{line}`:\n{stdout}");
+    }
+
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["completed"], 60);
+    assert_eq!(report["errors_total"], 0, "{report:#}");
+    assert!(report["bad_macs"]["sent"].as_u64().unwrap() > 0 || report["payments"]["sent"].as_u64().unwrap() > 0);
+    assert_eq!(report["bad_macs"]["sent"], report["bad_macs"]["checked"]);
+    assert_eq!(report["latency_percentiles_us"].as_array().unwrap().len(), 41);
+    assert!(!report["timeline"].as_array().unwrap().is_empty());
+    let server = &report["server"];
+    for stage in ["jws", "hsm", "ledger"] {
+        assert!(server["stages"][stage]["count"].as_u64().unwrap() > 0, "stage {stage} observed: {server:#}");
+    }
+    assert_eq!(server["mac_failures"], report["bad_macs"]["sent"], "authz counted every bad MAC");
+    assert!(server["cpu"]["total_ms"].as_f64().unwrap() >= 0.0);
+    assert!(server["cpu"]["ms_per_approved"].as_f64().is_some(), "{server:#}");
+    let bounds = &report["bounds"];
+    for bound in ["hsm", "mtls", "ledger"] {
+        assert!(bounds[bound]["ops_per_s"].as_f64().unwrap() > 0.0, "bound {bound} measured: {bounds:#}");
+        assert_eq!(bounds[bound]["errors"], 0, "bound {bound} without errors: {bounds:#}");
+    }
+    assert!(bounds["run_fraction_of_smallest"].as_f64().unwrap() > 0.0);
+
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.starts_with("<svg ") && picture.trim_end().ends_with("</svg>"));
+    assert_eq!(picture.matches("<svg").count(), 1);
+    for series in ["latency-curve", "throughput", "p99"] {
+        assert!(picture.contains(&format!("id=\"{series}\"")), "the picture has the {series} series");
+    }
+    bank.shutdown().await;
+}
