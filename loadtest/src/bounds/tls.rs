@@ -1,4 +1,4 @@
-//! The raw mTLS bound: authz's own listener code (`mps_authz::front::server::serve_tls` with
+//! The raw mTLS bound: authz's own listener code (`mps_pki::listener::serve` with
 //! `mps_authz::front::tls::server_config` from the bank's configuration: its certificate, its
 //! client CA and CRLs, rustls with aws-lc-rs, hyper with HTTP/2) in front of a handler that
 //! does nothing but answer, on loopback, driven by the harness's own clients (one HTTP/2
@@ -13,7 +13,7 @@ use axum::Router;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::routing::post;
 use mps_authz::config::AuthzConfig;
-use mps_authz::front::server::{self, ListenerLimits};
+use mps_authz::front::server;
 use mps_pki::TrustStore;
 use mps_protocol::OrderNo;
 use tokio::sync::watch;
@@ -46,17 +46,23 @@ pub async fn measure(
     time: Duration,
 ) -> Result<Bound, BoundError> {
     let fail = |what: String| BoundError::Tls(what);
-    let tls = mps_authz::front::tls::server_config(&authz.server).map_err(|e| fail(e.to_string()))?;
+    let client_trust = mps_authz::front::tls::client_trust(&authz.server).map_err(|e| fail(e.to_string()))?;
+    let tls = mps_authz::front::tls::server_config(&authz.server, &client_trust).map_err(|e| fail(e.to_string()))?;
     let listener = server::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(|e| fail(e.to_string()))?;
     let address = listener.local_addr().map_err(|e| fail(e.to_string()))?;
-    let limits = ListenerLimits {
-        handshake_timeout: authz.server.handshake_timeout(),
-        header_read_timeout: authz.server.header_read_timeout(),
-        connections_max: authz.server.connections_max,
-        shutdown_grace: Duration::from_secs(1),
-    };
+    let limits =
+        mps_pki::listener::ListenerLimits { shutdown_grace: Duration::from_secs(1), ..authz.server.listener_limits() };
     let (stop, shutdown) = watch::channel(false);
-    let served = tokio::spawn(server::serve_tls(listener, tls, empty_router(), limits, shutdown));
+    let admission: Arc<dyn mps_pki::listener::Admission> = Arc::new(mps_pki::listener::Everyone(empty_router()));
+    let stats = Arc::new(mps_pki::listener::ListenerStats::default());
+    let served = tokio::spawn(mps_pki::listener::serve(
+        listener,
+        mps_pki::listener::fixed(tls),
+        admission,
+        limits,
+        stats,
+        shutdown,
+    ));
 
     let target = Target::new(TargetKind::Authz, &format!("https://{address}"));
     let timeout = Duration::from_millis(authz.server.request_timeout_ms.max(1_000));
