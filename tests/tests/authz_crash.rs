@@ -37,6 +37,8 @@ use mps_tests::process::{Service, build_binary, wait_ready};
 use mps_tests::{AccountSpec, Answer, Bank, TestSim, free_port};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// Kills in a run unless `MPS_CRASH_KILLS` says otherwise.
 const KILLS_DEFAULT: u64 = 20;
@@ -99,6 +101,9 @@ struct Payment {
     auth_code: Option<String>,
     txn_id: TxnId,
     resends: Resends,
+    /// The answer was decided before the request that got it was sent: the stored answer of a
+    /// booking whose first answer was lost with its process.
+    from_storage: bool,
 }
 
 /// One SIM and what it has paid.
@@ -121,7 +126,10 @@ impl Payer {
         let amount = self.rng.gen_range(1..=AMOUNT_MAX);
         let packet = self.sim.pay(&self.account, &order_no, amount, PASSWORD);
         let (body, jws) = bank.merchant.request(&packet, &order_no, amount, Currency::EUR.code());
-        let (answer, resends) = send_until_processed(bank, client, &body, &jws, &what).await;
+        let (answer, resends, last_sent) = send_until_processed(bank, client, &body, &jws, &what).await;
+        let issuer_time = answer.json["issuer_time"].as_str().unwrap_or_default();
+        let issuer_time = OffsetDateTime::parse(issuer_time, &Rfc3339)
+            .unwrap_or_else(|e| panic!("{what}: issuer_time {issuer_time:?}: {e}"));
         let outcome = self.sim.read_answer(&answer);
         let plain = &outcome.answer;
         assert_eq!(answer.code(), plain.response_code.as_str(), "{what}: the JSON and the SIM's answer differ");
@@ -140,6 +148,7 @@ impl Payer {
             auth_code: (!plain.auth_code.is_none()).then(|| plain.auth_code.as_str().to_owned()),
             txn_id: plain.txn_id,
             resends,
+            from_storage: issuer_time < last_sent,
         });
         self.payments.last().unwrap()
     }
@@ -148,16 +157,18 @@ impl Payer {
 /// Sends the same request bytes until authz processes them: HTTP 200 with a SIM answer. A
 /// refused or reset connection, a timeout and a 503 mean the answer was lost; anything else,
 /// including a refusal without a SIM answer (63: the retransmission was not recognised), fails.
+/// Returns the answer, the resends and when the request that got the answer was sent.
 async fn send_until_processed(
     bank: &Bank,
     client: &reqwest::Client,
     body: &[u8],
     jws: &str,
     what: &str,
-) -> (Answer, Resends) {
+) -> (Answer, Resends, OffsetDateTime) {
     let deadline = Instant::now() + PAYMENT_DEADLINE;
     let mut resends = Resends::default();
     loop {
+        let sent = OffsetDateTime::now_utc();
         match tokio::time::timeout(ATTEMPT_TIMEOUT, bank.post(client, body.to_vec(), Some(jws))).await {
             Ok(Ok(answer)) if answer.status == 200 => {
                 assert!(
@@ -166,7 +177,7 @@ async fn send_until_processed(
                     answer.code(),
                     String::from_utf8_lossy(&answer.body)
                 );
-                return (answer, resends);
+                return (answer, resends, sent);
             }
             Ok(Ok(answer)) if answer.status == 503 => resends.unavailable += 1,
             Ok(Ok(answer)) => {
@@ -189,14 +200,19 @@ async fn keep_paying(bank: Arc<Bank>, mut payer: Payer, stop: Arc<AtomicBool>) -
     payer
 }
 
-/// `kills` times: wait a random pause, SIGKILL authz, start it again and wait until it is ready.
-async fn kill_and_restart(authz: &mut Service, admin: SocketAddr, kills: u64, rng: &mut StdRng) {
+/// `kills` times: wait a random pause, SIGKILL authz, start it again and wait until it is
+/// ready. Returns how long each restart took from the kill to readiness.
+async fn kill_and_restart(authz: &mut Service, admin: SocketAddr, kills: u64, rng: &mut StdRng) -> Vec<Duration> {
+    let mut restarts = Vec::new();
     for _ in 0..kills {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(KILL_PAUSE_MS))).await;
+        let killed = Instant::now();
         authz.kill();
         authz.spawn();
         wait_ready(admin, "the restarted authz", &authz.log).await;
+        restarts.push(killed.elapsed());
     }
+    restarts
 }
 
 async fn create_accounts(bank: &Bank) -> Vec<Account> {
@@ -353,7 +369,7 @@ async fn sigkilled_authz_loses_no_approval_and_books_none_twice() {
     let started = Instant::now();
     let tasks: Vec<_> =
         payers.drain(..).map(|payer| tokio::spawn(keep_paying(Arc::clone(&bank), payer, Arc::clone(&stop)))).collect();
-    kill_and_restart(&mut authz, admin, kills, &mut StdRng::seed_from_u64(seed)).await;
+    let restarts = kill_and_restart(&mut authz, admin, kills, &mut StdRng::seed_from_u64(seed)).await;
     stop.store(true, Ordering::Relaxed);
     for (index, task) in tasks.into_iter().enumerate() {
         payers.push(task.await.unwrap_or_else(|e| panic!("SIM {index} (seed {seed}): {e}")));
@@ -377,10 +393,15 @@ async fn sigkilled_authz_loses_no_approval_and_books_none_twice() {
     let mut resends = Resends::default();
     payments.iter().for_each(|p| resends.add(p.resends));
     let lost = payments.iter().filter(|p| p.resends.total() > 0).count();
+    let from_storage = payments.iter().filter(|p| p.from_storage).count();
     let approved = payments.iter().filter(|p| p.code == ResponseCode::Approved).count();
+    let restart_ms_mean = restarts.iter().map(Duration::as_millis).sum::<u128>() / restarts.len().max(1) as u128;
+    let restart_ms_max = restarts.iter().map(Duration::as_millis).max().unwrap_or(0);
     say(&format!(
-        "authz crash test: {kills} kills in {:.1} s; {} SIMs, {} payments, {approved} approved; {lost} answers lost, \
-         {} resends ({} connection refused or reset, {} HTTP 503, {} timeouts); seed {seed}",
+        "authz crash test: {kills} kills in {:.1} s (kill to ready: mean {restart_ms_mean} ms, max {restart_ms_max} ms); \
+         {} SIMs, {} payments, {approved} approved; {lost} answers lost, {from_storage} of them booked before the \
+         crash and answered from storage; {} resends ({} connection refused or reset, {} HTTP 503, {} timeouts); \
+         seed {seed}",
         crash_run.as_secs_f64(),
         payers.len(),
         payments.len(),
