@@ -54,8 +54,9 @@ const ACCOUNTS: [&str; 6] = [
 /// `SIM_ACCOUNT[sim]` indexes [`ACCOUNTS`].
 const SIM_ACCOUNT: [usize; 8] = [0, 1, 2, 3, 4, 5, 4, 5];
 const PASSWORD: &str = "8642";
-/// Enough that no payment of a run is declined for funds (a decline would be a finding).
-const OPENING_BALANCE: u64 = 5_000_000;
+/// Enough that no payment of a long run (`MPS_CRASH_KILLS` in the thousands) is declined for
+/// funds or the daily limit: a decline would be a finding.
+const OPENING_BALANCE: u64 = 1_000_000_000_000;
 const AMOUNT_MAX: u64 = 999;
 /// The pause before each kill, counted from the last restart's readiness.
 const KILL_PAUSE_MS: std::ops::RangeInclusive<u64> = 100..=600;
@@ -130,6 +131,10 @@ impl Payer {
         let issuer_time = answer.json["issuer_time"].as_str().unwrap_or_default();
         let issuer_time = OffsetDateTime::parse(issuer_time, &Rfc3339)
             .unwrap_or_else(|e| panic!("{what}: issuer_time {issuer_time:?}: {e}"));
+        if resends.total() > 0 {
+            // An answer after a crash, perhaps the stored one: still the bank's, over these bytes.
+            bank.verify_bank_signature(&answer);
+        }
         let outcome = self.sim.read_answer(&answer);
         let plain = &outcome.answer;
         assert_eq!(answer.code(), plain.response_code.as_str(), "{what}: the JSON and the SIM's answer differ");
