@@ -106,6 +106,33 @@ impl Service {
         self.child = Some(child);
     }
 
+    /// Waits until `http://<admin>/readyz` answers 200, for at most [`READY_TIMEOUT`]. Fails at
+    /// once if the process exits, and after the timeout with what each of its threads waits
+    /// in (from /proc) and the end of its log.
+    pub async fn wait_ready(&mut self, admin: SocketAddr, what: &str) {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(response) = client.get(format!("http://{admin}/readyz")).send().await
+                && response.status().is_success()
+            {
+                return;
+            }
+            let child = self.child.as_mut().unwrap_or_else(|| panic!("{what} is not running"));
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("{what} exited ({status}) before it was ready; the end of its log:\n{}", log_tail(&self.log));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let threads = self.child.as_ref().map(|child| threads(child.id())).unwrap_or_default();
+        panic!(
+            "{what} did not become ready within {READY_TIMEOUT:?}; its threads (name, state, wait channel):\n{threads}\n\
+             the end of {}:\n{}",
+            self.log.display(),
+            log_tail(&self.log)
+        );
+    }
+
     /// SIGKILL: no shutdown, no flush, no goodbye.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -121,20 +148,22 @@ impl Drop for Service {
     }
 }
 
-/// Waits until `http://<admin>/readyz` answers 200, for at most [`READY_TIMEOUT`]; else fails
-/// with the service's log.
-pub async fn wait_ready(admin: SocketAddr, what: &str, log: &Path) {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + READY_TIMEOUT;
-    while Instant::now() < deadline {
-        if let Ok(response) = client.get(format!("http://{admin}/readyz")).send().await
-            && response.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what} did not become ready; the end of {}:\n{}", log.display(), log_tail(log));
+/// One line per thread of process `pid`: its name, state and kernel wait channel.
+fn threads(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return format!("(no /proc/{pid}/task)");
+    };
+    let read = |path: PathBuf| std::fs::read_to_string(path).unwrap_or_default().trim().to_owned();
+    let mut lines: Vec<String> = tasks
+        .filter_map(Result::ok)
+        .map(|task| {
+            let dir = task.path();
+            let state = read(dir.join("stat")).rsplit(") ").next().unwrap_or("").chars().next().unwrap_or('?');
+            format!("{} {state} {}", read(dir.join("comm")), read(dir.join("wchan")))
+        })
+        .collect();
+    lines.sort();
+    lines.join("\n")
 }
 
 /// The last 16 KiB of a log (a service restarted many times writes a long one).

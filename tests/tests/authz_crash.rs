@@ -1,12 +1,13 @@
 //! Crash test of the issuer: eight SIMs pay at once through the gateway's mTLS client while the
-//! `authz` process is SIGKILLed at random moments and restarted on the same config and ledger.
-//! A SIM whose answer is lost (connection refused or reset, timeout, 503) sends the identical
-//! request bytes again until a processed answer comes, reads it (MAC, next RSN) and pays again
-//! with the next keys; one payment in flight per SIM. Afterwards the ledger must agree with what
-//! the SIMs learned: every answer a SIM read is booked once, as it said; nothing is booked that
-//! no SIM learned of; no (SIM, counter), txn id or order twice; postings sum to zero per
-//! currency; each balance is its opening balance minus its approvals; the audit passes; and
-//! every SIM pays once more.
+//! `authz` process is SIGKILLed at random moments and restarted on the same config and ledger;
+//! every fourth kill is followed by one a few milliseconds into the next start-up. A SIM whose
+//! answer is lost (connection refused or reset, timeout, 503) sends the identical request bytes
+//! again until a processed answer comes, reads it (MAC, next RSN) and pays again with the next
+//! keys; one payment in flight per SIM. Afterwards the ledger must agree with what the SIMs
+//! learned: every answer a SIM read is booked once, as it said; nothing is booked that no SIM
+//! learned of; no (SIM, counter), txn id or order twice; postings sum to zero per currency; each
+//! balance is its opening balance minus its approvals; the audit passes; and every SIM pays once
+//! more.
 //!
 //! - `MPS_CRASH_KILLS`: how many kills (default 20).
 //! - `MPS_CRASH_SEED`: the seed of the kill schedule and the amounts (default drawn at random;
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 use mps_authz::ledger::Ledger;
 use mps_hsm::testing::{TestToken, USER_PIN};
 use mps_protocol::{Account, Currency, ResponseCode, TxnId};
-use mps_tests::process::{Service, build_binary, wait_ready};
+use mps_tests::process::{Service, build_binary};
 use mps_tests::{AccountSpec, Answer, Bank, TestSim, free_port};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
@@ -60,6 +61,11 @@ const OPENING_BALANCE: u64 = 1_000_000_000_000;
 const AMOUNT_MAX: u64 = 999;
 /// The pause before each kill, counted from the last restart's readiness.
 const KILL_PAUSE_MS: std::ops::RangeInclusive<u64> = 100..=600;
+/// Every this many kills, the next kill falls during the start-up of the restarted process.
+const START_UP_KILL_EVERY: u64 = 4;
+/// When a start-up kill falls after the start: a restart is ready within tens of milliseconds,
+/// so some land before and some just after (the summary counts those before).
+const START_UP_KILL_MS: std::ops::RangeInclusive<u64> = 0..=30;
 /// One request's time limit: a request stuck longer counts as lost and is sent again.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one payment may take to get a processed answer, restarts included.
@@ -205,19 +211,45 @@ async fn keep_paying(bank: Arc<Bank>, mut payer: Payer, stop: Arc<AtomicBool>) -
     payer
 }
 
-/// `kills` times: wait a random pause, SIGKILL authz, start it again and wait until it is
-/// ready. Returns how long each restart took from the kill to readiness.
-async fn kill_and_restart(authz: &mut Service, admin: SocketAddr, kills: u64, rng: &mut StdRng) -> Vec<Duration> {
-    let mut restarts = Vec::new();
-    for _ in 0..kills {
+/// What the killer did.
+#[derive(Default)]
+struct Kills {
+    /// From each kill of a serving authz to the readiness of its successor (start-up kills
+    /// included).
+    restarts: Vec<Duration>,
+    /// Kills aimed at a start-up.
+    during_start_up: u64,
+}
+
+/// How many processes logged that they were ready (the rest were killed before).
+fn ready_lines(log: &Path) -> usize {
+    std::fs::read_to_string(log).unwrap().matches("authorization server ready").count()
+}
+
+/// `kills` times in all: wait a random pause, SIGKILL authz and start it again; after every
+/// [`START_UP_KILL_EVERY`]th kill the fresh process is killed once more a few milliseconds into
+/// its start-up (opening the ledger, logging in to the HSM). Each restart is waited for until
+/// ready before the next pause.
+async fn kill_and_restart(authz: &mut Service, admin: SocketAddr, kills: u64, rng: &mut StdRng) -> Kills {
+    let mut done = Kills::default();
+    let mut count = 0;
+    while count < kills {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(KILL_PAUSE_MS))).await;
         let killed = Instant::now();
         authz.kill();
         authz.spawn();
-        wait_ready(admin, "the restarted authz", &authz.log).await;
-        restarts.push(killed.elapsed());
+        count += 1;
+        if count % START_UP_KILL_EVERY == 0 && count < kills {
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(START_UP_KILL_MS))).await;
+            authz.kill();
+            authz.spawn();
+            count += 1;
+            done.during_start_up += 1;
+        }
+        authz.wait_ready(admin, "the restarted authz").await;
+        done.restarts.push(killed.elapsed());
     }
-    restarts
+    done
 }
 
 async fn create_accounts(bank: &Bank) -> Vec<Account> {
@@ -367,14 +399,14 @@ async fn sigkilled_authz_loses_no_approval_and_books_none_twice() {
         ("MPS_AUTHZ__LOG__LEVEL".into(), "info".into()),
     ];
     let mut authz = Service::start_with_env("authz", program, config, bank.dir.path(), env);
-    wait_ready(admin, "authz", &authz.log).await;
+    authz.wait_ready(admin, "authz").await;
 
     let bank = Arc::new(bank);
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let tasks: Vec<_> =
         payers.drain(..).map(|payer| tokio::spawn(keep_paying(Arc::clone(&bank), payer, Arc::clone(&stop)))).collect();
-    let restarts = kill_and_restart(&mut authz, admin, kills, &mut StdRng::seed_from_u64(seed)).await;
+    let killed = kill_and_restart(&mut authz, admin, kills, &mut StdRng::seed_from_u64(seed)).await;
     stop.store(true, Ordering::Relaxed);
     for (index, task) in tasks.into_iter().enumerate() {
         payers.push(task.await.unwrap_or_else(|e| panic!("SIM {index} (seed {seed}): {e}")));
@@ -387,6 +419,7 @@ async fn sigkilled_authz_loses_no_approval_and_books_none_twice() {
         payer.pay_once(&bank, &client).await;
     }
     authz.kill();
+    let killed_before_ready = (1 + kills as usize).saturating_sub(ready_lines(&authz.log));
     let ledger_path = bank.config.ledger.path.clone();
     let ledger = Ledger::open(&ledger_path, bank.config.ledger.tuning.clone()).unwrap();
     check_answers_are_booked(&ledger, &payers).await;
@@ -400,13 +433,16 @@ async fn sigkilled_authz_loses_no_approval_and_books_none_twice() {
     let lost = payments.iter().filter(|p| p.resends.total() > 0).count();
     let from_storage = payments.iter().filter(|p| p.from_storage).count();
     let approved = payments.iter().filter(|p| p.code == ResponseCode::Approved).count();
+    let restarts = &killed.restarts;
     let restart_ms_mean = restarts.iter().map(Duration::as_millis).sum::<u128>() / restarts.len().max(1) as u128;
     let restart_ms_max = restarts.iter().map(Duration::as_millis).max().unwrap_or(0);
     say(&format!(
-        "authz crash test: {kills} kills in {:.1} s (kill to ready: mean {restart_ms_mean} ms, max {restart_ms_max} ms); \
+        "authz crash test: {kills} kills ({} aimed at a start-up, {killed_before_ready} before ready) in {:.1} s (kill to ready: mean {restart_ms_mean} ms, \
+         max {restart_ms_max} ms); \
          {} SIMs, {} payments, {approved} approved; {lost} answers lost, {from_storage} of them booked before the \
          crash and answered from storage; {} resends ({} connection refused or reset, {} HTTP 503, {} timeouts); \
          seed {seed}",
+        killed.during_start_up,
         crash_run.as_secs_f64(),
         payers.len(),
         payments.len(),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use mps_pki::Role;
 use mps_protocol::{MerchantId, OrderNo};
-use mps_tests::process::{Service, wait_ready};
+use mps_tests::process::Service;
 use mps_tests::{AccountSpec, Bank, Leaf, MERCHANT_ID, TestSim, free_port, request};
 
 const ORDERS: usize = 10;
@@ -121,10 +121,10 @@ level = "info"
     );
     let merchant_config = dir.path().join("merchant.toml");
     std::fs::write(&merchant_config, merchant_toml).unwrap();
-    let gateway = Service::start("gateway", gateway_config, dir.path());
-    wait_ready(gateway_admin, "the gateway", &gateway.log).await;
-    let merchant = Service::start("merchant", merchant_config, dir.path());
-    wait_ready(merchant_admin, "the merchant", &merchant.log).await;
+    let mut gateway = Service::start("gateway", gateway_config, dir.path());
+    gateway.wait_ready(gateway_admin, "the gateway").await;
+    let mut merchant = Service::start("merchant", merchant_config, dir.path());
+    merchant.wait_ready(merchant_admin, "the merchant").await;
     Network { bank, dir, gateway, gateway_admin, merchant, merchant_admin, phone, pos }
 }
 
@@ -253,7 +253,7 @@ async fn kill_among_payments(victim: Victim, account_number: &'static str, prefi
     service.kill();
     tokio::time::sleep(Duration::from_millis(700)).await;
     service.spawn();
-    wait_ready(admin, what, &service.log).await;
+    service.wait_ready(admin, what).await;
     for task in tasks {
         task.await.unwrap();
     }
