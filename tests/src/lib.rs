@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 pub mod openapi;
+pub mod process;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -349,6 +351,27 @@ impl BankFiles {
             revoked_gateway_leaf,
             foreign_gateway_leaf,
         }
+    }
+}
+
+impl BankFiles {
+    /// The configuration file of the `authz` binary: [`BankFiles::config_text`] with fixed
+    /// listen addresses (a restarted process keeps its ports) and the HSM PIN from the
+    /// environment variable `pin_env` instead of the test token's PIN file.
+    pub fn binary_config_text(&self, listen: SocketAddr, admin: SocketAddr, pin_env: &str) -> String {
+        fn section<'a>(config: &'a mut toml::Table, name: &str) -> &'a mut toml::Table {
+            config
+                .get_mut(name)
+                .and_then(toml::Value::as_table_mut)
+                .unwrap_or_else(|| panic!("no [{name}] in the text"))
+        }
+        let mut config: toml::Table = self.config_text.parse().unwrap();
+        section(&mut config, "server").insert("listen".to_owned(), listen.to_string().into());
+        section(&mut config, "admin").insert("listen".to_owned(), admin.to_string().into());
+        let hsm = section(&mut config, "hsm");
+        hsm.remove("pin_file");
+        hsm.insert("pin_env".to_owned(), pin_env.into());
+        config.to_string()
     }
 }
 

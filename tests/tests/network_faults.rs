@@ -9,83 +9,17 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use mps_pki::Role;
 use mps_protocol::{MerchantId, OrderNo};
+use mps_tests::process::Service;
 use mps_tests::{AccountSpec, Bank, Leaf, MERCHANT_ID, TestSim, free_port, request};
 
 const ORDERS: usize = 10;
 const AMOUNT: u64 = 300;
-
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: build it with `cargo build -p mps-{name}`", path.display());
-    path
-}
-
-/// One service process, restartable with the same configuration.
-struct Service {
-    name: &'static str,
-    config: PathBuf,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Service {
-    fn start(name: &'static str, config: PathBuf, dir: &Path) -> Self {
-        let mut service = Self { name, config, child: None, log: dir.join(format!("{name}.log")) };
-        service.spawn();
-        service
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(binary(self.name))
-            .args(["--config", self.config.to_str().unwrap(), "serve"])
-            .env_remove("MPS_GATEWAY_CONFIG")
-            .env_remove("MPS_MERCHANT_CONFIG")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    /// SIGKILL: no shutdown, no flush, no goodbye.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-async fn wait_ready(admin: SocketAddr, what: &str, log: &Path) {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(response) = client.get(format!("http://{admin}/readyz")).send().await
-            && response.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what} did not become ready: {}", std::fs::read_to_string(log).unwrap_or_default());
-}
 
 struct Network {
     bank: Bank,
@@ -187,10 +121,10 @@ level = "info"
     );
     let merchant_config = dir.path().join("merchant.toml");
     std::fs::write(&merchant_config, merchant_toml).unwrap();
-    let gateway = Service::start("gateway", gateway_config, dir.path());
-    wait_ready(gateway_admin, "the gateway", &gateway.log).await;
-    let merchant = Service::start("merchant", merchant_config, dir.path());
-    wait_ready(merchant_admin, "the merchant", &merchant.log).await;
+    let mut gateway = Service::start("gateway", gateway_config, dir.path());
+    gateway.wait_ready(gateway_admin, "the gateway").await;
+    let mut merchant = Service::start("merchant", merchant_config, dir.path());
+    merchant.wait_ready(merchant_admin, "the merchant").await;
     Network { bank, dir, gateway, gateway_admin, merchant, merchant_admin, phone, pos }
 }
 
@@ -319,7 +253,7 @@ async fn kill_among_payments(victim: Victim, account_number: &'static str, prefi
     service.kill();
     tokio::time::sleep(Duration::from_millis(700)).await;
     service.spawn();
-    wait_ready(admin, what, &service.log).await;
+    service.wait_ready(admin, what).await;
     for task in tasks {
         task.await.unwrap();
     }
