@@ -49,10 +49,12 @@ pub(crate) struct Initialised {
 }
 
 impl Initialised {
-    /// Keeps C_Finalize of this module out while held: take it around every PKCS#11 call
-    /// (or run of calls), then check [`Initialised::is_current`].
-    pub fn call_guard(&self) -> RwLockReadGuard<'_, ()> {
-        self.calls.read().unwrap_or_else(PoisonError::into_inner)
+    /// The module's calls lock: hold it shared (see [`call_guard`]) around every PKCS#11 call
+    /// (or run of calls), then check [`Initialised::is_current`]; C_Finalize holds it
+    /// exclusively. A clone of the handle, so that a caller can hold the guard while it
+    /// borrows what owns this `Initialised` mutably.
+    pub fn calls(&self) -> Arc<RwLock<()>> {
+        Arc::clone(&self.calls)
     }
 
     /// Whether nobody finalised the module since this initialisation: only then do session
@@ -60,6 +62,11 @@ impl Initialised {
     pub fn is_current(&self) -> bool {
         self.epoch_now.load(Ordering::Acquire) == self.epoch
     }
+}
+
+/// Keeps C_Finalize of the module out while the guard is held.
+pub(crate) fn call_guard(calls: &RwLock<()>) -> RwLockReadGuard<'_, ()> {
+    calls.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Loads the module if this process has not yet, and initialises it if needed.

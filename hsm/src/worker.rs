@@ -21,7 +21,7 @@ use cryptoki::slot::Slot;
 
 use crate::custody::{KEK_VERSION_MAX, KeyRole, check_key, kek_label};
 use crate::error::{HsmError, RvError, from_cryptoki, is_connection_lost, is_stale_handle, rv_of};
-use crate::module::{Initialised, OwnedSession};
+use crate::module::{Initialised, OwnedSession, call_guard};
 use crate::pool::{Generation, PoolState, Shared, TicketId};
 use crate::templates;
 
@@ -109,9 +109,9 @@ fn attached(inbox: &Inbox<'_>, mut ctx: Box<Ctx>) -> Option<Mode> {
         recv(channels.tickets) -> job => run_job(ctx, job.ok()?),
         recv(channels.jobs) -> job => run_job(ctx, job.ok()?),
         default(TICK) => {
-            let module = ctx.module.clone();
-            let _call = module.call_guard();
-            if module.is_current() {
+            let calls = ctx.module.calls();
+            let _call = call_guard(&calls);
+            if ctx.module.is_current() {
                 ctx.reap_expired_tickets();
             }
             Some(Mode::Attached(ctx))
@@ -161,8 +161,8 @@ fn detached(inbox: &Inbox<'_>) -> Option<Mode> {
 
 fn run_job(mut ctx: Box<Ctx>, job: Job) -> Option<Mode> {
     // No C_Finalize of the module starts while the job runs (see module::finalise_if_current).
-    let module = ctx.module.clone();
-    let call = module.call_guard();
+    let calls = ctx.module.calls();
+    let call = call_guard(&calls);
     if !ctx.module.is_current() {
         // Another pool of this process re-initialised the module: this session and every
         // handle of it are dead, and their numbers may name somebody else's objects now.
@@ -211,7 +211,8 @@ fn on_control(inbox: &Inbox<'_>, mode: Mode, msg: Option<Control>) -> Option<Mod
         }
         Control::Attach { module, slot, generation, done } => {
             drop(mode);
-            let call = module.call_guard();
+            let calls = module.calls();
+            let call = call_guard(&calls);
             let attached = Ctx::attach(
                 inbox.index,
                 Arc::clone(inbox.shared),
