@@ -180,14 +180,11 @@ fn apply_password_effect(
     effect: PasswordEffect,
     account: Option<&AccountRecord>,
 ) -> Result<(), LedgerError> {
-    if matches!(effect, PasswordEffect::None) {
-        return Ok(());
-    }
-    if account.is_none() {
+    if account.is_none() && effect != PasswordEffect::None {
         return Err(LedgerError::NotFound("account"));
     }
     let changed = match effect {
-        PasswordEffect::None => 0,
+        PasswordEffect::None => return Ok(()),
         PasswordEffect::Reset => conn
             .prepare_cached("UPDATE accounts SET password_failures = 0 WHERE account = ?1 AND password_failures > 0")?
             .execute([transaction.account.expose()])?,
