@@ -468,6 +468,27 @@ impl Bank {
         self.client(Some(&self.gateway_leaf))
     }
 
+    /// A raw TLS connection to the server with the gateway's client certificate (offering
+    /// `alpn`, or the client default), handshake done, nothing sent; an error when the server
+    /// refused or closed it. For tests that speak HTTP by hand or send nothing at all.
+    pub async fn tls_connect(
+        &self,
+        alpn: Option<&[u8]>,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, std::io::Error> {
+        let trust = self.pki.trust_store();
+        let verifier = mps_pki::tls::server_cert_verifier(&trust, Role::AuthzServer).unwrap();
+        let leaf = &self.gateway_leaf;
+        let mut tls =
+            mps_pki::tls::client_config(verifier, Some((leaf.chain_file.as_path(), leaf.key_file.as_path()))).unwrap();
+        if let Some(alpn) = alpn {
+            tls.alpn_protocols = vec![alpn.to_vec()];
+        }
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+        let tcp = tokio::net::TcpStream::connect(self.server.as_ref().expect("server running").address).await?;
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        connector.connect(name, tcp).await
+    }
+
     /// Creates an account.
     pub async fn create_account(&self, spec: &AccountSpec) -> Account {
         let account = Account::new(spec.number).unwrap();
@@ -648,6 +669,23 @@ fn rand_bytes<const N: usize>() -> [u8; N] {
 }
 
 /// The test token's transport key, as the SIM vendor holds it.
+/// Holds a ledger's SQLite write lock from another connection: authz's writer then waits in
+/// BEGIN IMMEDIATE (reads go on, in WAL mode) until [`WriteLock::release`].
+pub struct WriteLock(rusqlite::Connection);
+
+impl WriteLock {
+    pub fn take(path: &Path) -> Self {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        Self(conn)
+    }
+
+    pub fn release(self) {
+        self.0.execute_batch("ROLLBACK").unwrap();
+    }
+}
+
 /// A TCP port of 127.0.0.1 that nothing listens on now, for a service started as a separate
 /// process with a fixed `listen` address.
 ///

@@ -8,26 +8,10 @@ use std::time::Duration;
 
 use mps_pki::ca::{IssueRequest, Subject};
 use mps_protocol::{Currency, MerchantId};
-use mps_tests::{AccountSpec, Bank, Merchant};
+use mps_tests::{AccountSpec, Bank, Merchant, WriteLock};
 
 const LIMIT: u32 = 5;
 const ATTACKER: &str = "SHOP-0666";
-
-/// Holds the ledger's write lock from another connection (reads go on, in WAL mode).
-struct WriteLock(rusqlite::Connection);
-
-impl WriteLock {
-    fn take(path: &std::path::Path) -> Self {
-        let conn = rusqlite::Connection::open(path).unwrap();
-        conn.busy_timeout(Duration::from_secs(10)).unwrap();
-        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-        Self(conn)
-    }
-
-    fn release(self) {
-        self.0.execute_batch("ROLLBACK").unwrap();
-    }
-}
 
 /// The victim's genuine packet made over to the attacker's merchant id, with one bit of its
 /// ciphertext flipped: the clear fields match the attacker's body, the MAC fails.

@@ -5,7 +5,6 @@
 //! gateway's connection from being served.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use mps_tests::{AccountSpec, Bank};
@@ -14,18 +13,9 @@ use tokio::net::TcpStream;
 
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
-/// A TLS connection with the gateway's client certificate, handshake done, nothing sent.
+/// A connection with the gateway's certificate that must succeed, nothing sent.
 async fn authenticated(bank: &Bank, alpn: &[u8]) -> Tls {
-    let trust = bank.pki.trust_store();
-    let verifier = mps_pki::tls::server_cert_verifier(&trust, mps_pki::Role::AuthzServer).unwrap();
-    let leaf = &bank.gateway_leaf;
-    let mut tls =
-        mps_pki::tls::client_config(verifier, Some((leaf.chain_file.as_path(), leaf.key_file.as_path()))).unwrap();
-    tls.alpn_protocols = vec![alpn.to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-    let tcp = TcpStream::connect(bank.server.as_ref().unwrap().address).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    connector.connect(name, tcp).await.unwrap()
+    bank.tls_connect(Some(alpn)).await.unwrap()
 }
 
 /// Reads until the server closes; Err when it has not within `within`.
@@ -101,8 +91,7 @@ async fn idle_connections_and_a_handshake_flood_do_not_keep_the_gateway_from_bei
     // Authenticated connections that send nothing fill most of connections_max.
     let mut idle = Vec::new();
     for _ in 0..12 {
-        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(500), authenticated_or_refused(&bank)).await
-        {
+        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(500), bank.tls_connect(None)).await {
             idle.push(stream);
         }
     }
@@ -128,17 +117,4 @@ async fn idle_connections_and_a_handshake_flood_do_not_keep_the_gateway_from_bei
     assert!(refused >= (HANDSHAKES * 2) as f64, "{metrics}");
     drop(idle);
     bank.shutdown().await;
-}
-
-/// An authenticated connection, or an error when the server refused or closed it.
-async fn authenticated_or_refused(bank: &Bank) -> Result<Tls, std::io::Error> {
-    let trust = bank.pki.trust_store();
-    let verifier = mps_pki::tls::server_cert_verifier(&trust, mps_pki::Role::AuthzServer).unwrap();
-    let leaf = &bank.gateway_leaf;
-    let tls =
-        mps_pki::tls::client_config(verifier, Some((leaf.chain_file.as_path(), leaf.key_file.as_path()))).unwrap();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-    let tcp = TcpStream::connect(bank.server.as_ref().unwrap().address).await?;
-    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    connector.connect(name, tcp).await
 }

@@ -145,16 +145,7 @@ async fn shutdown_lets_in_flight_authorizations_finish() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_request_is_cut_off_after_the_header_read_timeout() {
     let mut bank = Bank::builder().with_config(|c| c.server.header_read_timeout_ms = 300).start().await;
-    let trust = bank.pki.trust_store();
-    let verifier = mps_pki::tls::server_cert_verifier(&trust, mps_pki::Role::AuthzServer).unwrap();
-    let leaf = &bank.gateway_leaf;
-    let mut tls =
-        mps_pki::tls::client_config(verifier, Some((leaf.chain_file.as_path(), leaf.key_file.as_path()))).unwrap();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
-    let tcp = tokio::net::TcpStream::connect(bank.server.as_ref().unwrap().address).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut stream = connector.connect(name, tcp).await.unwrap();
+    let mut stream = bank.tls_connect(Some(b"http/1.1")).await.unwrap();
     stream.write_all(b"POST /v1/authorizations HTTP/1.1\r\nHost: 127.0.0.1\r\n").await.unwrap();
     stream.flush().await.unwrap();
     let mut buffer = Vec::new();

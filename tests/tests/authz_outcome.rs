@@ -6,24 +6,7 @@
 
 use std::time::Duration;
 
-use mps_tests::{AccountSpec, Bank};
-
-/// Holds the ledger's write lock from another connection: the writer waits in BEGIN IMMEDIATE
-/// (reads go on, in WAL mode) until it is released.
-struct WriteLock(rusqlite::Connection);
-
-impl WriteLock {
-    fn take(path: &std::path::Path) -> Self {
-        let conn = rusqlite::Connection::open(path).unwrap();
-        conn.busy_timeout(Duration::from_secs(10)).unwrap();
-        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-        Self(conn)
-    }
-
-    fn release(self) {
-        self.0.execute_batch("ROLLBACK").unwrap();
-    }
-}
+use mps_tests::{AccountSpec, Bank, WriteLock};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deadline_after_the_booking_was_queued_says_outcome_unknown_and_the_booking_stands() {
