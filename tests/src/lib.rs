@@ -468,6 +468,15 @@ impl Bank {
         self.client(Some(&self.gateway_leaf))
     }
 
+    /// The value of an unlabelled metric on the admin listener's /metrics (panics when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.admin_url)).await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("{name} is not in /metrics"))
+    }
+
     /// A raw TLS connection to the server with the gateway's client certificate (offering
     /// `alpn`, or the client default), handshake done, nothing sent; an error when the server
     /// refused or closed it. For tests that speak HTTP by hand or send nothing at all.

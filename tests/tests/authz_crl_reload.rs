@@ -17,14 +17,6 @@ async fn readyz(bank: &Bank) -> (u16, String) {
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
-async fn metric(bank: &Bank, name: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", bank.admin_url)).await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("{name} is not in /metrics"))
-}
-
 /// Waits until `check` holds (the watcher checks every CHECK_MS).
 async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
     for _ in 0..100 {
@@ -42,7 +34,7 @@ async fn revocations_and_fresh_crls_take_effect_while_serving() {
     let account = bank.create_account(&AccountSpec::debit("4000120000000061", "2468", 10_000)).await;
     let mut sim = bank.new_sim("8949012300000000061", &[&account]).await;
     assert_eq!(readyz(&bank).await.0, 200);
-    let reloads_before = metric(&bank, "mps_authz_crl_reloads_total").await;
+    let reloads_before = bank.metric("mps_authz_crl_reloads_total").await;
 
     // A second gateway certificate works, then is revoked: its next connection is refused.
     let second = bank.pki.issue("gw-client-2", &request(Role::GatewayClient, "gateway-2"));
@@ -53,7 +45,7 @@ async fn revocations_and_fresh_crls_take_effect_while_serving() {
     sim.read_answer(&answer);
     bank.pki.revoke(&second);
     eventually("the reload after the revocation", || async {
-        metric(&bank, "mps_authz_crl_reloads_total").await > reloads_before
+        bank.metric("mps_authz_crl_reloads_total").await > reloads_before
     })
     .await;
     let refused = bank.post(&bank.client(Some(&second)), body, Some(&jws)).await;
@@ -64,10 +56,10 @@ async fn revocations_and_fresh_crls_take_effect_while_serving() {
     let merchant = Merchant::from_leaf(mps_tests::MERCHANT_ID, &merchant_leaf);
     let packet = sim.pay(&account, "C-2", 100, "2468");
     let (body, jws) = merchant.request(&packet, "C-2", 100, 978);
-    let reloads = metric(&bank, "mps_authz_crl_reloads_total").await;
+    let reloads = bank.metric("mps_authz_crl_reloads_total").await;
     bank.pki.revoke(&merchant_leaf);
     eventually("the reload after the merchant's revocation", || async {
-        metric(&bank, "mps_authz_crl_reloads_total").await > reloads
+        bank.metric("mps_authz_crl_reloads_total").await > reloads
     })
     .await;
     let answer = bank.post(&bank.gateway(), body, Some(&jws)).await.unwrap();
@@ -77,9 +69,9 @@ async fn revocations_and_fresh_crls_take_effect_while_serving() {
     // A bad CRL file: the reload fails and the CRLs in force stay; payments go on.
     let gateway = bank.gateway();
     let good = std::fs::read(bank.pki.crls_file()).unwrap();
-    let failures = metric(&bank, "mps_authz_crl_reload_failures_total").await;
+    let failures = bank.metric("mps_authz_crl_reload_failures_total").await;
     std::fs::write(bank.pki.crls_file(), b"-----BEGIN X509 CRL-----\nnot a CRL\n-----END X509 CRL-----\n").unwrap();
-    eventually("the failed reload", || async { metric(&bank, "mps_authz_crl_reload_failures_total").await > failures })
+    eventually("the failed reload", || async { bank.metric("mps_authz_crl_reload_failures_total").await > failures })
         .await;
     let (body, jws) = bank.merchant.request(&packet, "C-2", 100, 978);
     let answer = bank.post(&gateway, body, Some(&jws)).await.unwrap();
@@ -94,7 +86,7 @@ async fn revocations_and_fresh_crls_take_effect_while_serving() {
     let (_, text) = readyz(&bank).await;
     assert!(text.contains("crl: not ready: a CRL is past its nextUpdate"), "{text}");
     let now = OffsetDateTime::now_utc().unix_timestamp() as f64;
-    assert!(metric(&bank, "mps_authz_crl_next_update_seconds").await < now);
+    assert!(bank.metric("mps_authz_crl_next_update_seconds").await < now);
 
     // Within the margin (an hour by default): still not ready.
     let almost_a_week_ago = OffsetDateTime::now_utc() - time::Duration::hours(168) + time::Duration::minutes(30);
@@ -114,12 +106,12 @@ async fn sighup_reloads_the_crls() {
     let mut bank = Bank::builder().with_config(|c| c.revocation.check_interval_ms = 3_600_000).start().await;
     // The watcher's first tick (at start) has passed once the server answers.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = metric(&bank, "mps_authz_crl_reloads_total").await;
+    let before = bank.metric("mps_authz_crl_reloads_total").await;
     bank.pki.publish_crls(OffsetDateTime::now_utc());
     // The signal goes to this test process, where the server's handler takes it.
     let status =
         std::process::Command::new("sh").args(["-c", &format!("kill -HUP {}", std::process::id())]).status().unwrap();
     assert!(status.success());
-    eventually("the SIGHUP reload", || async { metric(&bank, "mps_authz_crl_reloads_total").await > before }).await;
+    eventually("the SIGHUP reload", || async { bank.metric("mps_authz_crl_reloads_total").await > before }).await;
     bank.shutdown().await;
 }

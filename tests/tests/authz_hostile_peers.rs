@@ -36,8 +36,7 @@ async fn a_connection_that_sends_nothing_after_its_handshake_is_closed() {
             .await
             .unwrap_or_else(|()| panic!("an idle {} connection was kept open", String::from_utf8_lossy(alpn)));
     }
-    let metrics = reqwest::get(format!("{}/metrics", bank.admin_url)).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("mps_authz_listener_idle_closed_total 2"), "{metrics}");
+    assert_eq!(bank.metric("mps_authz_listener_idle_closed_total").await, 2.0);
     bank.shutdown().await;
 }
 
@@ -108,13 +107,8 @@ async fn idle_connections_and_a_handshake_flood_do_not_keep_the_gateway_from_bei
         }
     }
     assert!(refused_at_once >= HANDSHAKES * 2, "only {refused_at_once} flood sockets were closed at once");
-    let metrics = reqwest::get(format!("{}/metrics", bank.admin_url)).await.unwrap().text().await.unwrap();
-    let refused = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("mps_authz_listener_handshakes_refused_total "))
-        .and_then(|value| value.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    assert!(refused >= (HANDSHAKES * 2) as f64, "{metrics}");
+    let refused = bank.metric("mps_authz_listener_handshakes_refused_total").await;
+    assert!(refused >= (HANDSHAKES * 2) as f64, "{refused} sockets refused by the handshake budget");
     drop(idle);
     bank.shutdown().await;
 }
