@@ -179,6 +179,9 @@ pub struct RunSection {
     pub duration_s: f64,
     /// Stop after this many requests (0 = no count bound).
     pub count: u64,
+    /// Seconds of the same load before the measured run, not recorded (0 = none): connections,
+    /// TLS sessions and the server's caches are warm when the clock starts.
+    pub warmup_s: f64,
     /// Amount of each payment, minor units.
     pub amount_minor: u64,
     /// Currency of accounts and payments.
@@ -200,6 +203,7 @@ impl Default for RunSection {
             rate_per_second: 0.0,
             duration_s: 10.0,
             count: 0,
+            warmup_s: 2.0,
             amount_minor: 100,
             currency: "EUR".to_owned(),
             wrong_password_percent: 0,

@@ -18,6 +18,7 @@ use mps_loadtest::drive::exchange::{Context, random_order_prefix, wrong_password
 use mps_loadtest::drive::{self, Mix, Mode, Settings, Stop};
 use mps_loadtest::provision::{self, Bank, Payer, PayerPlan};
 use mps_loadtest::report::Report;
+use mps_loadtest::report::Warmup;
 use mps_loadtest::server::{ServerProbe, ServerReport};
 use mps_pki::{Role, TrustStore};
 use mps_protocol::{Amount, Currency, Password};
@@ -88,6 +89,10 @@ struct Cli {
     /// Stop after this many requests; 0 for no count bound ([run] count).
     #[arg(long)]
     count: Option<u64>,
+    /// Seconds of the same load before the measured run, checked but not recorded; 0 for none
+    /// ([run] warmup_s; default 2).
+    #[arg(long)]
+    warmup: Option<f64>,
     /// Special requests in percent: `wrong-password=5,retransmit=5,bad-mac=2` ([run]
     /// wrong_password_percent, retransmit_percent, bad_mac_percent).
     #[arg(long)]
@@ -205,6 +210,7 @@ fn apply_flags(mut config: LoadtestConfig, cli: &Cli) -> Result<LoadtestConfig, 
     config.run.rate_per_second = cli.rate.unwrap_or(config.run.rate_per_second);
     config.run.duration_s = cli.duration.unwrap_or(config.run.duration_s);
     config.run.count = cli.count.unwrap_or(config.run.count);
+    config.run.warmup_s = cli.warmup.unwrap_or(config.run.warmup_s);
     if let Some(mix) = &cli.mix {
         let mix = parse_mix(mix)?;
         config.run.wrong_password_percent = mix.wrong_password_percent;
@@ -296,7 +302,7 @@ async fn run(cli: &Cli, config: LoadtestConfig, authz_config: AuthzConfig) -> Re
         if config.bounds.enabled { Some(hsm_bound_input(&payers, &parts.ledger, &context).await) } else { None };
     parts.ledger.close().await;
     let probe = server_probe(&config, &context.trust)?;
-    let before = if probe.is_enabled() { Some(probe.snapshot().await?) } else { None };
+    let context = std::sync::Arc::new(context);
 
     let stop = Stop::default();
     let on_signal = stop.clone();
@@ -307,16 +313,26 @@ async fn run(cli: &Cli, config: LoadtestConfig, authz_config: AuthzConfig) -> Re
         }
     });
     let settings = settings(&config, !cli.quiet);
-    let (_payers, mut report) = drive::run(context, clients, payers, settings, stop).await?;
-    if let Some(before) = &before {
-        // The run is measured by now: a failed reading is a note in its report, not a lost report.
-        report.server = Some(match probe.snapshot().await {
-            Ok(after) => ServerReport::between(before, &after, report.approved_payments()),
-            Err(e) => {
-                ServerReport { notes: vec![format!("reading the server after the run: {e}")], ..Default::default() }
+    let (payers, warmup) = match warmup_settings(&config, &settings) {
+        Some(warm) => {
+            if !cli.quiet {
+                eprintln!("warming up for {} s (checked, not measured)", config.run.warmup_s);
             }
-        });
-    }
+            let (payers, warm_report) =
+                drive::run(std::sync::Arc::clone(&context), clients.clone(), payers, warm, stop.clone()).await?;
+            (payers, Some(Warmup::from(&warm_report, config.run.warmup_s)))
+        }
+        None => (payers, None),
+    };
+    let settings = Settings { first_sequence: warmup.as_ref().map_or(0, |w| w.sent), ..settings };
+    let before = probe.snapshot().await?;
+    let (_payers, mut report) = drive::run(context, clients, payers, settings, stop).await?;
+    report.warmup = warmup;
+    // The run is measured by now: a failed reading is a note in its report, not a lost report.
+    report.server = Some(match probe.snapshot().await {
+        Ok(after) => ServerReport::between(&before, &after, report.approved_payments()),
+        Err(e) => ServerReport { notes: vec![format!("reading the server after the run: {e}")], ..Default::default() },
+    });
     if let Some(hsm_input) = hsm_input {
         report.bounds =
             Some(measure_bounds(&config, &authz_config, &parts.hsm, hsm_input, currency, &password, cli.quiet).await);
@@ -328,6 +344,10 @@ async fn run(cli: &Cli, config: LoadtestConfig, authz_config: AuthzConfig) -> Re
     write_outputs(cli, &config, &report)?;
     if report.errors_total > 0 {
         eprintln!("{} request(s) failed a check: see `errors` above and the server's logs", report.errors_total);
+        return Ok(ExitCode::FAILURE);
+    }
+    if let Some(warmup) = report.warmup.as_ref().filter(|w| w.errors > 0) {
+        eprintln!("{} request(s) of the warm-up failed a check: see the server's logs", warmup.errors);
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
@@ -479,6 +499,13 @@ fn connect(
     Ok((context, clients))
 }
 
+/// The warm-up's shape: the run's load for `warmup_s` seconds, without a count bound or
+/// progress lines; None when there is no warm-up or the run was stopped already.
+fn warmup_settings(config: &LoadtestConfig, run: &Settings) -> Option<Settings> {
+    let duration = Duration::try_from_secs_f64(config.run.warmup_s).ok().filter(|d| !d.is_zero())?;
+    Some(Settings { duration: Some(duration), count: 0, progress: false, ..run.clone() })
+}
+
 fn settings(config: &LoadtestConfig, progress: bool) -> Settings {
     let mode = if config.run.rate_per_second > 0.0 {
         Mode::Open { rate_per_second: config.run.rate_per_second, in_flight_max: config.run.in_flight_max }
@@ -496,5 +523,6 @@ fn settings(config: &LoadtestConfig, progress: bool) -> Settings {
             bad_mac_percent: config.run.bad_mac_percent,
         },
         progress,
+        first_sequence: 0,
     }
 }

@@ -24,6 +24,26 @@ const CURVE_POINTS_PER_DECADE: u32 = 10;
 /// The percentile curve ends at 99.99 (four decades).
 const CURVE_DECADES: u32 = 4;
 
+/// The warm-up before a run: the same load, checked, not measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Warmup {
+    /// Its length, seconds.
+    pub seconds: f64,
+    /// Requests sent.
+    pub sent: u64,
+    /// Requests completed.
+    pub completed: u64,
+    /// Requests that failed a check.
+    pub errors: u64,
+}
+
+impl Warmup {
+    /// The summary of a warm-up's report.
+    pub fn from(report: &Report, seconds: f64) -> Self {
+        Self { seconds, sent: report.sent, completed: report.completed, errors: report.errors_total }
+    }
+}
+
 /// Records exchanges from every task.
 pub struct Recorder {
     started: Instant,
@@ -243,6 +263,7 @@ impl Recorder {
             retransmissions: kind(RequestKind::Retransmission),
             bad_macs: kind(RequestKind::BadMac),
             server: None,
+            warmup: None,
             bounds: None,
         }
     }
@@ -320,6 +341,8 @@ pub struct Report {
     /// The server's side: per-stage latency and CPU time, when `[target] metrics_url` or
     /// `server_pid` is set.
     pub server: Option<crate::server::ServerReport>,
+    /// The warm-up before the run, when there was one (not in any figure above).
+    pub warmup: Option<Warmup>,
     /// The raw bounds measured after the run (`--bounds`).
     pub bounds: Option<crate::bounds::BoundsReport>,
 }
@@ -336,6 +359,12 @@ impl Report {
         let mut line = |name: &str, value: String| out.push_str(&format!("{name:<23} {value}\n"));
         line("mode", format!("{}{}", self.mode, if self.interrupted { " (interrupted by Ctrl-C)" } else { "" }));
         line("elapsed", format!("{:.2} s", self.elapsed_s));
+        if let Some(warmup) = &self.warmup {
+            line(
+                "warm-up (not measured)",
+                format!("{} s before: {} requests, {} errors", warmup.seconds, warmup.completed, warmup.errors),
+            );
+        }
         line("requests", format!("{} sent, {} completed, {} errors", self.sent, self.completed, self.errors_total));
         line("throughput", format!("{:.1} requests/s", self.throughput_per_s));
         let ms = |us: u64| format!("{:.2} ms", us as f64 / 1000.0);

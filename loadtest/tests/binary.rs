@@ -61,6 +61,8 @@ async fn the_binary_runs_verifies_observes_the_server_and_writes_json_and_svg() 
         "60".into(),
         "--duration".into(),
         "30".into(),
+        "--warmup".into(),
+        "0.5".into(),
         "--mix".into(),
         "wrong-password=10,retransmit=10,bad-mac=10".into(),
         // The server runs in this test's process.
@@ -105,6 +107,11 @@ async fn the_binary_runs_verifies_observes_the_server_and_writes_json_and_svg() 
     assert_eq!(server["mac_failures"], report["bad_macs"]["sent"], "authz counted every bad MAC");
     assert!(server["cpu"]["total_ms"].as_f64().unwrap() >= 0.0);
     assert!(server["cpu"]["ms_per_approved"].as_f64().is_some(), "{server:#}");
+    assert!(server["machine"]["cores"].as_u64().unwrap() >= 1, "{server:#}");
+    assert!(server["machine"]["generator_ms"].as_f64().is_some(), "the harness's own CPU time: {server:#}");
+    // The warm-up ran, was checked, and is in no figure of the run.
+    assert!(report["warmup"]["completed"].as_u64().unwrap() > 0, "{report:#}");
+    assert_eq!(report["warmup"]["errors"], 0, "{report:#}");
     let bounds = &report["bounds"];
     for bound in ["hsm", "mtls", "ledger"] {
         assert!(bounds[bound]["ops_per_s"].as_f64().unwrap() > 0.0, "bound {bound} measured: {bounds:#}");

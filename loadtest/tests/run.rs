@@ -89,8 +89,9 @@ async fn drive(bank: &Bank, payers: Vec<Payer>, mode: Mode, count: u64, mix: Mix
         Mode::Open { .. } => 2,
     };
     let (context, clients) = connect(bank, connections);
-    let settings = Settings { mode, count, duration: Some(Duration::from_secs(60)), mix, progress: false };
-    drive::run(context, clients, payers, settings, Stop::default()).await.unwrap()
+    let settings =
+        Settings { mode, count, duration: Some(Duration::from_secs(60)), mix, progress: false, first_sequence: 0 };
+    drive::run(std::sync::Arc::new(context), clients, payers, settings, Stop::default()).await.unwrap()
 }
 
 /// Sessions completed by all SIMs, and money the ledger took from their accounts.

@@ -107,6 +107,9 @@ pub struct Settings {
     pub mix: Mix,
     /// Print a progress line on stderr once a second.
     pub progress: bool,
+    /// The first request's order-number sequence: a run after a warm-up starts where the
+    /// warm-up stopped, so that no order number is sent twice.
+    pub first_sequence: u64,
 }
 
 /// Stops a run early (Ctrl-C): requests in flight finish, no new one starts.
@@ -139,7 +142,7 @@ impl Stop {
 
 /// A run's state shared by its tasks.
 struct Run {
-    context: Context,
+    context: Arc<Context>,
     clients: Vec<reqwest::Client>,
     pool: SimPool,
     recorder: Recorder,
@@ -158,6 +161,7 @@ impl Run {
         let mut payer = self.pool.take().await?;
         let kind = exchange::choose_kind(self.settings.mix.draw(), &payer);
         let client = &self.clients[client_index % self.clients.len()];
+        let sequence = sequence.saturating_add(self.settings.first_sequence);
         let exchanged = exchange::exchange(&self.context, client, &mut payer, kind, sequence).await;
         self.pool.put(payer);
         let done = Instant::now();
@@ -169,7 +173,7 @@ impl Run {
 /// Runs `payers` against the target; returns the payers (their SIMs advanced) and the report.
 /// `clients` are the HTTP/2 connections (closed loop: one per worker).
 pub async fn run(
-    context: Context,
+    context: Arc<Context>,
     clients: Vec<reqwest::Client>,
     payers: Vec<Payer>,
     settings: Settings,

@@ -1,6 +1,8 @@
 //! The server's CPU time from Linux's `/proc`: the process's user + system time
 //! (`/proc/PID/stat`) and each thread's (`/proc/PID/task/TID/stat`), grouped by thread name
-//! (tokio workers, HSM pool threads, the ledger writer), read before and after a run.
+//! (tokio workers, HSM pool threads, the ledger writer), read before and after a run; and the
+//! whole machine's busy time (`/proc/stat`), so that a report shows when the cores, not the
+//! server, were the limit (the load generator shares them).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,6 +57,39 @@ pub struct CpuSnapshot {
     pub process_ticks: u64,
     /// Threads alive at the reading, by thread id.
     pub threads: BTreeMap<u32, ThreadTime>,
+}
+
+/// The whole machine's CPU time over all cores, ticks, from the first line of `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MachineTicks {
+    /// Time not idle and not waiting for I/O.
+    pub busy: u64,
+    /// All time (user, nice, system, idle, iowait, irq, softirq, steal).
+    pub total: u64,
+}
+
+/// Reads the machine's CPU time under `proc_root`.
+pub fn machine(proc_root: &Path) -> Result<MachineTicks, CpuError> {
+    let path = proc_root.join("stat");
+    let text = std::fs::read_to_string(&path).map_err(|source| CpuError::Read { path: path.clone(), source })?;
+    parse_machine(&text).ok_or(CpuError::Format { path })
+}
+
+/// `cpu  user nice system idle iowait irq softirq steal guest guest_nice`: guest time is
+/// already inside user time, so the total is the first eight fields.
+fn parse_machine(text: &str) -> Option<MachineTicks> {
+    let line = text.lines().next()?;
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let values: Vec<u64> = fields.take(8).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    if values.len() < 5 {
+        return None;
+    }
+    let total = values.iter().try_fold(0u64, |sum, v| sum.checked_add(*v))?;
+    let idle = values[3].checked_add(values[4])?;
+    Some(MachineTicks { busy: total.checked_sub(idle)?, total })
 }
 
 /// Reads the pid from a pidfile (its first line).
@@ -162,6 +197,16 @@ mod tests {
             let bytes: Vec<u8> = (0..length).map(|_| ALPHABET[rand::random::<usize>() % ALPHABET.len()]).collect();
             let _ = parse_stat(&String::from_utf8_lossy(&bytes));
         }
+    }
+
+    #[test]
+    fn the_machine_line_of_proc_stat_parses() {
+        let text = "cpu  100 5 50 800 20 3 2 0 7 0\ncpu0 50 2 25 400 10 1 1 0 0 0\n";
+        assert_eq!(parse_machine(text), Some(MachineTicks { busy: 160, total: 980 }));
+        assert_eq!(parse_machine("cpu0 1 2 3 4 5\n"), None);
+        assert_eq!(parse_machine("cpu  1 2 x 4 5\n"), None);
+        assert_eq!(parse_machine("cpu  1 2 3\n"), None);
+        assert_eq!(parse_machine(""), None);
     }
 
     #[test]

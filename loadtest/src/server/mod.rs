@@ -60,6 +60,10 @@ pub struct ServerSnapshot {
     at: Instant,
     metrics: Option<Vec<Sample>>,
     cpu: Option<cpu::CpuSnapshot>,
+    /// The whole machine, when /proc/stat could be read.
+    machine: Option<cpu::MachineTicks>,
+    /// This load generator's own CPU time, ticks.
+    generator_ticks: Option<u64>,
 }
 
 impl ServerProbe {
@@ -77,12 +81,8 @@ impl ServerProbe {
         }
     }
 
-    /// Whether there is anything to observe.
-    pub fn is_enabled(&self) -> bool {
-        self.metrics_url.is_some() || self.pid.is_some()
-    }
-
-    /// Reads the metrics and the CPU times now.
+    /// Reads the metrics and the CPU times now (the machine's and the generator's always, when
+    /// /proc can be read).
     pub async fn snapshot(&self) -> Result<ServerSnapshot, ServerError> {
         let metrics = match &self.metrics_url {
             Some(url) => Some(self.scrape(url).await?),
@@ -92,7 +92,10 @@ impl ServerProbe {
             Some(pid) => Some(cpu::snapshot(std::path::Path::new("/proc"), pid)?),
             None => None,
         };
-        Ok(ServerSnapshot { at: Instant::now(), metrics, cpu })
+        let proc_root = std::path::Path::new("/proc");
+        let machine = cpu::machine(proc_root).ok();
+        let generator_ticks = cpu::snapshot(proc_root, std::process::id()).ok().map(|own| own.process_ticks);
+        Ok(ServerSnapshot { at: Instant::now(), metrics, cpu, machine, generator_ticks })
     }
 
     async fn scrape(&self, url: &str) -> Result<Vec<Sample>, ServerError> {
@@ -168,6 +171,21 @@ pub struct CpuReport {
     pub ended_threads_ms: f64,
 }
 
+/// What the run cost the whole machine: the server and the load generator share its cores.
+#[derive(Debug, Clone, Serialize)]
+pub struct MachineReport {
+    /// Cores of the machine.
+    pub cores: usize,
+    /// Cores kept busy on average, by every process.
+    pub cores_busy: f64,
+    /// This load generator's CPU time, milliseconds.
+    pub generator_ms: Option<f64>,
+    /// The load generator's cores kept busy on average.
+    pub generator_cores_busy: Option<f64>,
+    /// The generator's CPU milliseconds per approved payment.
+    pub generator_ms_per_approved: Option<f64>,
+}
+
 /// What the run cost the server.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ServerReport {
@@ -187,6 +205,8 @@ pub struct ServerReport {
     pub responses: BTreeMap<String, u64>,
     /// CPU time, when the server's pid is known.
     pub cpu: Option<CpuReport>,
+    /// The whole machine's CPU time and the load generator's part of it.
+    pub machine: Option<MachineReport>,
     /// Figures that could not be compared (the server restarted, a metric is absent).
     pub notes: Vec<String>,
 }
@@ -201,6 +221,23 @@ impl ServerReport {
         }
         if let (Some(earlier), Some(later)) = (&before.cpu, &after.cpu) {
             report.cpu = Some(cpu_report(earlier, later, observed_s, approved));
+        }
+        if let (Some(earlier), Some(later)) = (before.machine, after.machine) {
+            let total = later.total.saturating_sub(earlier.total);
+            let busy = later.busy.saturating_sub(earlier.busy);
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            let generator_ms = match (before.generator_ticks, after.generator_ticks) {
+                (Some(earlier), Some(later)) => Some(cpu::ticks_to_ms(later.saturating_sub(earlier))),
+                _ => None,
+            };
+            report.machine = Some(MachineReport {
+                cores,
+                // busy / total is the busy share of all cores' time over the interval.
+                cores_busy: if total > 0 { busy as f64 / total as f64 * cores as f64 } else { 0.0 },
+                generator_ms,
+                generator_cores_busy: generator_ms.filter(|_| observed_s > 0.0).map(|ms| ms / 1000.0 / observed_s),
+                generator_ms_per_approved: generator_ms.filter(|_| approved > 0).map(|ms| ms / approved as f64),
+            });
         }
         report
     }
@@ -307,6 +344,16 @@ impl ServerReport {
                 line("  ended threads", format!("{:.0} ms", cpu.ended_threads_ms));
             }
         }
+        if let Some(machine) = &self.machine {
+            line("machine: CPU", format!("{:.2} of {} cores busy (every process)", machine.cores_busy, machine.cores));
+            if let (Some(ms), Some(cores)) = (machine.generator_ms, machine.generator_cores_busy) {
+                let per = machine.generator_ms_per_approved.map_or("-".to_owned(), |ms| format!("{ms:.3}"));
+                line(
+                    "  of which loadtest",
+                    format!("{ms:.0} ms ({cores:.2} cores busy), {per} ms per approved payment"),
+                );
+            }
+        }
         for note in &self.notes {
             line("server: note", note.clone());
         }
@@ -346,8 +393,21 @@ mod tests {
     #[test]
     fn the_report_is_the_difference_of_two_readings() {
         let at = Instant::now();
-        let before = ServerSnapshot { at, metrics: Some(scrape(10, 0.005, 1)), cpu: None };
-        let after = ServerSnapshot { at: at + Duration::from_secs(2), metrics: Some(scrape(110, 0.055, 4)), cpu: None };
+        let machine = |busy, total| Some(cpu::MachineTicks { busy, total });
+        let before = ServerSnapshot {
+            at,
+            metrics: Some(scrape(10, 0.005, 1)),
+            cpu: None,
+            machine: machine(1_000, 4_000),
+            generator_ticks: Some(50),
+        };
+        let after = ServerSnapshot {
+            at: at + Duration::from_secs(2),
+            metrics: Some(scrape(110, 0.055, 4)),
+            cpu: None,
+            machine: machine(1_300, 4_400),
+            generator_ticks: Some(90),
+        };
         let report = ServerReport::between(&before, &after, 100);
         assert_eq!(report.observed_s, 2.0);
         let hsm = &report.stages["hsm"];
@@ -359,5 +419,12 @@ mod tests {
         assert!(report.request.is_none());
         assert!(report.notes.iter().any(|n| n.contains("request_duration_seconds")), "{:?}", report.notes);
         assert!(report.table().contains("server: stage hsm"));
+        // 300 of 400 ticks busy: three quarters of every core; the generator 40 ticks = 400 ms.
+        let machine = report.machine.as_ref().unwrap();
+        assert!((machine.cores_busy - 0.75 * machine.cores as f64).abs() < 1e-9, "{machine:?}");
+        assert_eq!(machine.generator_ms, Some(400.0));
+        assert_eq!(machine.generator_cores_busy, Some(0.2));
+        assert_eq!(machine.generator_ms_per_approved, Some(4.0));
+        assert!(report.table().contains("of which loadtest"));
     }
 }
