@@ -51,6 +51,8 @@ pub struct Parts {
     pub ledger: Ledger,
     /// Metrics, with the HSM pool's and the ledger's figures wired in.
     pub metrics: Arc<Metrics>,
+    /// The decision's clock: the system clock, unless a test sets another.
+    pub clock: crate::decision::clock::Clock,
 }
 
 /// Connects the HSM and opens the ledger.
@@ -92,11 +94,13 @@ pub fn parts_with_hsm(config: &AuthzConfig, hsm: Hsm) -> Result<Parts, AppError>
     let observer: crate::ledger::BatchObserver =
         Arc::new(move |report: &crate::ledger::BatchReport| observer_metrics.observe_ledger_batch(report));
     let ledger = Ledger::open_with_observer(&config.ledger.path, config.ledger.tuning.clone(), observer)?;
-    Ok(Parts { hsm, ledger, metrics })
+    Ok(Parts { hsm, ledger, metrics, clock: crate::decision::clock::Clock::system() })
 }
 
-/// Builds the decision from the configuration and open parts.
-pub fn authorizer(config: &AuthzConfig, parts: &Parts, merchants: MerchantVerifier) -> Result<Authorizer, AppError> {
+/// The signer of answers and clearing files: `mps-sign` in the HSM with the bank's chain, and
+/// the next key from its time when a renewal is configured. Refuses a certificate whose key is
+/// not the HSM's.
+pub fn answer_signer(config: &AuthzConfig, parts: &Parts) -> Result<AnswerSigner, AppError> {
     let chain = mps_pki::pem::load_certificates(&config.issuer.signing_certificate)
         .map_err(|e| AppError::Pki(format!("issuer.signing_certificate: {e}")))?;
     check_certificate_key(&chain, parts.hsm.signing_public_key(), "issuer.signing_certificate", "hsm.keys.signing")?;
@@ -112,6 +116,12 @@ pub fn authorizer(config: &AuthzConfig, parts: &Parts, merchants: MerchantVerifi
         tracing::info!(%from, "signing-key renewal configured: answers switch to the next signing key then");
         signer = signer.with_next(from, &next_chain);
     }
+    Ok(signer)
+}
+
+/// Builds the decision from the configuration and open parts.
+pub fn authorizer(config: &AuthzConfig, parts: &Parts, merchants: MerchantVerifier) -> Result<Authorizer, AppError> {
+    let signer = answer_signer(config, parts)?;
     let cutoff = Cutoff::parse(&config.issuer.business_day_cutoff)
         .map_err(|e| AppError::Pki(format!("issuer.business_day_cutoff: {e}")))?;
     let settings = DecisionSettings {
@@ -120,6 +130,7 @@ pub fn authorizer(config: &AuthzConfig, parts: &Parts, merchants: MerchantVerifi
         password_tries_max: config.issuer.password_tries_max,
         mac_failure_limit: config.issuer.mac_failure_limit,
         mac_failure_window: std::time::Duration::from_secs(config.issuer.mac_failure_window_s),
+        clock: parts.clock.clone(),
     };
     Ok(Authorizer::new(
         parts.hsm.clone(),

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use mps_authz::app;
 use mps_authz::config::AuthzConfig;
 use mps_authz::ledger::{AccountKind, AccountStatus, NewAccount, SimStatus};
+use mps_authz::ops::clearing;
 use mps_authz::ops::kek_rotation::{self, RewrapLimits};
 use mps_protocol::money::parse_major_amount_or_zero;
 use mps_protocol::{Account, Amount, Currency, Password, SimId, format_minor};
@@ -40,6 +41,39 @@ enum Command {
     /// newest KEK after `mps-hsm keys rotate-kek` (docs/HSM.md).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Clearing and settlement (docs/CLEARING.md): export a business day's signed clearing
+    /// file, verify a directory of them, book the settlement center's positions.
+    #[command(subcommand)]
+    Clearing(ClearingCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClearingCommand {
+    /// Write the clearing file of a business day that has ended, and its JWS (the same bytes
+    /// on every run: the first export is kept in the ledger). Nothing more is booked into
+    /// that day afterwards.
+    Export {
+        /// The business day, YYYY-MM-DD.
+        #[arg(long)]
+        date: String,
+        /// Directory to write clearing-<iin>-<day>.json and .json.jws into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// Check every clearing file of this bank in a directory: bytes, signature, the chain of
+    /// days, and that each is the file this bank exported.
+    Verify {
+        /// The directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Book the settlement center's positions.json for this bank: what it owes each acquirer
+    /// leaves the acquirer's settlement payable. Once per positions file.
+    Settle {
+        /// The positions.json `settlement run` wrote.
+        #[arg(long)]
+        positions: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -217,7 +251,57 @@ async fn run(command: Command, config: AuthzConfig) -> Result<(), CliError> {
         Command::Account(command) => account(&config, command).await,
         Command::Sim(command) => sim(&config, command).await,
         Command::Keys(command) => keys(&config, command).await,
+        Command::Clearing(command) => clearing_command(&config, command).await,
     }
+}
+
+async fn clearing_command(config: &AuthzConfig, command: ClearingCommand) -> Result<(), CliError> {
+    let parts = app::open_parts(config).await.map_err(CliError::new)?;
+    let result = clearing_with(config, &parts, command).await;
+    parts.ledger.close().await;
+    result
+}
+
+async fn clearing_with(config: &AuthzConfig, parts: &app::Parts, command: ClearingCommand) -> Result<(), CliError> {
+    let iin = config.issuer.iin;
+    match command {
+        ClearingCommand::Export { date, out } => {
+            let day = time::Date::parse(&date, time::macros::format_description!("[year]-[month]-[day]"))
+                .map_err(|_| CliError::new(format!("--date {date:?}: give the business day as YYYY-MM-DD")))?;
+            let signer = app::answer_signer(config, parts).map_err(CliError::new)?;
+            let cutoff = mps_authz::decision::business_day::Cutoff::parse(&config.issuer.business_day_cutoff)
+                .map_err(|e| CliError::new(format!("issuer.business_day_cutoff: {e}")))?;
+            let issuer = clearing::Issuer {
+                hsm: &parts.hsm,
+                ledger: &parts.ledger,
+                signer: &signer,
+                iin,
+                cutoff,
+                grace: config.server.request_timeout(),
+            };
+            let file = issuer.export(day, time::OffsetDateTime::now_utc()).await.map_err(CliError::new)?;
+            let path = clearing::write_files(&out, iin, &file).map_err(CliError::new)?;
+            println!("{} ({} bytes, sha256 {}) and its .jws", path.display(), file.bytes.len(), file.sha256);
+        }
+        ClearingCommand::Verify { dir } => {
+            let trust = mps_authz::ops::revocation::merchant_trust(&config.merchants).map_err(CliError::new)?;
+            let checked = clearing::verify(&dir, iin, &trust, &parts.ledger, time::OffsetDateTime::now_utc())
+                .await
+                .map_err(CliError::new)?;
+            for file in &checked {
+                println!("  {}  {:>6} entries  sha256 {}  ok", file.business_day, file.entries, file.sha256);
+            }
+            println!("{} file(s): signatures, bytes and the chain of days verified", checked.len());
+        }
+        ClearingCommand::Settle { positions } => {
+            let settled = clearing::settle(&positions, iin, &parts.ledger).await.map_err(CliError::new)?;
+            for (acquirer, currency, amount) in &settled.payments {
+                println!("  to {}  {}  {}", acquirer.as_str(), currency, format_minor(i128::from(*amount), *currency));
+            }
+            println!("settlement of {} booked", settled.days.join(", "));
+        }
+    }
+    Ok(())
 }
 
 async fn keys(config: &AuthzConfig, command: KeysCommand) -> Result<(), CliError> {

@@ -235,8 +235,8 @@ impl Entry {
                 return Err(field(name("amount"), "a reversal has a negative amount and an original_txn_id (32 hex)"));
             }
         }
-        if !is_digits(&self.auth_code, 6) {
-            return Err(field(name("auth_code"), "must be 6 digits"));
+        if self.auth_code.len() != 6 || !self.auth_code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) {
+            return Err(field(name("auth_code"), "must be 6 characters A-Z or 0-9"));
         }
         // The protocol's own types are the rules; the text must be their spelling exactly.
         if MerchantId::new(&self.merchant_id).map_or(true, |id| id.as_str() != self.merchant_id) {
@@ -323,7 +323,7 @@ mod tests {
             txn_id: format!("{txn:032x}"),
             kind: EntryKind::Approval,
             original_txn_id: None,
-            auth_code: "123456".to_owned(),
+            auth_code: "A1B2C3".to_owned(),
             merchant_id: "COFFEE-SHOP-01".to_owned(),
             order_no: format!("O-{txn}"),
             acquirer_iin: acquirer.to_owned(),
@@ -400,6 +400,9 @@ mod tests {
         let mut positive_reversal = day();
         positive_reversal.entries[2].amount = 50;
         assert!(matches!(positive_reversal.check(), Err(ClearingError::Field { .. })));
+        let mut lower = day();
+        lower.entries[0].auth_code = "a1b2c3".into();
+        assert!(matches!(lower.check(), Err(ClearingError::Field { .. })));
         let mut local_time = day();
         local_time.entries[0].time = "2026-11-30T10:00:00+01:00".into();
         assert!(matches!(local_time.check(), Err(ClearingError::Field { .. })));

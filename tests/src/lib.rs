@@ -144,13 +144,25 @@ impl Merchant {
 
     /// The body of an authorization request for `packet`, with its detached JWS.
     pub fn request(&self, packet: &[u8], order_no: &str, amount: u64, currency: u16) -> (Vec<u8>, String) {
+        self.request_via(ACQUIRER_IIN, packet, order_no, amount, currency)
+    }
+
+    /// [`Merchant::request`] naming another acquirer (the merchant's bank).
+    pub fn request_via(
+        &self,
+        acquirer_iin: &str,
+        packet: &[u8],
+        order_no: &str,
+        amount: u64,
+        currency: u16,
+    ) -> (Vec<u8>, String) {
         let body = serde_json::json!({
             "payer_packet": BASE64.encode(packet),
             "merchant_id": self.id.as_str(),
             "order_no": order_no,
             "amount": amount,
             "currency": currency,
-            "acquirer_iin": ACQUIRER_IIN,
+            "acquirer_iin": acquirer_iin,
             "merchant_account": MERCHANT_ACCOUNT,
             "merchant_time": "2026-11-26T12:00:00Z",
         });
@@ -259,6 +271,8 @@ pub struct BankFiles {
     pub bank_cert: PathBuf,
     pub revoked_gateway_leaf: Leaf,
     pub foreign_gateway_leaf: Leaf,
+    /// The in-process server's clock.
+    pub clock: mps_authz::decision::clock::Clock,
 }
 
 /// One change to a typed configuration.
@@ -274,6 +288,7 @@ type Change<T> = Box<dyn FnOnce(&mut T) + Send>;
 pub struct BankBuilder {
     config_changes: Vec<Change<AuthzConfig>>,
     pool_changes: Vec<Change<mps_hsm::HsmConfig>>,
+    clock: mps_authz::decision::clock::Clock,
 }
 
 impl BankBuilder {
@@ -287,6 +302,13 @@ impl BankBuilder {
     /// test token's), for example `keys.signing_next`.
     pub fn with_pool(mut self, change: impl FnOnce(&mut mps_hsm::HsmConfig) + Send + 'static) -> Self {
         self.pool_changes.push(Box::new(change));
+        self
+    }
+
+    /// The clock the in-process server books and answers by (the system clock by default),
+    /// for payments of several business days in one test.
+    pub fn with_clock(mut self, clock: mps_authz::decision::clock::Clock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -340,6 +362,7 @@ impl BankFiles {
             change(&mut config);
         }
         BankFiles {
+            clock: builder.clock,
             dir,
             pki,
             hsm,
@@ -419,8 +442,10 @@ impl Bank {
             revoked_gateway_leaf,
             foreign_gateway_leaf,
             config_text: _,
+            clock,
         } = files;
-        let parts = app::parts_with_hsm(&config, hsm.clone()).unwrap();
+        let mut parts = app::parts_with_hsm(&config, hsm.clone()).unwrap();
+        parts.clock = clock;
         let ledger = parts.ledger.clone();
         let server = app::start(&config, parts).await.unwrap();
         let url = format!("https://127.0.0.1:{}", server.address.port());

@@ -122,6 +122,7 @@ async fn a_ledger_needing_a_missing_kek_is_refused_at_start() {
         hsm: bank.hsm.clone(),
         ledger: bank.ledger.clone(),
         metrics: std::sync::Arc::clone(&bank.server.as_ref().unwrap().metrics),
+        clock: mps_authz::decision::clock::Clock::system(),
     };
     mps_authz::app::check_kek_coverage(&parts, &bank.config.hsm.keys).await.unwrap();
     let orphan = mps_hsm::WrappedChainKey { kek_version: 7, bytes: [0x42; 40] };

@@ -30,12 +30,36 @@ impl Cutoff {
         let since_midnight = self.0 - Time::MIDNIGHT;
         if since_midnight.is_zero() || at.time() < self.0 { at.date() } else { at.date() + Duration::days(1) }
     }
+
+    /// When business day `day` ends: the cut-off on that date, or the midnight after it for
+    /// cut-off 00:00. The first instant of the next business day.
+    pub fn day_end(&self, day: Date) -> OffsetDateTime {
+        let date = if self.0 == Time::MIDNIGHT { day + Duration::days(1) } else { day };
+        date.with_time(self.0).assume_utc()
+    }
+
+    /// The cut-off as HH:MM.
+    pub fn as_text(&self) -> String {
+        format!("{:02}:{:02}", self.0.hour(), self.0.minute())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn a_day_ends_where_the_next_begins() {
+        for text in ["00:00", "22:00", "06:30"] {
+            let cutoff = Cutoff::parse(text).unwrap();
+            assert_eq!(cutoff.as_text(), text);
+            let day = time::macros::date!(2026 - 11 - 30);
+            let end = cutoff.day_end(day);
+            assert_eq!(cutoff.business_day(end - Duration::nanoseconds(1)), day, "{text}");
+            assert_eq!(cutoff.business_day(end), day + Duration::days(1), "{text}");
+        }
+    }
 
     #[test]
     fn midnight_cutoff_is_the_calendar_day() {

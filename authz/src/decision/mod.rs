@@ -13,6 +13,7 @@ pub mod account;
 pub mod approve;
 pub mod attempt;
 pub mod business_day;
+pub mod clock;
 pub mod duplicate;
 pub mod funds;
 pub mod limits;
@@ -142,6 +143,8 @@ pub struct DecisionSettings {
     pub mac_failure_limit: u32,
     /// See `mac_failure_limit`.
     pub mac_failure_window: std::time::Duration,
+    /// The time of bookings and answers (the system clock in service).
+    pub clock: clock::Clock,
 }
 
 /// Runs authorizations. Cheap to share (`Arc`).
@@ -330,7 +333,7 @@ impl Authorizer {
         opened: OpenedSession,
         attempt: &Attempt,
     ) -> Early<Reply> {
-        let now = OffsetDateTime::now_utc();
+        let now = self.settings.clock.now();
         let business_day = self.settings.cutoff.business_day(now);
         let account = self.ledger_call(self.ledger.account(&opened.account)).await?;
         let decision = self.decide(request, sim, &opened, account.as_ref(), business_day).await?;

@@ -176,7 +176,7 @@ impl Authorizer {
                 if same { ReversalOutcome::Reversed { original } } else { ReversalOutcome::Mismatch { original } }
             }
         };
-        let now = OffsetDateTime::now_utc();
+        let now = self.settings.clock.now();
         let reversal_id = approve::new_txn_id();
         let body = answer_body(&request, outcome, reversal_id, now);
         let signature = self.sign(&body).await?;

@@ -100,6 +100,13 @@ pub enum Conflict {
     /// The approval was reversed already.
     #[error("the approval was reversed already")]
     AlreadyReversed,
+    /// The business day was cleared (its clearing file exported): nothing more is booked
+    /// into it or an earlier day.
+    #[error("business day {0} is cleared: nothing more is booked into it")]
+    DayCleared(time::Date),
+    /// This positions file was booked already.
+    #[error("this settlement was booked already")]
+    AlreadySettled,
 }
 
 /// Why the schema could not be used.

@@ -8,6 +8,7 @@
 //! `registration`. docs/LEDGER.md explains the schema, the sign conventions and why each
 //! command gets its own savepoint.
 
+mod clearing;
 mod config;
 mod custody;
 mod error;
@@ -36,6 +37,7 @@ use rusqlite::{Connection, OpenFlags};
 use time::Date;
 use tokio::sync::oneshot;
 
+pub use clearing::{SettlementBooking, StoredClearingFile};
 pub use config::LedgerConfig;
 pub use custody::StoredChainKey;
 pub use error::{Conflict, LedgerError, MigrationError, Unavailable};
@@ -179,6 +181,32 @@ impl Ledger {
         self.inner.readers.run(move |conn| queries::order_authorized(conn, &merchant_id, &order_no)).await
     }
 
+    /// The exported clearing file of a business day, byte for byte, if it was exported.
+    pub async fn clearing_file(&self, business_day: Date) -> Result<Option<StoredClearingFile>, LedgerError> {
+        self.inner.readers.run(move |conn| clearing::stored_file(conn, business_day)).await
+    }
+
+    /// The latest business day whose clearing file was exported.
+    pub async fn latest_cleared_day(&self) -> Result<Option<Date>, LedgerError> {
+        self.inner.readers.run(|conn| clearing::latest_day(conn)).await
+    }
+
+    /// What the clearing file of a business day holds (docs/CLEARING.md), read in one snapshot.
+    pub async fn clearing_entries(
+        &self,
+        business_day: Date,
+    ) -> Result<Vec<mps_settlement::clearing::Entry>, LedgerError> {
+        self.inner
+            .readers
+            .run(move |conn| {
+                let tx = conn.transaction()?;
+                let entries = clearing::entries(&tx, business_day)?;
+                tx.finish()?;
+                Ok(entries)
+            })
+            .await
+    }
+
     /// One transaction by id.
     pub async fn transaction(&self, txn_id: &TxnId) -> Result<Option<TransactionRecord>, LedgerError> {
         let txn_id = *txn_id;
@@ -262,6 +290,19 @@ impl Ledger {
     /// postings and frees the order: exactly once ([`Conflict::AlreadyReversed`] otherwise).
     pub async fn commit_reversal(&self, commit: ReversalCommit) -> Result<(), LedgerError> {
         self.submit_to_completion(Command::CommitReversal(Box::new(commit))).await
+    }
+
+    /// Keeps an exported clearing file. When a file of that day was kept before (another
+    /// export raced this one), that one stays: read it back with [`Ledger::clearing_file`].
+    /// From now on nothing is booked into that day or an earlier one.
+    pub async fn store_clearing_file(&self, file: StoredClearingFile) -> Result<(), LedgerError> {
+        self.submit(Command::StoreClearingFile(Box::new(file))).await
+    }
+
+    /// Books a settlement (docs/CLEARING.md): each amount out of the acquirer's settlement
+    /// payable into funding; [`Conflict::AlreadySettled`] for a positions file booked before.
+    pub async fn book_settlement(&self, booking: SettlementBooking) -> Result<(), LedgerError> {
+        self.submit(Command::BookSettlement(Box::new(booking))).await
     }
 
     /// Blocks or unblocks a SIM.

@@ -97,6 +97,8 @@ text_enum!(
         Authorization => "authorization",
         /// A reversed authorization: its postings mirrored.
         Reversal => "reversal",
+        /// A settlement paid to an acquirer: out of its settlement payable, against funding.
+        Settlement => "settlement",
     }
 );
 

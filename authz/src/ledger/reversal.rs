@@ -149,6 +149,7 @@ pub(crate) fn stored(conn: &mut Connection, digest: &[u8; 32]) -> Result<Option<
 
 /// Stores an answered reversal and, for 00, books it. Called by the writer in a savepoint.
 pub(crate) fn commit(conn: &Connection, commit: &ReversalCommit) -> Result<(), LedgerError> {
+    super::clearing::check_day_open(conn, commit.business_day)?;
     let created_at = time_text(commit.created_at)?;
     let amount = signed(commit.amount, "amount")?;
     conn.prepare_cached(

@@ -28,7 +28,46 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "health checks and clearing index", sql: MIGRATION_2 },
     Migration { version: 3, name: "KEK version of each chain key", sql: MIGRATION_3 },
     Migration { version: 4, name: "reversals", sql: MIGRATION_4 },
+    Migration { version: 5, name: "clearing files and settlements", sql: MIGRATION_5 },
 ];
+
+/// Clearing and settlement (docs/CLEARING.md): each exported day's clearing file, byte for
+/// byte with its JWS (a second export writes the same bytes; the next day's file hashes them);
+/// each booked settlement, by the SHA-256 of its positions file (booked once); and a fourth
+/// kind of journal entry, a settlement, which names no transaction. `journal_entries` is
+/// rebuilt to widen its CHECKs, as in migration 4.
+const MIGRATION_5: &str = r#"
+PRAGMA defer_foreign_keys = ON;
+
+CREATE TABLE clearing_files (
+    business_day TEXT PRIMARY KEY NOT NULL CHECK (length(business_day) = 10),
+    sha256 TEXT NOT NULL CHECK (length(sha256) = 64),
+    bytes BLOB NOT NULL,
+    jws TEXT NOT NULL,
+    exported_at TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE settlements (
+    positions_sha256 TEXT PRIMARY KEY NOT NULL CHECK (length(positions_sha256) = 64),
+    booked_at TEXT NOT NULL
+) STRICT;
+
+-- The clearing export reads one business day's reversals.
+CREATE INDEX reversals_approved_by_day ON reversals (business_day) WHERE response_code = '00';
+
+CREATE TABLE journal_entries_v5 (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('opening', 'authorization', 'reversal', 'settlement')),
+    txn_id BLOB REFERENCES transactions (txn_id),
+    created_at TEXT NOT NULL,
+    UNIQUE (txn_id, kind),
+    CHECK ((kind IN ('opening', 'settlement')) = (txn_id IS NULL))
+) STRICT;
+INSERT INTO journal_entries_v5 (id, kind, txn_id, created_at)
+    SELECT id, kind, txn_id, created_at FROM journal_entries;
+DROP TABLE journal_entries;
+ALTER TABLE journal_entries_v5 RENAME TO journal_entries;
+"#;
 
 /// Reversals (DESIGN.md section 6.1): every answered reversal is kept (a repeat, the same
 /// request bytes, gets the same answer); an approval it undid names it; the journal gains a

@@ -41,6 +41,7 @@ pub(crate) fn commit_session(
     match commit.outcome {
         SessionOutcome::Approved { .. } => {
             let account = account.as_ref().ok_or(LedgerError::NotFound("account"))?;
+            super::clearing::check_day_open(conn, commit.transaction.business_day)?;
             check_approval(conn, commit, account)?;
             insert_transaction(conn, commit, &created_at)?;
             book_approval(conn, commit, account, amount, &created_at)?;

@@ -37,6 +37,10 @@ pub(crate) enum Command {
     CommitReversal(Box<super::reversal::ReversalCommit>),
     /// Move one chain key to a newer KEK (compare-and-swap).
     RewrapChainKey(Box<(super::custody::StoredChainKey, mps_hsm::WrappedChainKey)>),
+    /// Keep an exported clearing file.
+    StoreClearingFile(Box<super::clearing::StoredClearingFile>),
+    /// Book a settlement.
+    BookSettlement(Box<super::clearing::SettlementBooking>),
     /// A tiny write for the readiness check.
     Heartbeat,
     /// Finish what is queued, then stop.
@@ -281,6 +285,8 @@ fn apply(conn: &Connection, command: &Command, stored_answer_bytes_max: usize) -
         Command::SetAccountStatus(account, status) => registration::set_account_status(conn, account, *status),
         Command::ResetPasswordTries(account) => registration::reset_password_tries(conn, account),
         Command::CommitReversal(commit) => super::reversal::commit(conn, commit),
+        Command::StoreClearingFile(file) => super::clearing::store_file(conn, file),
+        Command::BookSettlement(booking) => super::clearing::book_settlement(conn, booking),
         Command::RewrapChainKey(rewrap) => super::custody::rewrap(conn, &rewrap.0, &rewrap.1),
         Command::Heartbeat => registration::heartbeat(conn, &now_text()?),
         Command::Shutdown => Ok(()),

@@ -1,5 +1,6 @@
 //! Operations: Prometheus metrics, logs, health and readiness (DESIGN.md section 10).
 
+pub mod clearing;
 pub mod kek_rotation;
 pub mod logging;
 pub mod metrics;

@@ -1,0 +1,202 @@
+//! Clearing (docs/CLEARING.md) from a running bank: three business days of payments to two
+//! acquirers, with a reversal on the same day and one on the next, give three signed files
+//! whose amounts equal what the ledger moved to the acquirers' settlement payables; a day is
+//! exported only after it ended and after the day before; exporting again gives the same
+//! bytes; a cleared day takes no more bookings; `verify` finds a changed byte, a missing day
+//! and a file that is not the exported one.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use mps_authz::app::Parts;
+use mps_authz::decision::business_day::Cutoff;
+use mps_authz::decision::clock::Clock;
+use mps_authz::ledger::InternalAccount;
+use mps_authz::ops::clearing::{self, ClearingError, Issuer};
+use mps_protocol::Iin;
+use mps_settlement::clearing::{ClearingFile, EntryKind};
+use mps_tests::{AccountSpec, Answer, Bank, TestSim};
+use time::{Date, Duration, OffsetDateTime};
+
+const OTHER_ACQUIRER: &str = "500002";
+
+/// A clock the test moves.
+#[derive(Clone)]
+struct TestClock(Arc<Mutex<OffsetDateTime>>);
+
+impl TestClock {
+    fn set(&self, day: Date, hour: u8) {
+        *self.0.lock().unwrap() = day.with_hms(hour, 0, 0).unwrap().assume_utc();
+    }
+}
+
+async fn pay(
+    bank: &Bank,
+    sim: &mut TestSim,
+    account: &mps_protocol::Account,
+    acquirer: &str,
+    order: &str,
+    amount: u64,
+) -> Answer {
+    let packet = sim.pay(account, order, amount, "8642");
+    let (body, jws) = bank.merchant.request_via(acquirer, &packet, order, amount, 978);
+    let answer = bank.post(&bank.gateway(), body, Some(&jws)).await.unwrap();
+    if answer.status == 200 {
+        sim.read_answer(&answer);
+    }
+    answer
+}
+
+fn txn(answer: &Answer) -> String {
+    answer.json["txn_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_days_clear_to_what_the_ledger_booked_and_a_cleared_day_is_closed() {
+    let today = OffsetDateTime::now_utc().date();
+    let days = [today - Duration::days(3), today - Duration::days(2), today - Duration::days(1)];
+    let clock = TestClock(Arc::new(Mutex::new(OffsetDateTime::now_utc())));
+    let reading = clock.clone();
+    let mut bank = Bank::builder().with_clock(Clock::from_fn(move || *reading.0.lock().unwrap())).start().await;
+    let account = bank.create_account(&AccountSpec::debit("4000120000000900", "8642", 1_000_000)).await;
+    let mut sim = bank.new_sim("8949012300000000900", &[&account]).await;
+    let acquirer = mps_tests::ACQUIRER_IIN;
+
+    // Day 1: three approvals; the third is reversed the same day.
+    clock.set(days[0], 10);
+    let o1 = pay(&bank, &mut sim, &account, acquirer, "C-1", 100).await;
+    let o2 = pay(&bank, &mut sim, &account, OTHER_ACQUIRER, "C-2", 200).await;
+    let o3 = pay(&bank, &mut sim, &account, acquirer, "C-3", 300).await;
+    for answer in [&o1, &o2, &o3] {
+        assert_eq!(answer.code(), "00", "{:?}", answer.json);
+    }
+    clock.set(days[0], 11);
+    let reversed = bank.reverse("C-3", 300, Some(&txn(&o3)), "2026-11-30T10:00:00Z").await;
+    assert_eq!(reversed.code(), "00", "{:?}", reversed.json);
+    // Day 2: one approval, and day 1's C-2 reversed.
+    clock.set(days[1], 10);
+    let o4 = pay(&bank, &mut sim, &account, OTHER_ACQUIRER, "C-4", 400).await;
+    assert_eq!(o4.code(), "00");
+    let late = bank.reverse("C-2", 200, Some(&txn(&o2)), "2026-11-30T10:01:00Z").await;
+    assert_eq!(late.code(), "00", "{:?}", late.json);
+    // Day 3: one approval.
+    clock.set(days[2], 10);
+    let o5 = pay(&bank, &mut sim, &account, acquirer, "C-5", 500).await;
+    assert_eq!(o5.code(), "00");
+
+    let parts = Parts {
+        hsm: bank.hsm.clone(),
+        ledger: bank.ledger.clone(),
+        metrics: Arc::clone(&bank.server.as_ref().unwrap().metrics),
+        clock: Clock::system(),
+    };
+    let signer = mps_authz::app::answer_signer(&bank.config, &parts).unwrap();
+    let iin = Iin::new(mps_tests::IIN).unwrap();
+    let issuer = Issuer {
+        hsm: &parts.hsm,
+        ledger: &parts.ledger,
+        signer: &signer,
+        iin,
+        cutoff: Cutoff::parse(&bank.config.issuer.business_day_cutoff).unwrap(),
+        grace: bank.config.server.request_timeout(),
+    };
+    let now = OffsetDateTime::now_utc();
+
+    // Today has not ended; day 3 needs day 2 first, but day 1 may be the first export.
+    assert!(matches!(issuer.export(today, now).await, Err(ClearingError::NotEnded { .. })));
+    let first = issuer.export(days[0], now).await.unwrap();
+    assert!(matches!(issuer.export(days[2], now).await, Err(ClearingError::PreviousNotExported { .. })));
+    let second = issuer.export(days[1], now).await.unwrap();
+    let third = issuer.export(days[2], now).await.unwrap();
+    // Exporting again gives the same bytes and signature; an earlier day is never cleared.
+    assert_eq!(issuer.export(days[0], now).await.unwrap(), first);
+    assert!(matches!(issuer.export(days[0] - Duration::days(1), now).await, Err(ClearingError::BeforeFirst { .. })));
+
+    let files: Vec<ClearingFile> =
+        [&first, &second, &third].iter().map(|f| ClearingFile::from_bytes(&f.bytes).unwrap()).collect();
+    // Payments of one day share the test clock's instant, so the file orders them by txn id.
+    let entries = |file: &ClearingFile| -> Vec<(EntryKind, String, i64)> {
+        let mut entries: Vec<_> = file.entries.iter().map(|e| (e.kind, e.order_no.clone(), e.amount)).collect();
+        entries.sort_by(|a, b| a.1.cmp(&b.1));
+        entries
+    };
+    assert_eq!(
+        entries(&files[0]),
+        vec![(EntryKind::Approval, "C-1".into(), 100), (EntryKind::Approval, "C-2".into(), 200)],
+        "C-3 was reversed the same day: in no file"
+    );
+    assert_eq!(
+        entries(&files[1]),
+        vec![(EntryKind::Reversal, "C-2".into(), -200), (EntryKind::Approval, "C-4".into(), 400)]
+    );
+    let late_entry = files[1].entries.iter().find(|e| e.kind == EntryKind::Reversal).unwrap();
+    assert_eq!(late_entry.original_txn_id.as_deref(), Some(txn(&o2).as_str()));
+    assert_eq!(entries(&files[2]), vec![(EntryKind::Approval, "C-5".into(), 500)]);
+    assert_eq!(files[0].previous_sha256, None);
+    assert_eq!(files[1].previous_sha256.as_deref(), Some(first.sha256.as_str()));
+    assert_eq!(files[2].previous_sha256.as_deref(), Some(second.sha256.as_str()));
+
+    // The files' amounts per acquirer are what the ledger moved to each settlement payable.
+    let mut cleared: BTreeMap<String, i64> = BTreeMap::new();
+    for file in &files {
+        for total in &file.totals {
+            *cleared.entry(total.acquirer_iin.clone()).or_default() += total.amount;
+        }
+    }
+    let mut payables: BTreeMap<String, i64> = BTreeMap::new();
+    for balance in bank.ledger.internal_balances().await.unwrap() {
+        if let InternalAccount::SettlementPayable { acquirer_iin } = balance.account {
+            payables.insert(acquirer_iin.as_str().to_owned(), balance.balance);
+        }
+    }
+    assert_eq!(cleared, payables);
+    assert_eq!(cleared, BTreeMap::from([(acquirer.to_owned(), 600), (OTHER_ACQUIRER.to_owned(), 400)]));
+
+    // A cleared day takes no more bookings: a payment dated day 3 is refused, nothing moves.
+    let available = bank.available(&account).await;
+    let refused = pay(&bank, &mut sim, &account, acquirer, "C-6", 50).await;
+    assert_eq!((refused.status, refused.code()), (503, "91"), "{:?}", refused.json);
+    assert_eq!(bank.available(&account).await, available);
+
+    // verify: the three files as written pass; a changed byte, a missing day, or a file that
+    // is not the exported one (the right day, signed, but other bytes) is found.
+    let dir = tempfile::tempdir().unwrap();
+    let trust = bank.pki.trust_store();
+    let paths: Vec<_> =
+        [&first, &second, &third].iter().map(|f| clearing::write_files(dir.path(), iin, f).unwrap()).collect();
+    let checked = clearing::verify(dir.path(), iin, &trust, &bank.ledger, now).await.unwrap();
+    assert_eq!(checked.len(), 3);
+
+    let original = std::fs::read(&paths[1]).unwrap();
+    let mut changed = original.clone();
+    let at = changed.iter().position(|b| *b == b'4').unwrap();
+    changed[at] = b'5';
+    std::fs::write(&paths[1], &changed).unwrap();
+    assert!(clearing::verify(dir.path(), iin, &trust, &bank.ledger, now).await.is_err(), "a changed byte");
+    std::fs::remove_file(&paths[1]).unwrap();
+    let missing = clearing::verify(dir.path(), iin, &trust, &bank.ledger, now).await.unwrap_err();
+    assert!(missing.to_string().contains(&format!("the file of {} is missing", days[1])), "{missing}");
+    let mut replaced = files[1].clone();
+    replaced.entries.truncate(1);
+    let replaced = ClearingFile::new(
+        mps_tests::IIN,
+        &replaced.business_day,
+        &replaced.cutoff_utc,
+        replaced.previous_sha256,
+        replaced.entries,
+    )
+    .unwrap()
+    .to_bytes();
+    let jws = signer.sign(&bank.hsm, &replaced).await.unwrap();
+    std::fs::write(&paths[1], &replaced).unwrap();
+    std::fs::write(format!("{}.jws", paths[1].display()), format!("{jws}\n")).unwrap();
+    let swapped = clearing::verify(dir.path(), iin, &trust, &bank.ledger, now).await.unwrap_err();
+    assert!(swapped.to_string().contains("not the file this bank exported"), "{swapped}");
+    std::fs::write(&paths[1], &original).unwrap();
+    std::fs::write(format!("{}.jws", paths[1].display()), format!("{}\n", second.jws)).unwrap();
+    clearing::verify(dir.path(), iin, &trust, &bank.ledger, now).await.unwrap();
+
+    bank.ledger.audit().await.unwrap();
+    bank.shutdown().await;
+}
