@@ -110,6 +110,11 @@ impl Pki {
     }
 }
 
+/// The bank signing certificate request of bank `iin`.
+pub fn bank_signing_request(iin: Iin, name: &str) -> IssueRequest {
+    IssueRequest::new(Subject::BankSigning { iin }, name)
+}
+
 /// A certificate request for a role with the names the tests use.
 pub fn request(role: Role, name: &str) -> IssueRequest {
     let localhost = || {
@@ -129,6 +134,8 @@ pub fn request(role: Role, name: &str) -> IssueRequest {
 /// A merchant that signs its requests.
 pub struct Merchant {
     pub id: MerchantId,
+    /// The bank its reversals are addressed to.
+    pub issuer_iin: Iin,
     pub chain: Vec<CertificateDer<'static>>,
     pub signer: SoftwareSigner,
 }
@@ -137,6 +144,7 @@ impl Merchant {
     pub fn from_leaf(id: &str, leaf: &Leaf) -> Self {
         Self {
             id: MerchantId::new(id).unwrap(),
+            issuer_iin: Iin::new(IIN).unwrap(),
             chain: leaf.chain.clone(),
             signer: SoftwareSigner::from_pkcs8_pem(&leaf.key_pem).unwrap(),
         }
@@ -186,7 +194,7 @@ impl Merchant {
             "amount": amount,
             "currency": Currency::EUR.code(),
             "acquirer_iin": ACQUIRER_IIN,
-            "issuer_iin": IIN,
+            "issuer_iin": self.issuer_iin.as_str(),
             "txn_id": txn_id,
             "reason": "timeout",
             "merchant_time": merchant_time,
@@ -289,6 +297,7 @@ pub struct BankBuilder {
     config_changes: Vec<Change<AuthzConfig>>,
     pool_changes: Vec<Change<mps_hsm::HsmConfig>>,
     clock: mps_authz::decision::clock::Clock,
+    iin: Option<Iin>,
 }
 
 impl BankBuilder {
@@ -309,6 +318,13 @@ impl BankBuilder {
     /// for payments of several business days in one test.
     pub fn with_clock(mut self, clock: mps_authz::decision::clock::Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Another issuer than [`IIN`]: its configuration, signing certificate and SIMs name `iin`
+    /// (for tests with two banks).
+    pub fn with_iin(mut self, iin: &str) -> Self {
+        self.iin = Some(Iin::new(iin).unwrap());
         self
     }
 
@@ -334,6 +350,7 @@ impl BankFiles {
         }
         let hsm = Hsm::connect(pool_config.clone()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
+        let iin = builder.iin.unwrap_or_else(|| Iin::new(IIN).unwrap());
         let (pki, gateway_leaf, merchant_leaf, server_leaf, bank_cert, revoked_gateway_leaf, foreign_gateway_leaf) = {
             let dir_path = dir.path().to_owned();
             let hsm = hsm.clone();
@@ -349,13 +366,13 @@ impl BankFiles {
                 let merchant = pki.issue("merchant", &request(Role::Merchant, "merchant"));
                 let server = pki.issue("authz-server", &request(Role::AuthzServer, "authz"));
                 let signer = mps_pki::hsm::HsmSigner::new(hsm);
-                let bank = pki.issue_for_key("bank-signing", &request(Role::BankSigning, "bank"), &signer);
+                let bank = pki.issue_for_key("bank-signing", &bank_signing_request(iin, "bank"), &signer);
                 (pki, gateway, merchant, server, bank, revoked, foreign)
             })
             .await
             .unwrap()
         };
-        let config_text = authz_config_text(dir.path(), &pki, &server_leaf, &bank_cert, &token.config);
+        let config_text = authz_config_text(dir.path(), &pki, &server_leaf, &bank_cert, &token.config, iin);
         let mut config = AuthzConfig::from_parts(&config_text, Vec::new()).unwrap();
         config.hsm = pool_config;
         for change in builder.config_changes {
@@ -412,6 +429,8 @@ pub struct Bank {
     /// A gateway certificate from another CA.
     pub foreign_gateway_leaf: Leaf,
     pub merchant: Merchant,
+    /// This bank's IIN.
+    pub iin: Iin,
     pub url: String,
     pub admin_url: String,
     pub bank_certificate_pem: String,
@@ -451,8 +470,10 @@ impl Bank {
         let url = format!("https://127.0.0.1:{}", server.address.port());
         let admin_url = format!("http://{}", server.admin_address);
         let bank_certificate_pem = std::fs::read_to_string(&bank_cert).unwrap();
+        let iin = config.issuer.iin;
         Bank {
-            merchant: Merchant::from_leaf(MERCHANT_ID, &merchant_leaf),
+            merchant: Merchant { issuer_iin: iin, ..Merchant::from_leaf(MERCHANT_ID, &merchant_leaf) },
+            iin,
             dir,
             pki,
             config,
@@ -550,7 +571,7 @@ impl Bank {
         let record = mps_authz::registration::register_sim(
             &self.hsm,
             &self.ledger,
-            Iin::new(IIN).unwrap(),
+            self.iin,
             &sim_id,
             &bound,
             &token.transport_key_label,
@@ -561,10 +582,10 @@ impl Bank {
         let mut profile = Profile::new();
         profile.personalise(&record, &transport_key(), false).unwrap();
         for account in &bound {
-            profile.add_account(account.clone(), Iin::new(IIN).unwrap(), None).unwrap();
+            profile.add_account(account.clone(), self.iin, None).unwrap();
         }
         profile.add_merchant(MerchantEntry::new(self.merchant.id, None, None).unwrap()).unwrap();
-        TestSim { sim_id, profile }
+        TestSim { sim_id, profile, issuer: self.iin }
     }
 
     /// A SIM personalised with a record the bank never issued (its SIM id is unknown to the bank).
@@ -573,7 +594,7 @@ impl Bank {
         let chain_key = AesKey::from_bytes(rand_bytes());
         let wrapped = mps_protocol::perso::wrap_key(&transport_key(), &chain_key);
         let record = mps_protocol::perso::PersoRecord::new(
-            Iin::new(IIN).unwrap(),
+            self.iin,
             &sim_id,
             "mps-tk-test",
             &wrapped,
@@ -582,9 +603,9 @@ impl Bank {
         );
         let mut profile = Profile::new();
         profile.personalise(&record, &transport_key(), false).unwrap();
-        profile.add_account(account.clone(), Iin::new(IIN).unwrap(), None).unwrap();
+        profile.add_account(account.clone(), self.iin, None).unwrap();
         profile.add_merchant(MerchantEntry::new(self.merchant.id, None, None).unwrap()).unwrap();
-        TestSim { sim_id, profile }
+        TestSim { sim_id, profile, issuer: self.iin }
     }
 
     /// The running server's metrics.
@@ -654,7 +675,7 @@ impl Bank {
             rustls_pki_types::UnixTime::now(),
         )
         .unwrap();
-        assert_eq!(identity.bank_iin.as_ref().map(Iin::as_str), Some(IIN));
+        assert_eq!(identity.bank_iin, Some(self.iin));
     }
 
     pub async fn shutdown(&mut self) {
@@ -668,6 +689,8 @@ impl Bank {
 pub struct TestSim {
     pub sim_id: SimId,
     pub profile: Profile,
+    /// The bank that issued it.
+    pub issuer: Iin,
 }
 
 impl TestSim {
@@ -688,7 +711,7 @@ impl TestSim {
     /// Opens the issuer's answer and advances the ratchet.
     pub fn read_answer(&mut self, answer: &Answer) -> mps_sim::AnswerOutcome {
         let bytes = answer.payer_answer().expect("the answer carries a payer_answer");
-        self.profile.open_answer(&bytes, Some(Iin::new(IIN).unwrap())).unwrap()
+        self.profile.open_answer(&bytes, Some(self.issuer)).unwrap()
     }
 }
 
@@ -755,7 +778,14 @@ pub fn transport_key() -> AesKey {
     AesKey::from_bytes(mps_hsm::testing::TRANSPORT_KEY_VALUE)
 }
 
-fn authz_config_text(dir: &Path, pki: &Pki, server: &Leaf, bank_cert: &Path, hsm: &mps_hsm::HsmConfig) -> String {
+fn authz_config_text(
+    dir: &Path,
+    pki: &Pki,
+    server: &Leaf,
+    bank_cert: &Path,
+    hsm: &mps_hsm::HsmConfig,
+    iin: Iin,
+) -> String {
     let hsm_toml = toml_of_hsm(hsm);
     format!(
         r#"
@@ -771,7 +801,7 @@ request_timeout_ms = 20000
 listen = "127.0.0.1:0"
 
 [issuer]
-iin = "{IIN}"
+iin = "{iin}"
 signing_certificate = "{bank}"
 
 [merchants]
