@@ -131,6 +131,16 @@ pub fn request(role: Role, name: &str) -> IssueRequest {
     IssueRequest::new(subject, name)
 }
 
+/// A certificate request like [`request`] whose validity ended a day ago (it began two days
+/// ago): for the expired certificates of the hostile tests.
+pub fn expired_request(role: Role, name: &str) -> IssueRequest {
+    let now = OffsetDateTime::now_utc();
+    let mut expired = request(role, name);
+    expired.validity =
+        ca::Validity::Window { not_before: now - time::Duration::days(2), not_after: now - time::Duration::days(1) };
+    expired
+}
+
 /// A merchant that signs its requests.
 pub struct Merchant {
     pub id: MerchantId,
@@ -530,11 +540,21 @@ impl Bank {
         &self,
         alpn: Option<&[u8]>,
     ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, std::io::Error> {
+        self.tls_connect_as(Some(&self.gateway_leaf), alpn).await
+    }
+
+    /// Like [`Bank::tls_connect`], presenting `leaf` (None: no client certificate). In TLS 1.3
+    /// the server checks the client's certificate after the client has finished its side of
+    /// the handshake: a refused certificate may show only at the first read.
+    pub async fn tls_connect_as(
+        &self,
+        leaf: Option<&Leaf>,
+        alpn: Option<&[u8]>,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, std::io::Error> {
         let trust = self.pki.trust_store();
         let verifier = mps_pki::tls::server_cert_verifier(&trust, Role::AuthzServer).unwrap();
-        let leaf = &self.gateway_leaf;
-        let mut tls =
-            mps_pki::tls::client_config(verifier, Some((leaf.chain_file.as_path(), leaf.key_file.as_path()))).unwrap();
+        let identity = leaf.map(|leaf| (leaf.chain_file.as_path(), leaf.key_file.as_path()));
+        let mut tls = mps_pki::tls::client_config(verifier, identity).unwrap();
         if let Some(alpn) = alpn {
             tls.alpn_protocols = vec![alpn.to_vec()];
         }

@@ -32,20 +32,42 @@ impl MacFailures {
         Self { counts, limit }
     }
 
-    /// Whether this merchant's packets for this SIM are refused now.
-    pub fn over_limit(&self, sim: &SimId, merchant: &MerchantId) -> bool {
-        self.limit > 0
-            && self
-                .counts
-                .get(&(sim.clone(), *merchant))
-                .is_some_and(|count| count.load(Ordering::Relaxed) >= self.limit)
+    /// Starts one MAC check of this merchant's packet for this SIM, or None when the merchant's
+    /// packets for the SIM are refused now. The check counts against the limit from now until
+    /// it passes (dropped) or fails ([`MacCheck::failed`]): checks in flight at once cannot
+    /// all pass the test before any of them has failed, so no more than `limit` failures are
+    /// ever checked in the HSM per window, however many packets arrive together.
+    pub fn begin(&self, sim: &SimId, merchant: &MerchantId) -> Option<MacCheck> {
+        if self.limit == 0 {
+            return Some(MacCheck { count: None });
+        }
+        let count = self.counts.get_with((sim.clone(), *merchant), || Arc::new(AtomicU32::new(0)));
+        let limit = self.limit;
+        count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < limit).then_some(n + 1)).ok()?;
+        Some(MacCheck { count: Some(count) })
     }
+}
 
-    /// Counts one failure.
-    pub fn record(&self, sim: &SimId, merchant: &MerchantId) {
-        if self.limit > 0 {
-            let count = self.counts.get_with((sim.clone(), *merchant), || Arc::new(AtomicU32::new(0)));
-            count.fetch_add(1, Ordering::Relaxed);
+/// One MAC check counted against its SIM and merchant's limit: a check that passes gives its
+/// place back when dropped; one that fails keeps it for the window.
+#[must_use = "a MAC check gives its place back when dropped"]
+pub struct MacCheck {
+    /// None when the limiter is off.
+    count: Option<Arc<AtomicU32>>,
+}
+
+impl MacCheck {
+    /// The MAC failed: counted for the rest of the window (dropping the check then gives
+    /// nothing back).
+    pub fn failed(&mut self) {
+        self.count = None;
+    }
+}
+
+impl Drop for MacCheck {
+    fn drop(&mut self) {
+        if let Some(count) = self.count.take() {
+            count.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -62,18 +84,33 @@ mod tests {
         let shop = MerchantId::new("SHOP-1").unwrap();
         let other_shop = MerchantId::new("SHOP-2").unwrap();
         for _ in 0..3 {
-            assert!(!limiter.over_limit(&sim, &shop));
-            limiter.record(&sim, &shop);
+            limiter.begin(&sim, &shop).unwrap().failed();
         }
-        assert!(limiter.over_limit(&sim, &shop));
-        assert!(!limiter.over_limit(&sim, &other_shop), "another merchant is not limited");
-        assert!(!limiter.over_limit(&other_sim, &shop), "another SIM is not limited");
+        assert!(limiter.begin(&sim, &shop).is_none());
+        assert!(limiter.begin(&sim, &other_shop).is_some(), "another merchant is not limited");
+        assert!(limiter.begin(&other_sim, &shop).is_some(), "another SIM is not limited");
         std::thread::sleep(Duration::from_millis(400));
-        assert!(!limiter.over_limit(&sim, &shop), "the window ended");
+        assert!(limiter.begin(&sim, &shop).is_some(), "the window ended");
         let off = MacFailures::new(0, Duration::from_secs(1));
         for _ in 0..10 {
-            off.record(&sim, &shop);
+            off.begin(&sim, &shop).unwrap().failed();
         }
-        assert!(!off.over_limit(&sim, &shop));
+        assert!(off.begin(&sim, &shop).is_some());
+    }
+
+    #[test]
+    fn checks_in_flight_count_and_a_passed_check_gives_its_place_back() {
+        let limiter = MacFailures::new(2, Duration::from_secs(60));
+        let sim = SimId::new("8949012300000000001").unwrap();
+        let shop = MerchantId::new("SHOP-1").unwrap();
+        // Two checks in flight at once take both places: a third is refused before the HSM.
+        let first = limiter.begin(&sim, &shop).unwrap();
+        let mut second = limiter.begin(&sim, &shop).unwrap();
+        assert!(limiter.begin(&sim, &shop).is_none(), "a third check in flight passed the limit");
+        // One passes (its place comes back), one fails (its place is kept).
+        drop(first);
+        second.failed();
+        limiter.begin(&sim, &shop).unwrap().failed();
+        assert!(limiter.begin(&sim, &shop).is_none(), "two failures fill a limit of two");
     }
 }

@@ -246,12 +246,12 @@ impl Authorizer {
         attempt: &Attempt,
     ) -> Early<Authentication> {
         let sim_id = &packet.fields.sim_id;
-        if self.mac_failures.over_limit(sim_id, &request.merchant_id) {
+        let Some(mut mac_check) = self.mac_failures.begin(sim_id, &request.merchant_id) else {
             tracing::warn!(sim = %sim_id, merchant = %request.merchant_id, "packet refused: too many MAC failures lately");
             return Err(Reply::Refused(Refusal::Throttled));
-        }
+        };
         let looked = self.ledger_call(self.ledger.sim(sim_id)).await?;
-        let (sim, opened) = match self.steps_5_to_7(request, packet, looked).await? {
+        let (sim, opened) = match self.steps_5_to_7(request, packet, looked, &mut mac_check).await? {
             Ok(session) => session,
             Err(done) => return Ok(done),
         };
@@ -261,11 +261,13 @@ impl Authorizer {
             (sim, opened)
         } else {
             drop(opened);
-            match self.steps_5_to_7(request, packet, current).await? {
+            match self.steps_5_to_7(request, packet, current, &mut mac_check).await? {
                 Ok(session) => session,
                 Err(done) => return Ok(done),
             }
         };
+        // The MAC verified: this check's place under the MAC-failure limit comes back.
+        drop(mac_check);
         // Fixed order of the three tables (SIM, order, account) rules out deadlocks; the order
         // lock keeps two SIMs from approving one merchant order at once (step 11).
         let _order_guard = self.order_locks.lock(&(request.merchant_id, request.order_no)).await;
@@ -273,12 +275,14 @@ impl Authorizer {
         self.authenticated(request, packet, &sim, opened, attempt).await.map(Authentication::Reply)
     }
 
-    /// Steps 5 and 6 on the SIM as read, then step 7 in the HSM.
+    /// Steps 5 and 6 on the SIM as read, then step 7 in the HSM; a failed MAC is counted in
+    /// `mac_check`.
     async fn steps_5_to_7(
         &self,
         request: &AuthorizationRequest,
         packet: &PayerPacket,
         sim: Option<SimRecord>,
+        mac_check: &mut mac_failures::MacCheck,
     ) -> Early<Result<(SimRecord, OpenedSession), Authentication>> {
         match sim::check(sim.as_ref(), packet, &request.payer_packet) {
             Err(code) => return Ok(Err(Authentication::Refused(code))),
@@ -291,7 +295,7 @@ impl Authorizer {
         match self.open_session(&sim, packet).await? {
             Ok(opened) => Ok(Ok((sim, opened))),
             Err(code) => {
-                self.mac_failures.record(&sim.sim_id, &request.merchant_id);
+                mac_check.failed();
                 Ok(Err(Authentication::Refused(code)))
             }
         }
