@@ -200,3 +200,147 @@ async fn three_days_clear_to_what_the_ledger_booked_and_a_cleared_day_is_closed(
     bank.ledger.audit().await.unwrap();
     bank.shutdown().await;
 }
+
+/// The bank's clearing side, as `authz clearing` builds it.
+fn parts_of(bank: &Bank) -> Parts {
+    Parts {
+        hsm: bank.hsm.clone(),
+        ledger: bank.ledger.clone(),
+        metrics: Arc::clone(&bank.server.as_ref().unwrap().metrics),
+        clock: Clock::system(),
+    }
+}
+
+async fn payables(bank: &Bank) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for balance in bank.ledger.internal_balances().await.unwrap() {
+        if let InternalAccount::SettlementPayable { acquirer_iin } = balance.account {
+            out.insert(acquirer_iin.as_str().to_owned(), balance.balance);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_issuers_three_days_net_to_zero_and_settle_their_payables_to_zero() {
+    let today = OffsetDateTime::now_utc().date();
+    let days = [today - Duration::days(3), today - Duration::days(2), today - Duration::days(1)];
+    let clock = TestClock(Arc::new(Mutex::new(OffsetDateTime::now_utc())));
+    let clock_of = |clock: &TestClock| {
+        let reading = clock.clone();
+        Clock::from_fn(move || *reading.0.lock().unwrap())
+    };
+    let mut north = Bank::builder().with_clock(clock_of(&clock)).start().await;
+    let mut river = Bank::builder().with_clock(clock_of(&clock)).with_iin("510050").start().await;
+    let mut payers = Vec::new();
+    for (bank, number, sim_id) in
+        [(&north, "4000120000000950", "8949012300000000950"), (&river, "5100500000000950", "8949051000000000950")]
+    {
+        let account = bank.create_account(&AccountSpec::debit(number, "8642", 1_000_000)).await;
+        let sim = bank.new_sim(sim_id, &[&account]).await;
+        payers.push((account, sim));
+    }
+    let (acquirer, other) = (mps_tests::ACQUIRER_IIN, OTHER_ACQUIRER);
+    // Per day and bank: payments to both acquirers; day 1 has a same-day reversal at each
+    // bank, day 2 reverses one of day 1's payments at each bank.
+    let mut day_one = Vec::new();
+    for (index, day) in days.iter().enumerate() {
+        for (bank_index, bank) in [&north, &river].into_iter().enumerate() {
+            let (account, sim) = &mut payers[bank_index];
+            let amount = 100 * (index as u64 + 1) + 10 * bank_index as u64;
+            clock.set(*day, 9);
+            let a = pay(bank, sim, account, acquirer, &format!("D{index}-A"), amount).await;
+            let b = pay(bank, sim, account, other, &format!("D{index}-B"), amount + 1).await;
+            assert_eq!((a.code(), b.code()), ("00", "00"), "{:?} {:?}", a.json, b.json);
+            match index {
+                0 => {
+                    let c = pay(bank, sim, account, acquirer, "D0-C", 7).await;
+                    assert_eq!(c.code(), "00");
+                    clock.set(*day, 10);
+                    assert_eq!(bank.reverse("D0-C", 7, Some(&txn(&c)), "2026-11-30T10:00:00Z").await.code(), "00");
+                    day_one.push(txn(&b));
+                }
+                1 => {
+                    clock.set(*day, 10);
+                    let late = bank
+                        .reverse(
+                            "D0-B",
+                            102 + bank_index as u64 * 10,
+                            Some(&day_one[bank_index]),
+                            "2026-11-30T10:01:00Z",
+                        )
+                        .await;
+                    assert_eq!(late.code(), "00", "{:?}", late.json);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    // Each bank exports its three days; the settlement center nets them.
+    let dir = tempfile::tempdir().unwrap();
+    let now = OffsetDateTime::now_utc();
+    let mut files = Vec::new();
+    for bank in [&north, &river] {
+        let parts = parts_of(bank);
+        let signer = mps_authz::app::answer_signer(&bank.config, &parts).unwrap();
+        let issuer = Issuer {
+            hsm: &parts.hsm,
+            ledger: &parts.ledger,
+            signer: &signer,
+            iin: bank.iin,
+            cutoff: Cutoff::parse(&bank.config.issuer.business_day_cutoff).unwrap(),
+            grace: bank.config.server.request_timeout(),
+        };
+        let mut cleared: BTreeMap<String, i64> = BTreeMap::new();
+        for day in days {
+            let file = issuer.export(day, now).await.unwrap();
+            for total in ClearingFile::from_bytes(&file.bytes).unwrap().totals {
+                *cleared.entry(total.acquirer_iin).or_default() += total.amount;
+            }
+            files.push(clearing::write_files(dir.path(), bank.iin, &file).unwrap());
+        }
+        assert_eq!(cleared, payables(bank).await, "bank {}: the files hold what the ledger booked", bank.iin);
+    }
+    let settlement = mps_tests::process::build_binary("mps-settlement", "settlement");
+    let out = dir.path().join("settled");
+    let mut command = std::process::Command::new(&settlement);
+    command.arg("run").arg("--out").arg(&out);
+    for bank in [&north, &river] {
+        command.arg("--trust").arg(bank.pki.root_file()).arg("--crl").arg(bank.pki.crls_file());
+    }
+    for file in &files {
+        command.arg("--file").arg(file);
+    }
+    let run = command.output().unwrap();
+    assert!(run.status.success(), "settlement run: {}", String::from_utf8_lossy(&run.stderr));
+    let positions_path = out.join("positions.json");
+    let positions: serde_json::Value = serde_json::from_slice(&std::fs::read(&positions_path).unwrap()).unwrap();
+    let net_sum: i64 = positions["net"].as_array().unwrap().iter().map(|row| row["amount"].as_i64().unwrap()).sum();
+    assert_eq!(net_sum, 0, "net positions sum to zero: {positions:#}");
+    assert_eq!(positions["files"].as_array().unwrap().len(), 6);
+
+    // Feeding one file twice is refused and writes nothing.
+    let twice = dir.path().join("twice");
+    let refused = std::process::Command::new(&settlement)
+        .arg("run")
+        .arg("--out")
+        .arg(&twice)
+        .args(["--trust", north.pki.root_file().to_str().unwrap(), "--crl", north.pki.crls_file().to_str().unwrap()])
+        .args(["--file", files[0].to_str().unwrap(), "--file", files[0].to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(!twice.join("positions.json").exists());
+
+    // Each bank books the settlement: its settlement payables are zero, once.
+    for bank in [&north, &river] {
+        clearing::settle(&positions_path, bank.iin, &bank.ledger).await.unwrap();
+        assert!(payables(bank).await.values().all(|balance| *balance == 0), "{:?}", payables(bank).await);
+        let again = clearing::settle(&positions_path, bank.iin, &bank.ledger).await.unwrap_err();
+        assert!(again.to_string().contains("booked already"), "{again}");
+        bank.ledger.audit().await.unwrap();
+    }
+    north.shutdown().await;
+    river.shutdown().await;
+}
