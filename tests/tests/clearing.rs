@@ -265,7 +265,7 @@ async fn two_issuers_three_days_net_to_zero_and_settle_their_payables_to_zero() 
                     let late = bank
                         .reverse(
                             "D0-B",
-                            102 + bank_index as u64 * 10,
+                            101 + bank_index as u64 * 10,
                             Some(&day_one[bank_index]),
                             "2026-11-30T10:01:00Z",
                         )
