@@ -23,7 +23,7 @@ mod session;
 mod writer;
 
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use std::fmt;
 use std::path::Path;
