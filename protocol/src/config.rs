@@ -187,6 +187,49 @@ mod tests {
         assert_eq!(merged["server"]["http2"].as_bool(), Some(false));
         assert_eq!(merged["ledger"]["batch_max"].as_integer(), Some(32));
         assert_eq!(merged["server"]["client_ca"].as_array().map(Vec::len), Some(2));
+        let sections: Vec<&String> = merged.as_table().unwrap().keys().collect();
+        assert_eq!(sections, ["ledger", "server"], "another prefix's variable added nothing");
+    }
+
+    #[test]
+    fn a_variable_named_only_by_the_prefix_is_ignored() {
+        let merged = overlay("", "P", vars(&[("P__", "1")])).unwrap();
+        assert!(merged.as_table().unwrap().is_empty(), "{merged:?}");
+        let sample: Sample = parse("", "P", vars(&[("P__", "1")])).unwrap();
+        assert_eq!(sample.size, 2);
+    }
+
+    /// Run by `env_overrides_reads_our_prefix_and_nothing_else` in a child process whose
+    /// environment it prepares: setting variables in this process would be `unsafe`.
+    #[test]
+    #[ignore = "run in a prepared child process by env_overrides_reads_our_prefix_and_nothing_else"]
+    fn env_overrides_in_a_prepared_environment() {
+        let mut found = env_overrides("MPS_CONFIG_TEST").unwrap();
+        found.sort();
+        assert_eq!(found, vars(&[("MPS_CONFIG_TEST__A", "1"), ("MPS_CONFIG_TEST__B__C", "x")]));
+    }
+
+    #[test]
+    fn env_overrides_reads_our_prefix_and_nothing_else() {
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "config::tests::env_overrides_in_a_prepared_environment"])
+            .env("MPS_CONFIG_TEST__A", "1")
+            .env("MPS_CONFIG_TEST__B__C", "x")
+            .env("MPS_CONFIG_TESTS__D", "another prefix")
+            .env("OTHER__MPS_CONFIG_TEST__E", "another prefix")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&child.stdout);
+        assert!(child.status.success(), "{stdout}");
+        assert!(stdout.contains("1 passed"), "the child ran no test: {stdout}");
+    }
+
+    #[test]
+    fn a_file_error_names_its_line_when_known() {
+        let at_line = ConfigError::File { line: 2, message: "unknown field".to_owned() };
+        assert_eq!(at_line.to_string(), "configuration file is invalid at line 2: unknown field");
+        let no_line = ConfigError::File { line: 0, message: "unknown field".to_owned() };
+        assert_eq!(no_line.to_string(), "configuration file is invalid: unknown field");
     }
 
     #[derive(Debug, serde::Deserialize)]

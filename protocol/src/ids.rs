@@ -662,6 +662,12 @@ mod tests {
         assert_eq!(Amount::from_minor(1250).display_in(Currency::EUR), "12.50 EUR");
         assert_eq!(Amount::from_minor(1250).display_in(Currency::from_code(392).unwrap()), "1250 JPY");
         assert_eq!(format_minor(-5, Currency::EUR), "-0.05 EUR");
+        assert_eq!(format_minor(0, Currency::EUR), "0.00 EUR", "zero has no sign");
+        assert_eq!(
+            (format!("{}", Currency::EUR), format!("{:?}", Currency::EUR)),
+            ("EUR".into(), "Currency(978 EUR)".into())
+        );
+        assert_eq!(format!("{:?}", Amount::from_minor(1250)), "Amount(1250)");
     }
 
     #[test]
@@ -671,6 +677,37 @@ mod tests {
         assert_eq!(Counter::from_wire(&[1, 2, 3, 4, 5, 6]), c);
         assert!(Counter::new(1 << 48).is_err());
         assert_eq!(Counter::new(Counter::MAX).unwrap().next(), None);
+        assert_eq!(Counter::ZERO.next(), Some(Counter::new(1).unwrap()));
+        assert_eq!(c.next().map(|n| n.value()), Some(0x0102_0304_0507));
+        assert_eq!(u64::from(c), 0x0102_0304_0506);
+        assert_eq!(serde_json::to_string(&c).unwrap(), "1108152157446", "a plain number in JSON");
+        assert_eq!(serde_json::from_str::<Counter>("1108152157446").unwrap(), c);
+        assert!(serde_json::from_str::<Counter>("281474976710656").is_err(), "2^48 does not fit");
+    }
+
+    #[test]
+    fn a_length_error_states_the_width_of_its_field() {
+        let merchant = IdError::Length { field: "merchant_id", expected: "1 to 15", actual: 0 };
+        assert_eq!(MerchantId::new(""), Err(merchant));
+        let order = IdError::Length { field: "order_no", expected: "1 to 12", actual: 13 };
+        assert_eq!(OrderNo::new("1234567890123"), Err(order));
+    }
+
+    #[test]
+    fn minor_unit_amounts_are_digits_only() {
+        assert_eq!(Amount::parse_minor("1250"), Ok(Amount::from_minor(1250)));
+        for bad in ["", "+5", "-5", "12.50", " 1", "18446744073709551616"] {
+            assert_eq!(Amount::parse_minor(bad), Err(IdError::NotANumber { field: "amount" }), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rsn_is_sixteen_hex_digits() {
+        let rsn = Rsn::from_hex("00ff10a0b0c0d0e0").unwrap();
+        assert_eq!(rsn, Rsn([0x00, 0xff, 0x10, 0xa0, 0xb0, 0xc0, 0xd0, 0xe0]));
+        assert_eq!(rsn.to_hex(), "00ff10a0b0c0d0e0");
+        assert_eq!(format!("{rsn:?}"), "Rsn(00ff10a0b0c0d0e0)");
+        assert!(Rsn::from_hex("00ff").is_err());
     }
 
     #[test]

@@ -19,3 +19,20 @@ pub fn check(bound_to_sim: bool, account: Option<&AccountRecord>, currency: Curr
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::testing::account_record;
+
+    #[test]
+    fn only_a_bound_open_account_in_the_payment_currency_passes() {
+        let open = account_record(1_000);
+        assert_eq!(check(true, Some(&open), Currency::EUR), Ok(()));
+        assert_eq!(check(false, Some(&open), Currency::EUR), Err(ResponseCode::NotPermitted), "not bound to the SIM");
+        assert_eq!(check(true, None, Currency::EUR), Err(ResponseCode::NotPermitted), "no such account");
+        let closed = AccountRecord { status: AccountStatus::Closed, ..open.clone() };
+        assert_eq!(check(true, Some(&closed), Currency::EUR), Err(ResponseCode::Restricted));
+        assert_eq!(check(true, Some(&open), Currency::USD), Err(ResponseCode::NotPermitted), "another currency");
+    }
+}

@@ -7,3 +7,14 @@ use mps_protocol::ResponseCode;
 pub fn check(order_already_authorized: bool) -> Result<(), ResponseCode> {
     if order_already_authorized { Err(ResponseCode::Duplicate) } else { Ok(()) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_order_authorized_before_is_a_duplicate() {
+        assert_eq!(check(true), Err(ResponseCode::Duplicate));
+        assert_eq!(check(false), Ok(()));
+    }
+}

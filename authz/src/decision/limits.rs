@@ -16,3 +16,30 @@ pub fn check(account: &AccountRecord, amount: Amount, approved_today: Amount) ->
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::testing::account_record;
+
+    /// The account allows 500 per payment and 1,000 a day.
+    fn check_amount(amount: u64, approved_today: u64) -> Result<(), ResponseCode> {
+        check(&account_record(10_000), Amount::from_minor(amount), Amount::from_minor(approved_today))
+    }
+
+    #[test]
+    fn an_amount_above_zero_and_up_to_the_per_payment_limit_passes() {
+        assert_eq!(check_amount(0, 0), Err(ResponseCode::InvalidAmount), "nothing to pay");
+        assert_eq!(check_amount(1, 0), Ok(()));
+        assert_eq!(check_amount(500, 0), Ok(()), "the limit itself");
+        assert_eq!(check_amount(501, 0), Err(ResponseCode::InvalidAmount));
+    }
+
+    #[test]
+    fn the_day_total_may_reach_the_daily_limit_and_no_further() {
+        assert_eq!(check_amount(500, 500), Ok(()), "the limit itself");
+        assert_eq!(check_amount(400, 700), Err(ResponseCode::ExceedsDailyLimit));
+        assert_eq!(check_amount(1, 1_000), Err(ResponseCode::ExceedsDailyLimit));
+        assert_eq!(check_amount(1, u64::MAX), Err(ResponseCode::ExceedsDailyLimit), "a total past u64");
+    }
+}

@@ -52,3 +52,88 @@ pub fn check(request: &AuthorizationRequest, our_iin: Iin) -> Result<PayerPacket
     }
     Ok(packet)
 }
+
+#[cfg(test)]
+mod tests {
+    use mps_protocol::wire::ClearFields;
+    use mps_protocol::{Amount, Counter, Currency, MerchantId, OrderNo, SimId};
+
+    use super::*;
+    use crate::decision::request::MerchantAccount;
+
+    fn our_iin() -> Iin {
+        Iin::new("400012").unwrap()
+    }
+
+    fn packet(iin: Iin) -> PayerPacket {
+        PayerPacket {
+            fields: ClearFields {
+                iin,
+                sim_id: SimId::new("8949000000000000001").unwrap(),
+                counter: Counter::new(1).unwrap(),
+                merchant_id: MerchantId::new("SHOP-001").unwrap(),
+                order_no: OrderNo::new("O-1").unwrap(),
+                amount: Amount::from_minor(1_250),
+                currency: Currency::EUR,
+            },
+            iv: [1; 16],
+            ciphertext: [2; 32],
+            mac: [3; 8],
+        }
+    }
+
+    /// The body a merchant sends with `packet`, saying what the packet says.
+    fn request(packet: &PayerPacket) -> AuthorizationRequest {
+        AuthorizationRequest {
+            payer_packet: packet.encode().to_vec(),
+            merchant_id: packet.fields.merchant_id,
+            order_no: packet.fields.order_no,
+            amount: packet.fields.amount,
+            currency: packet.fields.currency,
+            acquirer_iin: Iin::new("500001").unwrap(),
+            merchant_account: MerchantAccount::new("DE89370400440532013000").unwrap(),
+            merchant_time: time::OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn a_packet_for_us_that_says_what_the_body_says_passes() {
+        let packet = packet(our_iin());
+        assert_eq!(check(&request(&packet), our_iin()), Ok(packet));
+    }
+
+    #[test]
+    fn a_packet_for_another_issuer_is_refused_with_12() {
+        let theirs = Iin::new("400013").unwrap();
+        let refusal = check(&request(&packet(theirs)), our_iin()).unwrap_err();
+        assert_eq!(refusal, PacketRefusal::OtherIssuer(theirs));
+        assert_eq!(refusal.response_code(), ResponseCode::InvalidTransaction);
+    }
+
+    #[test]
+    fn each_clear_field_that_differs_from_the_body_is_named() {
+        let genuine = request(&packet(our_iin()));
+        let changed: [(&str, AuthorizationRequest); 4] = [
+            (
+                "merchant_id",
+                AuthorizationRequest { merchant_id: MerchantId::new("SHOP-002").unwrap(), ..genuine.clone() },
+            ),
+            ("order_no", AuthorizationRequest { order_no: OrderNo::new("O-2").unwrap(), ..genuine.clone() }),
+            ("amount", AuthorizationRequest { amount: Amount::from_minor(1_251), ..genuine.clone() }),
+            ("currency", AuthorizationRequest { currency: Currency::USD, ..genuine.clone() }),
+        ];
+        for (field, request) in changed {
+            let refusal = check(&request, our_iin()).unwrap_err();
+            assert_eq!(refusal, PacketRefusal::FieldMismatch(field));
+            assert_eq!(refusal.response_code(), ResponseCode::InvalidTransaction);
+        }
+    }
+
+    #[test]
+    fn a_packet_that_does_not_decode_is_a_format_error() {
+        let garbage = AuthorizationRequest { payer_packet: vec![0; 113], ..request(&packet(our_iin())) };
+        let refusal = check(&garbage, our_iin()).unwrap_err();
+        assert!(matches!(refusal, PacketRefusal::Malformed(_)), "{refusal:?}");
+        assert_eq!(refusal.response_code(), ResponseCode::FormatError);
+    }
+}

@@ -44,3 +44,55 @@ pub fn check(
         effect: PasswordEffect::Failure { tries_max },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::testing::account_record;
+
+    const TRIES_MAX: u32 = 3;
+
+    fn right() -> PasswordVerificationValue {
+        PasswordVerificationValue::new([0; 32])
+    }
+
+    fn wrong() -> PasswordVerificationValue {
+        PasswordVerificationValue::new([0x5a; 32])
+    }
+
+    fn with_failures(failures: u32) -> AccountRecord {
+        AccountRecord { password_failures: failures, ..account_record(1_000) }
+    }
+
+    #[test]
+    fn a_right_password_passes_and_clears_earlier_wrong_tries() {
+        let verdict = check(&with_failures(0), &right(), TRIES_MAX);
+        assert_eq!(verdict, PasswordVerdict { result: Ok(()), effect: PasswordEffect::None }, "nothing to clear");
+        let verdict = check(&with_failures(2), &right(), TRIES_MAX);
+        assert_eq!(verdict, PasswordVerdict { result: Ok(()), effect: PasswordEffect::Reset });
+    }
+
+    #[test]
+    fn wrong_passwords_are_counted_and_the_last_allowed_try_locks() {
+        for failures in [0, 1] {
+            let verdict = check(&with_failures(failures), &wrong(), TRIES_MAX);
+            let counted = PasswordEffect::Failure { tries_max: TRIES_MAX };
+            assert_eq!(verdict, PasswordVerdict { result: Err(ResponseCode::IncorrectPassword), effect: counted });
+        }
+        let verdict = check(&with_failures(2), &wrong(), TRIES_MAX);
+        assert_eq!(verdict.result, Err(ResponseCode::PasswordTriesExceeded), "the third wrong try locks");
+        assert_eq!(verdict.effect, PasswordEffect::Failure { tries_max: TRIES_MAX });
+    }
+
+    #[test]
+    fn a_locked_account_is_refused_whatever_the_password() {
+        let locked = AccountRecord { password_locked: true, ..with_failures(3) };
+        assert_eq!(unlocked(&locked), Err(ResponseCode::PasswordTriesExceeded));
+        assert_eq!(unlocked(&with_failures(2)), Ok(()));
+        let verdict = check(&locked, &right(), TRIES_MAX);
+        assert_eq!(
+            verdict,
+            PasswordVerdict { result: Err(ResponseCode::PasswordTriesExceeded), effect: PasswordEffect::None }
+        );
+    }
+}

@@ -53,27 +53,14 @@ pub fn conflict_of(code: ResponseCode) -> Conflict {
 
 #[cfg(test)]
 mod tests {
-    use mps_protocol::{Account, Amount, Currency, ResponseCode};
+    use mps_protocol::{Amount, Currency, ResponseCode};
 
     use super::*;
+    use crate::ledger::testing::account_record;
     use crate::ledger::{AccountKind, AccountStatus};
 
     fn account(kind: AccountKind, balance: i64, credit_limit: u64) -> AccountRecord {
-        AccountRecord {
-            account: Account::new("4000120000000001").unwrap(),
-            holder_name: mps_protocol::Secret::new("Li Xi".to_owned()),
-            kind,
-            currency: Currency::EUR,
-            credit_limit: Amount::from_minor(credit_limit),
-            balance,
-            status: AccountStatus::Open,
-            password_verification_value: mps_protocol::PasswordVerificationValue::new([0; 32]),
-            password_failures: 0,
-            password_locked: false,
-            per_txn_limit: Amount::from_minor(500),
-            daily_limit: Amount::from_minor(1_000),
-            created_at: time::OffsetDateTime::UNIX_EPOCH,
-        }
+        AccountRecord { kind, credit_limit: Amount::from_minor(credit_limit), ..account_record(balance) }
     }
 
     /// The decision's steps for an account whose password verified: 8, then 10 to 12.

@@ -24,7 +24,7 @@ mod session;
 mod writer;
 
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use std::fmt;
 use std::path::Path;

@@ -12,8 +12,8 @@ use rusqlite::Connection;
 use time::macros::{date, datetime};
 
 use super::{
-    AccountKind, DeclineCode, Ledger, LedgerConfig, NewAccount, PasswordEffect, SessionCommit, SessionOutcome,
-    Transaction,
+    AccountKind, AccountRecord, AccountStatus, DeclineCode, Ledger, LedgerConfig, NewAccount, PasswordEffect,
+    SessionCommit, SessionOutcome, Transaction,
 };
 
 /// The business day of every test commit.
@@ -49,6 +49,27 @@ pub(crate) fn debit(n: u64, balance: u64) -> NewAccount {
         password_verification_value: mps_protocol::PasswordVerificationValue::new([n as u8; 32]),
         per_txn_limit: Amount::from_minor(1_000_000),
         daily_limit: Amount::from_minor(5_000_000),
+    }
+}
+
+/// An open EUR debit account as the decision steps read it: `balance` minor units, a
+/// per-payment limit of 500 and a daily limit of 1,000, no wrong passwords, the password
+/// verification value `[0; 32]`.
+pub(crate) fn account_record(balance: i64) -> AccountRecord {
+    AccountRecord {
+        account: account(1),
+        holder_name: mps_protocol::Secret::new("Li Xi".to_owned()),
+        kind: AccountKind::Debit,
+        currency: Currency::EUR,
+        credit_limit: Amount::from_minor(0),
+        balance,
+        status: AccountStatus::Open,
+        password_verification_value: mps_protocol::PasswordVerificationValue::new([0; 32]),
+        password_failures: 0,
+        password_locked: false,
+        per_txn_limit: Amount::from_minor(500),
+        daily_limit: Amount::from_minor(1_000),
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
     }
 }
 
