@@ -103,6 +103,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn secrets_are_equal_exactly_when_their_values_are() {
+        assert!(Secret::new([1u8, 2, 3]) == Secret::new([1u8, 2, 3]));
+        assert!(Secret::new([1u8, 2, 3]) != Secret::new([1u8, 2, 4]));
+        assert!(Secret::new("2468".to_owned()) == Secret::new("2468".to_owned()));
+        assert!(Secret::new("2468".to_owned()) != Secret::new("2469".to_owned()));
+        assert!(Secret::new("2468".to_owned()) != Secret::new("24680".to_owned()));
+        let value = PasswordVerificationValue::new([9; 32]);
+        assert_eq!(value.expose(), &[9; 32]);
+        assert!(value.matches(&PasswordVerificationValue::new([9; 32])));
+        assert!(!value.matches(&PasswordVerificationValue::new([8; 32])));
+    }
+
+    #[test]
     fn secrets_never_print_and_compare_by_value() {
         let secret = Secret::new([7u8; 32]);
         assert_eq!(format!("{secret:?}"), "Secret<[u8; 32]>(<redacted>)");

@@ -876,6 +876,28 @@ mod tests {
         }
     }
 
+    #[test]
+    fn codes_and_ids_print_as_their_wire_text() {
+        assert_eq!(ResponseCode::Approved.to_string(), "00");
+        assert_eq!(ResponseCode::InsufficientFunds.to_string(), "51");
+        // Only what is decided after the password was verified tells the balance.
+        let disclosing: std::collections::BTreeSet<&str> =
+            ResponseCode::ALL.iter().filter(|code| code.discloses_balance()).map(|code| code.as_str()).collect();
+        assert_eq!(disclosing, ["00", "13", "51", "61", "94"].into_iter().collect());
+        assert_eq!(ResponseCode::Approved.meaning(), "approved");
+        assert_eq!(ResponseCode::IncorrectPassword.meaning(), "incorrect payment password");
+        let meanings: std::collections::BTreeSet<&str> = ResponseCode::ALL.iter().map(|code| code.meaning()).collect();
+        assert_eq!(meanings.len(), ResponseCode::ALL.len(), "every code has its own meaning");
+        assert_eq!(AuthCode(*b"K7Q2MX").as_str(), "K7Q2MX");
+        assert_eq!(AuthCode::NONE.as_str(), "      ");
+        let txn = TxnId([0xab; 16]);
+        assert_eq!(txn.to_hex(), "ab".repeat(16));
+        assert_eq!(TxnId::from_hex(&txn.to_hex()), Some(txn));
+        assert_eq!(format!("{txn:?}"), format!("TxnId({})", "ab".repeat(16)));
+        let debug = format!("{:?}", secret());
+        assert!(debug.starts_with("PaymentSecret {") && !debug.contains("2468ab"), "{debug}");
+    }
+
     fn secret() -> PaymentSecret {
         PaymentSecret { account: Account::new("4000120000001234").unwrap(), password: Password::new("2468ab").unwrap() }
     }
