@@ -20,6 +20,8 @@ use mps_tests::{AccountSpec, Answer, Bank, TestSim};
 use time::{Date, Duration, OffsetDateTime};
 
 const OTHER_ACQUIRER: &str = "500002";
+/// The variable that carries the HSM PIN to the `authz` binary (its config's `hsm.pin_env`).
+const PIN_ENV: &str = "MPS_HSM_PIN";
 
 /// A clock the test moves.
 #[derive(Clone)]
@@ -58,7 +60,12 @@ async fn three_days_clear_to_what_the_ledger_booked_and_a_cleared_day_is_closed(
     let days = [today - Duration::days(3), today - Duration::days(2), today - Duration::days(1)];
     let clock = TestClock(Arc::new(Mutex::new(OffsetDateTime::now_utc())));
     let reading = clock.clone();
-    let mut bank = Bank::builder().with_clock(Clock::from_fn(move || *reading.0.lock().unwrap())).start().await;
+    let files = Bank::builder().with_clock(Clock::from_fn(move || *reading.0.lock().unwrap())).files().await;
+    // The `authz` binary's own configuration of this bank, for the CLI checks at the end.
+    let cli_config = files.dir.path().join("authz-cli.toml");
+    std::fs::write(&cli_config, files.binary_config_text(mps_tests::free_port(), mps_tests::free_port(), PIN_ENV))
+        .unwrap();
+    let mut bank = Bank::start_from(files).await;
     let account = bank.create_account(&AccountSpec::debit("4000120000000900", "8642", 1_000_000)).await;
     let mut sim = bank.new_sim("8949012300000000900", &[&account]).await;
     let acquirer = mps_tests::ACQUIRER_IIN;
@@ -196,6 +203,38 @@ async fn three_days_clear_to_what_the_ledger_booked_and_a_cleared_day_is_closed(
     std::fs::write(&paths[1], &original).unwrap();
     std::fs::write(format!("{}.jws", paths[1].display()), format!("{}\n", second.jws)).unwrap();
     clearing::verify(dir.path(), iin, &trust, &bank.ledger, now).await.unwrap();
+
+    // The same through the `authz` binary, on the same ledger: export writes the stored bytes
+    // again, verify passes the directory, and a day that has not ended is refused with a
+    // message that says when it may be exported.
+    let authz = mps_tests::process::build_binary("mps-authz", "authz");
+    let token = mps_hsm::testing::TestToken::shared().unwrap();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(&authz)
+            .arg("--config")
+            .arg(&cli_config)
+            .args(args)
+            .env(PIN_ENV, mps_hsm::testing::USER_PIN)
+            .env("SOFTHSM2_CONF", &token.softhsm_conf)
+            .output()
+            .unwrap()
+    };
+    let again = tempfile::tempdir().unwrap();
+    let day = days[1].to_string();
+    let exported = cli(&["clearing", "export", "--date", &day, "--out", again.path().to_str().unwrap()]);
+    assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
+    let name = paths[1].file_name().unwrap();
+    assert_eq!(std::fs::read(again.path().join(name)).unwrap(), original, "the CLI writes the stored bytes");
+    let verified = cli(&["clearing", "verify", "--dir", dir.path().to_str().unwrap()]);
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
+    assert!(String::from_utf8_lossy(&verified.stdout).contains("3 file(s)"));
+    let early = cli(&["clearing", "export", "--date", &today.to_string()]);
+    assert!(!early.status.success());
+    assert!(
+        String::from_utf8_lossy(&early.stderr).contains("has not ended"),
+        "{}",
+        String::from_utf8_lossy(&early.stderr)
+    );
 
     bank.ledger.audit().await.unwrap();
     bank.shutdown().await;
