@@ -236,10 +236,23 @@ pub fn check_files(request: &RunRequest<'_>) -> Result<Vec<ReadFile>, RunError> 
         verify_signature(&read, request.trust, request.now)?;
         files.push(read);
     }
-    check_days_unique(&files)?;
-    check_txns_unique(&files)?;
-    check_chains(&files)?;
+    check_together(&files)?;
     Ok(files)
+}
+
+/// The checks across files, each read and verified: no (issuer, day) twice, no transaction id
+/// in two files, and each issuer's days consecutive and chained.
+pub fn check_together(files: &[ReadFile]) -> Result<(), RunError> {
+    check_days_unique(files)?;
+    check_txns_unique(files)?;
+    check_chains(files)
+}
+
+/// The path of a clearing file's detached signature: `<file>.jws`.
+pub fn signature_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(SIGNATURE_SUFFIX);
+    PathBuf::from(name)
 }
 
 /// Reads a clearing file (at most `bytes_max` bytes) and parses it.
@@ -252,10 +265,8 @@ pub fn read_clearing_file(path: &Path, bytes_max: u64) -> Result<ReadFile, RunEr
 
 /// Reads `<file>.jws` and verifies it over the file's bytes for a bank signing certificate of
 /// the scheme at `now`, whose IIN must be the file's issuer.
-fn verify_signature(read: &ReadFile, trust: &TrustStore, now: UnixTime) -> Result<(), RunError> {
-    let mut name = read.path.clone().into_os_string();
-    name.push(SIGNATURE_SUFFIX);
-    let signature_path = PathBuf::from(name);
+pub fn verify_signature(read: &ReadFile, trust: &TrustStore, now: UnixTime) -> Result<(), RunError> {
+    let signature_path = signature_path(&read.path);
     // The JWS plus a line end.
     let text = match read_bounded(&signature_path, JWS_BYTES_MAX as u64 + 2) {
         Ok(bytes) => bytes,

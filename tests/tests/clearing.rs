@@ -92,12 +92,7 @@ async fn three_days_clear_to_what_the_ledger_booked_and_a_cleared_day_is_closed(
     let o5 = pay(&bank, &mut sim, &account, acquirer, "C-5", 500).await;
     assert_eq!(o5.code(), "00");
 
-    let parts = Parts {
-        hsm: bank.hsm.clone(),
-        ledger: bank.ledger.clone(),
-        metrics: Arc::clone(&bank.server.as_ref().unwrap().metrics),
-        clock: Clock::system(),
-    };
+    let parts = parts_of(&bank);
     let signer = mps_authz::app::answer_signer(&bank.config, &parts).unwrap();
     let iin = Iin::new(mps_tests::IIN).unwrap();
     let issuer = Issuer {
@@ -151,13 +146,7 @@ async fn three_days_clear_to_what_the_ledger_booked_and_a_cleared_day_is_closed(
             *cleared.entry(total.acquirer_iin.clone()).or_default() += total.amount;
         }
     }
-    let mut payables: BTreeMap<String, i64> = BTreeMap::new();
-    for balance in bank.ledger.internal_balances().await.unwrap() {
-        if let InternalAccount::SettlementPayable { acquirer_iin } = balance.account {
-            payables.insert(acquirer_iin.as_str().to_owned(), balance.balance);
-        }
-    }
-    assert_eq!(cleared, payables);
+    assert_eq!(cleared, payables(&bank).await);
     assert_eq!(cleared, BTreeMap::from([(acquirer.to_owned(), 600), (OTHER_ACQUIRER.to_owned(), 400)]));
 
     // A cleared day takes no more bookings: a payment dated day 3 is refused, nothing moves.
@@ -183,7 +172,7 @@ async fn three_days_clear_to_what_the_ledger_booked_and_a_cleared_day_is_closed(
     assert!(clearing::verify(dir.path(), iin, &trust, &bank.ledger, now).await.is_err(), "a changed byte");
     std::fs::remove_file(&paths[1]).unwrap();
     let missing = clearing::verify(dir.path(), iin, &trust, &bank.ledger, now).await.unwrap_err();
-    assert!(missing.to_string().contains(&format!("the file of {} is missing", days[1])), "{missing}");
+    assert!(missing.to_string().contains(&format!("file of day {} is missing", days[1])), "{missing}");
     let mut replaced = files[1].clone();
     replaced.entries.truncate(1);
     let replaced = ClearingFile::new(

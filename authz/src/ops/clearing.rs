@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use mps_hsm::Hsm;
-use mps_pki::role::Role;
 use mps_pki::verify::TrustStore;
 use mps_protocol::{Currency, Iin};
 use mps_settlement::clearing::{self, ClearingFile};
-use serde::Deserialize;
+use mps_settlement::positions::{self, Positions};
+use mps_settlement::run;
 use time::{Date, Duration, OffsetDateTime};
 
 use crate::decision::business_day::Cutoff;
@@ -149,16 +149,10 @@ pub fn file_name(iin: Iin, day: Date) -> String {
 pub fn write_files(dir: &Path, iin: Iin, file: &StoredClearingFile) -> Result<PathBuf, ClearingError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let path = dir.join(file_name(iin, file.business_day));
-    let jws_path = jws_path(&path);
+    let jws_path = run::signature_path(&path);
     std::fs::write(&path, &file.bytes).map_err(io(&path))?;
     std::fs::write(&jws_path, format!("{}\n", file.jws)).map_err(io(&jws_path))?;
     Ok(path)
-}
-
-fn jws_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".jws");
-    PathBuf::from(name)
 }
 
 /// One file `verify` checked.
@@ -200,72 +194,40 @@ pub async fn verify(
     let unix_now = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
         u64::try_from(now.unix_timestamp()).unwrap_or(0),
     ));
-    let mut checked: Vec<Verified> = Vec::new();
-    let mut previous_day: Option<Date> = None;
+    let refused = |e: run::RunError| ClearingError::Refused(e.to_string());
+    let mut reads = Vec::with_capacity(paths.len());
     for path in &paths {
-        let bytes = std::fs::read(path).map_err(io(path))?;
-        let file =
-            ClearingFile::from_bytes(&bytes).map_err(|source| ClearingError::File { path: path.clone(), source })?;
+        // The settlement center's own reading: bounded, parsed, signed by a bank certificate
+        // of the scheme naming the file's issuer.
+        let read = run::read_clearing_file(path, clearing::FILE_BYTES_MAX as u64).map_err(refused)?;
+        run::verify_signature(&read, trust, unix_now).map_err(refused)?;
         let refuse = |why: String| ClearingError::Refused(format!("{}: {why}", path.display()));
-        if file.issuer_iin != iin.as_str() {
-            return Err(refuse(format!("issued by {}, not by this bank", file.issuer_iin)));
+        if read.file.issuer_iin != iin.as_str() {
+            return Err(refuse(format!("issued by {}, not by this bank", read.file.issuer_iin)));
         }
-        let day = Date::parse(&file.business_day, time::macros::format_description!("[year]-[month]-[day]"))
+        let day = Date::parse(&read.file.business_day, time::macros::format_description!("[year]-[month]-[day]"))
             .map_err(|_| refuse("business_day".to_owned()))?;
         if path.file_name().and_then(|n| n.to_str()) != Some(file_name(iin, day).as_str()) {
             return Err(refuse(format!("its name does not match its business day {day}")));
         }
-        let jws_file = jws_path(path);
-        let jws = std::fs::read_to_string(&jws_file).map_err(io(&jws_file))?;
-        let signer = mps_pki::jws::verify_detached(jws.trim_end(), &bytes, trust, Role::BankSigning, unix_now)
-            .map_err(|e| refuse(format!("signature: {e}")))?;
-        if signer.bank_iin.as_ref().map(Iin::as_str) != Some(iin.as_str()) {
-            return Err(refuse("signed by another bank's certificate".to_owned()));
-        }
-        let sha256 = clearing::sha256_hex(&bytes);
-        if let (Some(before), Some(last)) = (previous_day, checked.last()) {
-            if before.next_day() != Some(day) {
-                let missing = before.next_day().unwrap_or(before);
-                return Err(refuse(format!("the file of {missing} is missing (the previous file is of {before})")));
-            }
-            if file.previous_sha256.as_deref() != Some(last.sha256.as_str()) {
-                return Err(refuse(format!(
-                    "previous_sha256 does not match the file of {before}: one of the two was replaced"
-                )));
-            }
-        }
         if let Some(stored) = ledger.clearing_file(day).await?
-            && stored.sha256 != sha256
+            && stored.sha256 != read.sha256
         {
             return Err(refuse("it is not the file this bank exported for that day".to_owned()));
         }
-        previous_day = Some(day);
-        checked.push(Verified { business_day: file.business_day.clone(), entries: file.entries.len(), sha256 });
+        reads.push(read);
     }
-    Ok(checked)
-}
-
-/// The parts of the settlement center's positions file that `settle` needs.
-#[derive(Debug, Deserialize)]
-struct Positions {
-    format: String,
-    files: Vec<PositionsFile>,
-    bilateral: Vec<Bilateral>,
-}
-
-#[derive(Debug, Deserialize)]
-struct PositionsFile {
-    issuer_iin: String,
-    business_day: String,
-    sha256: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct Bilateral {
-    issuer_iin: String,
-    acquirer_iin: String,
-    currency: u16,
-    amount: i64,
+    // Across the files, as the settlement center checks them: no day or transaction twice,
+    // consecutive days, each naming the SHA-256 of the day before.
+    run::check_together(&reads).map_err(refused)?;
+    Ok(reads
+        .into_iter()
+        .map(|read| Verified {
+            business_day: read.file.business_day,
+            entries: read.file.entries.len(),
+            sha256: read.sha256,
+        })
+        .collect())
 }
 
 /// What `settle` booked.
@@ -288,8 +250,8 @@ pub async fn settle(path: &Path, iin: Iin, ledger: &Ledger) -> Result<Settled, C
     let refuse = |why: String| ClearingError::Refused(format!("{}: {why}", path.display()));
     let positions: Positions =
         serde_json::from_slice(&bytes).map_err(|e| refuse(format!("not a positions file: {e}")))?;
-    if positions.format != "mps-settlement/1" {
-        return Err(refuse(format!("format {:?} is not mps-settlement/1", positions.format)));
+    if positions.format != positions::FORMAT {
+        return Err(refuse(format!("format {:?} is not {}", positions.format, positions::FORMAT)));
     }
     let mut days = Vec::new();
     for file in positions.files.iter().filter(|f| f.issuer_iin == iin.as_str()) {
