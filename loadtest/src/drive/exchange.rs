@@ -166,17 +166,11 @@ async fn bad_mac(context: &Context, client: &reqwest::Client, payer: &mut Payer,
         (Err(error), _) | (_, Err(error)) => return failed(error, None, None),
     };
     payer.in_doubt = Some(InDoubt { body, jws, kind: RequestKind::Payment });
-    let answer = match context.target.post(client, &bad_body, &bad_jws).await {
+    let answer = match post_signed(context, client, payer, &bad_body, &bad_jws).await {
         Ok(answer) => answer,
-        Err(_) => return failed(ErrorKind::Transport, None, None),
+        Err((error, status)) => return failed(error, status, None),
     };
     let status = Some(answer.status);
-    if answer.status != 200 {
-        return failed(ErrorKind::HttpStatus, status, None);
-    }
-    if let Err(error) = verify_signature(context, payer, &answer) {
-        return failed(error, status, None);
-    }
     let (code, payer_answer) = match parse_decline(&answer.body) {
         Ok(parsed) => parsed,
         Err(error) => return failed(error, status, None),
@@ -292,23 +286,35 @@ async fn retransmit(context: &Context, client: &reqwest::Client, payer: &mut Pay
     let Some(last) = payer.last.as_ref() else {
         return failed(ErrorKind::SimRefused, None, None);
     };
-    let answer = match context.target.post(client, &last.body, &last.jws).await {
+    let answer = match post_signed(context, client, payer, &last.body, &last.jws).await {
         Ok(answer) => answer,
-        Err(_) => return failed(ErrorKind::Transport, None, None),
+        Err((error, status)) => return failed(error, status, None),
     };
     let status = Some(answer.status);
-    if answer.status != 200 {
-        return failed(ErrorKind::HttpStatus, status, None);
-    }
-    if let Err(error) = verify_signature(context, payer, &answer) {
-        return failed(error, status, None);
-    }
     let code = match parse_answer(&answer.body) {
         Ok((code, _)) => code,
         Err(error) => return failed(error, status, None),
     };
     let error = (answer.body != last.answer_body).then_some(ErrorKind::RetransmissionMismatch);
     Exchanged { kind, status, code: Some(code), error }
+}
+
+/// Posts a request whose answer must be a 200 signed by the bank: the answer, or what failed
+/// and the HTTP status if one came.
+async fn post_signed(
+    context: &Context,
+    client: &reqwest::Client,
+    payer: &Payer,
+    body: &[u8],
+    jws: &str,
+) -> Result<Answer, (ErrorKind, Option<u16>)> {
+    let answer = context.target.post(client, body, jws).await.map_err(|_| (ErrorKind::Transport, None))?;
+    let status = Some(answer.status);
+    if answer.status != 200 {
+        return Err((ErrorKind::HttpStatus, status));
+    }
+    verify_signature(context, payer, &answer).map_err(|error| (error, status))?;
+    Ok(answer)
 }
 
 fn verify_signature(context: &Context, payer: &Payer, answer: &Answer) -> Result<(), ErrorKind> {
