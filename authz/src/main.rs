@@ -266,8 +266,8 @@ async fn clearing_with(config: &AuthzConfig, parts: &app::Parts, command: Cleari
     let iin = config.issuer.iin;
     match command {
         ClearingCommand::Export { date, out } => {
-            let day = time::Date::parse(&date, time::macros::format_description!("[year]-[month]-[day]"))
-                .map_err(|_| CliError::new(format!("--date {date:?}: give the business day as YYYY-MM-DD")))?;
+            let day = mps_settlement::clearing::parse_day(&date)
+                .ok_or_else(|| CliError::new(format!("--date {date:?}: give the business day as YYYY-MM-DD")))?;
             let signer = app::answer_signer(config, parts).map_err(CliError::new)?;
             let cutoff = mps_authz::decision::business_day::Cutoff::parse(&config.issuer.business_day_cutoff)
                 .map_err(|e| CliError::new(format!("issuer.business_day_cutoff: {e}")))?;

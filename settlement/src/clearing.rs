@@ -301,8 +301,13 @@ fn is_hex(text: &str, length: usize) -> bool {
     text.len() == length && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// A business day as the files spell it, YYYY-MM-DD.
+pub fn parse_day(text: &str) -> Option<time::Date> {
+    time::Date::parse(text, time::macros::format_description!("[year]-[month]-[day]")).ok()
+}
+
 fn is_day(text: &str) -> bool {
-    time::Date::parse(text, time::macros::format_description!("[year]-[month]-[day]")).is_ok()
+    parse_day(text).is_some()
 }
 
 fn is_cutoff(text: &str) -> bool {

@@ -378,11 +378,9 @@ fn check_chains(files: &[ReadFile]) -> Result<(), RunError> {
 
 fn business_day(read: &ReadFile) -> Result<Date, RunError> {
     // The file parsed, so its business_day is a date; the error is for a broken invariant only.
-    Date::parse(&read.file.business_day, time::macros::format_description!("[year]-[month]-[day]")).map_err(|_| {
-        RunError::Parse {
-            path: read.path.clone(),
-            source: ClearingError::Field { field: "business_day".to_owned(), problem: "must be a date YYYY-MM-DD" },
-        }
+    crate::clearing::parse_day(&read.file.business_day).ok_or_else(|| RunError::Parse {
+        path: read.path.clone(),
+        source: ClearingError::Field { field: "business_day".to_owned(), problem: "must be a date YYYY-MM-DD" },
     })
 }
 

@@ -205,8 +205,7 @@ pub async fn verify(
         if read.file.issuer_iin != iin.as_str() {
             return Err(refuse(format!("issued by {}, not by this bank", read.file.issuer_iin)));
         }
-        let day = Date::parse(&read.file.business_day, time::macros::format_description!("[year]-[month]-[day]"))
-            .map_err(|_| refuse("business_day".to_owned()))?;
+        let day = clearing::parse_day(&read.file.business_day).ok_or_else(|| refuse("business_day".to_owned()))?;
         if path.file_name().and_then(|n| n.to_str()) != Some(file_name(iin, day).as_str()) {
             return Err(refuse(format!("its name does not match its business day {day}")));
         }
@@ -255,8 +254,8 @@ pub async fn settle(path: &Path, iin: Iin, ledger: &Ledger) -> Result<Settled, C
     }
     let mut days = Vec::new();
     for file in positions.files.iter().filter(|f| f.issuer_iin == iin.as_str()) {
-        let day = Date::parse(&file.business_day, time::macros::format_description!("[year]-[month]-[day]"))
-            .map_err(|_| refuse(format!("business_day {:?}", file.business_day)))?;
+        let day = clearing::parse_day(&file.business_day)
+            .ok_or_else(|| refuse(format!("business_day {:?}", file.business_day)))?;
         match ledger.clearing_file(day).await? {
             Some(stored) if stored.sha256 == file.sha256 => days.push(file.business_day.clone()),
             Some(_) => return Err(refuse(format!("its file of {day} is not the one this bank exported"))),
