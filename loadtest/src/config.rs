@@ -45,6 +45,9 @@ pub struct LoadtestConfig {
     /// The raw bounds measured after the run.
     #[serde(default)]
     pub bounds: BoundsSection,
+    /// A soak: the run sampled as it goes, and judged.
+    #[serde(default)]
+    pub soak: SoakSection,
 }
 
 /// `[provision]`.
@@ -227,6 +230,43 @@ pub struct BoundsSection {
 impl Default for BoundsSection {
     fn default() -> Self {
         Self { enabled: false, seconds: 3.0 }
+    }
+}
+
+/// `[soak]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SoakSection {
+    /// Where soak.csv, soak.json and soak.svg go; None: no soak.
+    pub directory: Option<PathBuf>,
+    /// Seconds between samples (0.1 to 3600).
+    pub sample_every_s: f64,
+    /// Seconds of the first and the last window whose p99 latencies are compared.
+    pub window_s: f64,
+    /// Largest rise of resident memory from the first half's peak to the second's, percent.
+    pub rss_growth_percent_max: f64,
+    /// A ceiling on the server's resident memory, MiB (0: none).
+    pub rss_mib_max: u64,
+    /// Largest rise of open file descriptors from the first half's peak to the second's.
+    pub fds_growth_max: u64,
+    /// Largest change of the last window's p99 latency from the first's, percent.
+    pub p99_drift_percent_max: f64,
+    /// HSM recycles the run must see (0: none required).
+    pub recycles_min: u64,
+}
+
+impl Default for SoakSection {
+    fn default() -> Self {
+        Self {
+            directory: None,
+            sample_every_s: 5.0,
+            window_s: 300.0,
+            rss_growth_percent_max: 10.0,
+            rss_mib_max: 0,
+            fds_growth_max: 8,
+            p99_drift_percent_max: 20.0,
+            recycles_min: 1,
+        }
     }
 }
 

@@ -121,6 +121,20 @@ struct Cli {
     /// and p99 per second.
     #[arg(long)]
     svg: Option<PathBuf>,
+    /// Soak: sample the run as it goes (server memory, descriptors, HSM objects and recycles,
+    /// ledger size, latency) and write soak.csv, soak.json and soak.svg into DIR; the run fails
+    /// when a soak check fails ([soak] directory).
+    #[arg(long, value_name = "DIR")]
+    soak: Option<PathBuf>,
+    /// Seconds between soak samples ([soak] sample_every_s; default 5).
+    #[arg(long)]
+    soak_every: Option<f64>,
+    /// Seconds of the first and last windows whose p99 are compared ([soak] window_s; default 300).
+    #[arg(long)]
+    soak_window: Option<f64>,
+    /// A ceiling on the server's resident memory during the soak, MiB ([soak] rss_mib_max).
+    #[arg(long)]
+    soak_rss_max_mib: Option<u64>,
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
@@ -222,6 +236,12 @@ fn apply_flags(mut config: LoadtestConfig, cli: &Cli) -> Result<LoadtestConfig, 
     }
     config.target.server_pid = cli.server_pid.or(config.target.server_pid);
     set(&mut config.target.server_pid_file, &cli.server_pid_file);
+    if cli.soak.is_some() {
+        config.soak.directory.clone_from(&cli.soak);
+    }
+    config.soak.sample_every_s = cli.soak_every.unwrap_or(config.soak.sample_every_s);
+    config.soak.window_s = cli.soak_window.unwrap_or(config.soak.window_s);
+    config.soak.rss_mib_max = cli.soak_rss_max_mib.unwrap_or(config.soak.rss_mib_max);
     config.bounds.enabled |= cli.bounds;
     config.bounds.seconds = cli.bound_seconds.unwrap_or(config.bounds.seconds);
     Ok(config)
@@ -262,6 +282,7 @@ async fn run(cli: &Cli, config: LoadtestConfig, authz_config: AuthzConfig) -> Re
         Password::new(&config.provision.password).map_err(|e| Failure(format!("[provision] password: {e}")))?;
     // Everything about the target is checked before a single payer is registered.
     let (context, clients) = connect(&config, currency, &password)?;
+    let soak = soak_settings(&config, &authz_config, !cli.quiet)?;
     let transport_key =
         provision::read_transport_key(required(&config.provision.transport_key_file, "--transport-key-file")?)?;
     let parts = mps_authz::app::open_parts(&authz_config).await.map_err(|e| {
@@ -326,7 +347,15 @@ async fn run(cli: &Cli, config: LoadtestConfig, authz_config: AuthzConfig) -> Re
     };
     let settings = Settings { first_sequence: warmup.as_ref().map_or(0, |w| w.sent), ..settings };
     let before = probe.snapshot().await?;
-    let (_payers, mut report) = drive::run(context, clients, payers, settings, stop).await?;
+    let sampler_probe = std::sync::Arc::new(server_probe(&config, &context.trust)?);
+    let (_payers, mut report, soak_report) =
+        drive::run_observed(context, clients, payers, settings, stop, move |recorder, finished| async move {
+            match soak {
+                Some(soak) => Some(mps_loadtest::soak::sample(recorder, finished, sampler_probe, soak).await),
+                None => None,
+            }
+        })
+        .await?;
     report.warmup = warmup;
     // The run is measured by now: a failed reading is a note in its report, not a lost report.
     report.server = Some(match probe.snapshot().await {
@@ -342,6 +371,14 @@ async fn run(cli: &Cli, config: LoadtestConfig, authz_config: AuthzConfig) -> Re
     }
     print!("{}", report.table());
     write_outputs(cli, &config, &report)?;
+    let soak_failed = match (&soak_report, &config.soak.directory) {
+        (Some(soak), Some(directory)) => {
+            print!("{}", soak.table());
+            write_soak(directory, &config, soak)?;
+            !soak.summary.passed()
+        }
+        _ => false,
+    };
     if report.errors_total > 0 {
         eprintln!("{} request(s) failed a check: see `errors` above and the server's logs", report.errors_total);
         return Ok(ExitCode::FAILURE);
@@ -350,7 +387,66 @@ async fn run(cli: &Cli, config: LoadtestConfig, authz_config: AuthzConfig) -> Re
         eprintln!("{} request(s) of the warm-up failed a check: see the server's logs", warmup.errors);
         return Ok(ExitCode::FAILURE);
     }
+    if soak_failed {
+        eprintln!("a soak check failed: see `soak:` above and the time series in the soak directory");
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The soak's settings from `[soak]`, None without a directory; the directory is made here, so
+/// that a path that cannot be written fails before the run, not after it.
+fn soak_settings(
+    config: &LoadtestConfig,
+    authz_config: &AuthzConfig,
+    progress: bool,
+) -> Result<Option<mps_loadtest::soak::SoakSettings>, Failure> {
+    let Some(directory) = &config.soak.directory else { return Ok(None) };
+    let soak = &config.soak;
+    let seconds = |value: f64, what: &str, min: f64| {
+        if value.is_finite() && (min..=86_400.0).contains(&value) {
+            Ok(Duration::from_secs_f64(value))
+        } else {
+            Err(Failure(format!("[soak] {what} must be {min} to 86400 seconds, not {value}")))
+        }
+    };
+    std::fs::create_dir_all(directory).map_err(|e| {
+        Failure(format!("the soak directory {}: {e} (give --soak a writable directory)", directory.display()))
+    })?;
+    Ok(Some(mps_loadtest::soak::SoakSettings {
+        every: seconds(soak.sample_every_s, "sample_every_s", 0.1)?,
+        window: seconds(soak.window_s, "window_s", 1.0)?,
+        rss_growth_percent_max: soak.rss_growth_percent_max,
+        rss_bytes_max: (soak.rss_mib_max > 0).then(|| soak.rss_mib_max.saturating_mul(1024 * 1024)),
+        fds_growth_max: soak.fds_growth_max,
+        p99_drift_percent_max: soak.p99_drift_percent_max,
+        recycles_min: soak.recycles_min,
+        ledger_file: Some(authz_config.ledger.path.clone()),
+        progress,
+    }))
+}
+
+/// soak.csv, soak.json and soak.svg in `directory`, saying where.
+fn write_soak(directory: &Path, config: &LoadtestConfig, soak: &mps_loadtest::soak::SoakReport) -> Result<(), Failure> {
+    let write = |name: &str, bytes: &[u8]| {
+        let path = directory.join(name);
+        std::fs::write(&path, bytes).map_err(|e| Failure(format!("writing {}: {e}", path.display())))
+    };
+    write("soak.csv", soak.csv().as_bytes())?;
+    write("soak.json", &serde_json::to_vec_pretty(soak)?)?;
+    let title = format!(
+        "soak: {} at {}, {} payers",
+        config.target.url,
+        if config.run.rate_per_second > 0.0 {
+            format!("{}/s", config.run.rate_per_second)
+        } else {
+            format!("{} connections, closed loop", config.run.connections)
+        },
+        config.provision.payers
+    );
+    write("soak.svg", mps_loadtest::svg::render_soak(soak, &title).as_bytes())?;
+    eprintln!("soak: wrote soak.csv, soak.json and soak.svg in {}", directory.display());
+    Ok(())
 }
 
 /// Writes --json and --svg, saying where.

@@ -55,16 +55,32 @@ pub struct Recorder {
     timeline: Mutex<Timeline>,
 }
 
-/// The second being filled, and the seconds before it summed up.
+/// The second being filled, and the seconds before it summed up; and the window a soak's
+/// sampler takes away at each sample (`Recorder::take_window`).
 struct Timeline {
     /// Index of the second `current` holds (from the run's start).
     second: u64,
     current: Histogram<u64>,
     current_errors: u64,
     points: Vec<TimePoint>,
+    window: Histogram<u64>,
+    window_errors: u64,
 }
 
 impl Timeline {
+    /// An empty timeline at second 0; `histogram` is the empty histogram its seconds and
+    /// windows start from.
+    fn new(histogram: Histogram<u64>) -> Self {
+        Self {
+            second: 0,
+            current: histogram.clone(),
+            current_errors: 0,
+            points: Vec::new(),
+            window: histogram,
+            window_errors: 0,
+        }
+    }
+
     /// Moves to `second`, summing up the seconds it passes (empty ones included).
     fn advance_to(&mut self, second: u64) {
         while self.second < second && self.points.len() < INTERVALS_MAX - 1 {
@@ -139,6 +155,15 @@ pub struct KindCount {
     pub checked: u64,
 }
 
+/// What completed since the last [`Recorder::take_window`] (or the run's start).
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// Latencies, microseconds.
+    pub latencies_us: Histogram<u64>,
+    /// Of those, requests that failed a check.
+    pub errors: u64,
+}
+
 /// A snapshot for the progress line.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
@@ -157,9 +182,8 @@ impl Recorder {
     pub fn new() -> Result<Self, hdrhistogram::CreationError> {
         // 3 significant digits from 1 µs to a minute.
         let histogram = Histogram::new_with_bounds(1, LATENCY_US_MAX, 3)?;
-        let timeline = Timeline { second: 0, current: histogram.clone(), current_errors: 0, points: Vec::new() };
         Ok(Self {
-            timeline: Mutex::new(timeline),
+            timeline: Mutex::new(Timeline::new(histogram.clone())),
             started: Instant::now(),
             sent: AtomicU64::new(0),
             done: AtomicU64::new(0),
@@ -187,6 +211,8 @@ impl Recorder {
             timeline.advance_to(self.started.elapsed().as_secs());
             timeline.current.saturating_record(latency_us);
             timeline.current_errors += u64::from(exchanged.error.is_some());
+            timeline.window.saturating_record(latency_us);
+            timeline.window_errors += u64::from(exchanged.error.is_some());
         }
         let mut tallies = self.tallies.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(code) = exchanged.code {
@@ -217,6 +243,15 @@ impl Recorder {
             errors: self.errors.load(Ordering::Relaxed),
             latency_us_p99,
         }
+    }
+
+    /// What completed since the last call (or the run's start), and a new window begun.
+    pub fn take_window(&self) -> Window {
+        let mut timeline = self.timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let window = Window { latencies_us: timeline.window.clone(), errors: timeline.window_errors };
+        timeline.window.reset();
+        timeline.window_errors = 0;
+        window
     }
 
     /// The report of everything recorded so far.
@@ -443,9 +478,28 @@ mod tests {
     }
 
     #[test]
+    fn a_window_holds_what_completed_since_the_last_one() {
+        let recorder = Recorder::new().unwrap();
+        let ok = Exchanged { kind: RequestKind::Payment, status: Some(200), code: None, error: None };
+        let failed = Exchanged { error: Some(ErrorKind::Transport), ..ok };
+        for latency_us in [100, 200, 300] {
+            recorder.record(Duration::from_micros(latency_us), &ok);
+        }
+        recorder.record(Duration::from_micros(400), &failed);
+        let first = recorder.take_window();
+        assert_eq!((first.latencies_us.len(), first.errors, first.latencies_us.max()), (4, 1, 400));
+        let empty = recorder.take_window();
+        assert_eq!((empty.latencies_us.len(), empty.errors), (0, 0), "a window is taken away with it");
+        recorder.record(Duration::from_micros(50), &ok);
+        let second = recorder.take_window();
+        assert_eq!((second.latencies_us.len(), second.latencies_us.max()), (1, 50));
+        assert_eq!(recorder.report(String::new(), false).completed, 5, "the run's figures keep every request");
+    }
+
+    #[test]
     fn the_timeline_sums_up_each_second_and_keeps_empty_ones() {
         let histogram = Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).unwrap();
-        let mut timeline = Timeline { second: 0, current: histogram, current_errors: 0, points: Vec::new() };
+        let mut timeline = Timeline::new(histogram);
         for latency_us in [100, 200, 300] {
             timeline.current.record(latency_us).unwrap();
         }

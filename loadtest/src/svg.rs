@@ -6,6 +6,7 @@
 use std::fmt::Write;
 
 use crate::report::Report;
+use crate::soak::{SoakReport, SoakSample};
 
 /// Width of the picture, pixels.
 const WIDTH: f64 = 960.0;
@@ -26,10 +27,105 @@ const PERCENTILE_TICKS: [(f64, &str); 5] = [(0.0, "0"), (1.0, "90"), (2.0, "99")
 const LATENCY_COLOUR: &str = "#1f6fb2";
 const THROUGHPUT_COLOUR: &str = "#2a8c3c";
 const P99_COLOUR: &str = "#c0392b";
+const MEMORY_COLOUR: &str = "#6c3483";
+const FDS_COLOUR: &str = "#7f8c8d";
+const RECYCLE_COLOUR: &str = "#e67e22";
 
 /// The SVG document for `report`; `title` names the run (mode, target, mix).
 pub fn render(report: &Report, title: &str) -> String {
     let height = TITLE_HEIGHT + 2.0 * (PLOT_HEIGHT + PANEL_GAP);
+    let subtitle = format!(
+        "{} completed in {:.1} s, {:.1} requests/s, {} errors; p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        report.completed,
+        report.elapsed_s,
+        report.throughput_per_s,
+        report.errors_total,
+        report.latency_us.p50 as f64 / 1000.0,
+        report.latency_us.p99 as f64 / 1000.0,
+        report.latency_us.max as f64 / 1000.0,
+    );
+    let mut svg = open_document(height, title, &subtitle);
+    percentile_panel(&mut svg, report, TITLE_HEIGHT);
+    timeline_panel(&mut svg, report, TITLE_HEIGHT + PLOT_HEIGHT + PANEL_GAP);
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// The soak's picture (`--soak DIR`, `soak.svg`): (a) the server's resident memory and open
+/// file descriptors, with each HSM recycle marked, (b) p99 latency and (c) throughput, each per
+/// sample against time.
+pub fn render_soak(report: &SoakReport, title: &str) -> String {
+    let height = TITLE_HEIGHT + 3.0 * (PLOT_HEIGHT + PANEL_GAP);
+    let summary = &report.summary;
+    let subtitle = format!(
+        "{} samples every {:.1} s over {:.0} s, {} completed, {} errors, {} HSM recycles; checks {}",
+        report.samples.len(),
+        report.every_s,
+        summary.duration_s,
+        summary.completed,
+        summary.errors,
+        summary.hsm_recycles.map_or("unknown".to_owned(), |r| r.to_string()),
+        if summary.passed() { "passed" } else { "FAILED" },
+    );
+    let mut svg = open_document(height, title, &subtitle);
+    let end_s = report.samples.last().map_or(1.0, |s| s.t_s).ceil().max(1.0);
+    let at = |s: &SoakSample| s.t_s;
+
+    let plot = Plot::at(TITLE_HEIGHT);
+    plot.frame(&mut svg, "(a) authz resident memory and open file descriptors", "time since the start (s)");
+    let rss_mib: Vec<(f64, f64)> =
+        report.samples.iter().filter_map(|s| Some((at(s), crate::soak::mib(s.rss_bytes?)))).collect();
+    let fds: Vec<(f64, f64)> = report.samples.iter().filter_map(|s| Some((at(s), s.open_fds? as f64))).collect();
+    let rss_max = nice_max(rss_mib.iter().map(|p| p.1).fold(0.0, f64::max));
+    let fds_max = nice_max(fds.iter().map(|p| p.1).fold(0.0, f64::max));
+    plot.value_axis(&mut svg, rss_max, "resident memory (MiB)", MEMORY_COLOUR, false);
+    plot.value_axis(&mut svg, fds_max, "open file descriptors", FDS_COLOUR, true);
+    plot.time_axis(&mut svg, end_s);
+    // A recycle happened between two samples whose recycle counters differ.
+    for pair in report.samples.windows(2) {
+        if let [before, after] = pair
+            && let (Some(b), Some(a)) = (before.hsm_recycles_total, after.hsm_recycles_total)
+            && a > b
+        {
+            plot.marker(&mut svg, "recycle", plot.x(at(after), end_s), RECYCLE_COLOUR);
+        }
+    }
+    polyline(&mut svg, "rss", MEMORY_COLOUR, &plot.points(&rss_mib, end_s, rss_max));
+    polyline(&mut svg, "fds", FDS_COLOUR, &plot.points(&fds, end_s, fds_max));
+    legend(
+        &mut svg,
+        TITLE_HEIGHT + PLOT_HEIGHT + 60.0,
+        &[("resident memory", MEMORY_COLOUR), ("open fds", FDS_COLOUR), ("HSM recycle", RECYCLE_COLOUR)],
+    );
+
+    let top = TITLE_HEIGHT + PLOT_HEIGHT + PANEL_GAP;
+    let plot = Plot::at(top);
+    plot.frame(&mut svg, "(b) p99 latency between samples", "time since the start (s)");
+    let p99_ms: Vec<(f64, f64)> = report
+        .samples
+        .iter()
+        .filter(|s| s.latency_us_p99 > 0)
+        .map(|s| (at(s), s.latency_us_p99 as f64 / 1000.0))
+        .collect();
+    let p99_max = nice_max(p99_ms.iter().map(|p| p.1).fold(0.0, f64::max));
+    plot.value_axis(&mut svg, p99_max, "p99 latency (ms)", P99_COLOUR, false);
+    plot.time_axis(&mut svg, end_s);
+    polyline(&mut svg, "p99", P99_COLOUR, &plot.points(&p99_ms, end_s, p99_max));
+
+    let top = top + PLOT_HEIGHT + PANEL_GAP;
+    let plot = Plot::at(top);
+    plot.frame(&mut svg, "(c) throughput between samples", "time since the start (s)");
+    let rate: Vec<(f64, f64)> = report.samples.iter().skip(1).map(|s| (at(s), s.throughput_per_s)).collect();
+    let rate_max = nice_max(rate.iter().map(|p| p.1).fold(0.0, f64::max));
+    plot.value_axis(&mut svg, rate_max, "throughput (requests/s)", THROUGHPUT_COLOUR, false);
+    plot.time_axis(&mut svg, end_s);
+    polyline(&mut svg, "throughput", THROUGHPUT_COLOUR, &plot.points(&rate, end_s, rate_max));
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// The document's opening: the svg element, a white background, the title and a subtitle.
+fn open_document(height: f64, title: &str, subtitle: &str) -> String {
     let mut svg = String::new();
     let _ = writeln!(
         svg,
@@ -42,26 +138,22 @@ pub fn render(report: &Report, title: &str) -> String {
         WIDTH / 2.0,
         escape(title)
     );
-    let subtitle = format!(
-        "{} completed in {:.1} s, {:.1} requests/s, {} errors; p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        report.completed,
-        report.elapsed_s,
-        report.throughput_per_s,
-        report.errors_total,
-        report.latency_us.p50 as f64 / 1000.0,
-        report.latency_us.p99 as f64 / 1000.0,
-        report.latency_us.max as f64 / 1000.0,
-    );
     let _ = writeln!(
         svg,
         r##"<text x="{}" y="50" text-anchor="middle" fill="#444">{}</text>"##,
         WIDTH / 2.0,
-        escape(&subtitle)
+        escape(subtitle)
     );
-    percentile_panel(&mut svg, report, TITLE_HEIGHT);
-    timeline_panel(&mut svg, report, TITLE_HEIGHT + PLOT_HEIGHT + PANEL_GAP);
-    svg.push_str("</svg>\n");
     svg
+}
+
+/// A row of legend entries at `y`: a coloured bar and a name each.
+fn legend(svg: &mut String, y: f64, entries: &[(&str, &str)]) {
+    for (index, (name, colour)) in entries.iter().enumerate() {
+        let x = MARGIN_LEFT + 160.0 * index as f64;
+        let _ = writeln!(svg, r#"<rect x="{x}" y="{}" width="14" height="4" fill="{colour}"/>"#, y - 4.0);
+        let _ = writeln!(svg, r#"<text x="{}" y="{y}">{}</text>"#, x + 20.0, escape(name));
+    }
 }
 
 /// A plot area: its pixel box and the value ranges it maps.
@@ -131,6 +223,31 @@ impl Plot {
         );
     }
 
+    /// The time axis from 0 to `end_s` seconds, ticks at a round step.
+    fn time_axis(&self, svg: &mut String, end_s: f64) {
+        let time_step = round_step(end_s / f64::from(VALUE_TICKS));
+        let mut seconds = 0.0;
+        while seconds <= end_s {
+            self.x_tick(svg, self.x(seconds, end_s), &tick_label(seconds));
+            seconds += time_step;
+        }
+    }
+
+    /// (time, value) pairs as pixel coordinates.
+    fn points(&self, values: &[(f64, f64)], end_s: f64, max: f64) -> Vec<(f64, f64)> {
+        values.iter().map(|(t, value)| (self.x(*t, end_s), self.y(*value, max))).collect()
+    }
+
+    /// A dashed vertical line across the plot at pixel `x`, of class `class`.
+    fn marker(&self, svg: &mut String, class: &str, x: f64, colour: &str) {
+        let _ = writeln!(
+            svg,
+            r#"<line class="{class}" x1="{x:.1}" y1="{}" x2="{x:.1}" y2="{}" stroke="{colour}" stroke-dasharray="4 3"/>"#,
+            self.top,
+            self.top + self.height
+        );
+    }
+
     /// A vertical tick with its label under the plot.
     fn x_tick(&self, svg: &mut String, x: f64, label: &str) {
         let bottom = self.top + self.height;
@@ -166,16 +283,11 @@ fn timeline_panel(svg: &mut String, report: &Report, top: f64) {
     let timeline = &report.timeline;
     // The time axis ends at the run's last whole second, with ticks at a round step.
     let end_s = timeline.last().map_or(1.0, |p| p.start_s + p.length_s).ceil().max(1.0);
-    let time_step = round_step(end_s / f64::from(VALUE_TICKS));
     let max_rate = nice_max(timeline.iter().map(|p| p.throughput_per_s).fold(0.0, f64::max));
     let max_p99_ms = nice_max(timeline.iter().map(|p| p.latency_us_p99 as f64 / 1000.0).fold(0.0, f64::max));
     plot.value_axis(svg, max_rate, "throughput (requests/s)", THROUGHPUT_COLOUR, false);
     plot.value_axis(svg, max_p99_ms, "p99 latency (ms)", P99_COLOUR, true);
-    let mut seconds = 0.0;
-    while seconds <= end_s {
-        plot.x_tick(svg, plot.x(seconds, end_s), &tick_label(seconds));
-        seconds += time_step;
-    }
+    plot.time_axis(svg, end_s);
     // Each interval is drawn at its middle.
     let middle = |p: &crate::report::TimePoint| p.start_s + p.length_s / 2.0;
     let throughput: Vec<(f64, f64)> =
@@ -187,12 +299,7 @@ fn timeline_panel(svg: &mut String, report: &Report, top: f64) {
         .collect();
     polyline(svg, "throughput", THROUGHPUT_COLOUR, &throughput);
     polyline(svg, "p99", P99_COLOUR, &p99);
-    let legend_y = top + PLOT_HEIGHT + 60.0;
-    for (index, (name, colour)) in [("throughput", THROUGHPUT_COLOUR), ("p99 latency", P99_COLOUR)].iter().enumerate() {
-        let x = MARGIN_LEFT + 160.0 * index as f64;
-        let _ = writeln!(svg, r#"<rect x="{x}" y="{}" width="14" height="4" fill="{colour}"/>"#, legend_y - 4.0);
-        let _ = writeln!(svg, r#"<text x="{}" y="{legend_y}">{name}</text>"#, x + 20.0);
-    }
+    legend(svg, top + PLOT_HEIGHT + 60.0, &[("throughput", THROUGHPUT_COLOUR), ("p99 latency", P99_COLOUR)]);
 }
 
 fn polyline(svg: &mut String, id: &str, colour: &str, points: &[(f64, f64)]) {
@@ -312,6 +419,41 @@ mod tests {
     fn an_empty_run_still_draws() {
         let report = Recorder::new().unwrap().report("open loop".to_owned(), true);
         check_balanced(&render(&report, "empty"));
+    }
+
+    #[test]
+    fn the_soak_picture_draws_memory_fds_p99_throughput_and_each_recycle() {
+        let samples: Vec<SoakSample> = (0..20u64)
+            .map(|i| SoakSample {
+                t_s: i as f64 * 5.0,
+                completed_total: i * 1000,
+                throughput_per_s: 200.0,
+                latency_us_p99: if i == 0 { 0 } else { 3000 + i * 10 },
+                rss_bytes: Some((40 + i % 4) * 1024 * 1024),
+                open_fds: Some(60),
+                hsm_recycles_total: Some(i / 6),
+                ..SoakSample::default()
+            })
+            .collect();
+        let report = SoakReport {
+            every_s: 5.0,
+            window_s: 20.0,
+            samples,
+            summary: crate::soak::SoakSummary::default(),
+            notes: Vec::new(),
+        };
+        let svg = render_soak(&report, "soak <authz>");
+        check_balanced(&svg);
+        assert!(svg.contains("soak &lt;authz&gt;"), "the title is escaped");
+        assert_eq!(points_of(&svg, "rss"), 20);
+        assert_eq!(points_of(&svg, "fds"), 20);
+        assert_eq!(points_of(&svg, "p99"), 19, "the first sample has no completed request");
+        assert_eq!(points_of(&svg, "throughput"), 19, "the first sample has no interval before it");
+        // The counter goes 0, 1, 2, 3 over the samples: three recycles.
+        assert_eq!(svg.matches("class=\"recycle\"").count(), 3);
+        for label in ["resident memory (MiB)", "open file descriptors", "p99 latency (ms)", "HSM recycle"] {
+            assert!(svg.contains(label), "{label} is on the picture");
+        }
     }
 
     #[test]

@@ -133,6 +133,11 @@ impl Service {
         );
     }
 
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL: no shutdown, no flush, no goodbye.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

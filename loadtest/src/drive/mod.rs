@@ -133,7 +133,8 @@ impl Stop {
         *self.0.borrow()
     }
 
-    async fn stopped(&self) {
+    /// Waits until a stop is asked.
+    pub async fn stopped(&self) {
         let mut receiver = self.0.subscribe();
         // Err only when the sender is dropped, which `self` prevents.
         let _ = receiver.wait_for(|stopped| *stopped).await;
@@ -145,7 +146,7 @@ struct Run {
     context: Arc<Context>,
     clients: Vec<reqwest::Client>,
     pool: SimPool,
-    recorder: Recorder,
+    recorder: Arc<Recorder>,
     settings: Settings,
     deadline: Option<Instant>,
     stop: Stop,
@@ -179,8 +180,30 @@ pub async fn run(
     settings: Settings,
     stop: Stop,
 ) -> Result<(Vec<Payer>, Report), DriveError> {
+    let (payers, report, ()) = run_observed(context, clients, payers, settings, stop, |_, _| async {}).await?;
+    Ok((payers, report))
+}
+
+/// [`run`], with an observer beside it (a soak's sampler): `observe` gets the run's recorder
+/// and a [`Stop`] that is stopped once the last request has completed; the observer's future
+/// runs on its own task, and the run waits for its result after the last request.
+pub async fn run_observed<O, F>(
+    context: Arc<Context>,
+    clients: Vec<reqwest::Client>,
+    payers: Vec<Payer>,
+    settings: Settings,
+    stop: Stop,
+    observe: O,
+) -> Result<(Vec<Payer>, Report, F::Output), DriveError>
+where
+    O: FnOnce(Arc<Recorder>, Stop) -> F,
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
     check_bounds(&settings, clients.len(), payers.len())?;
-    let recorder = Recorder::new()?;
+    let recorder = Arc::new(Recorder::new()?);
+    let finished = Stop::default();
+    let observer = tokio::spawn(observe(Arc::clone(&recorder), finished.clone()));
     let deadline = settings.duration.map(|duration| Instant::now() + duration);
     let run = Arc::new(Run { context, clients, pool: SimPool::new(payers), recorder, settings, deadline, stop });
     let ticker = run.settings.progress.then(|| tokio::spawn(progress_lines(Arc::clone(&run))));
@@ -199,10 +222,12 @@ pub async fn run(
         // Cancelled on purpose: the JoinError says only that.
         let _ = ticker.await;
     }
+    finished.stop();
+    let observed = observer.await.map_err(|_| DriveError::Bounds("the run's observer failed"))?;
     let report = run.recorder.report(mode, run.stop.is_stopped());
     // Every task has ended, so this is the only reference left.
     let run = Arc::into_inner(run).ok_or(DriveError::Bounds("a request task outlived the run"))?;
-    Ok((run.pool.into_payers(), report))
+    Ok((run.pool.into_payers(), report, observed))
 }
 
 fn check_bounds(settings: &Settings, clients: usize, payers: usize) -> Result<(), DriveError> {

@@ -4,6 +4,7 @@
 //! The differences become the report's `server` part: what one authorization cost the server.
 
 pub mod cpu;
+pub mod process;
 pub mod prometheus;
 
 use std::collections::BTreeMap;
@@ -84,10 +85,7 @@ impl ServerProbe {
     /// Reads the metrics and the CPU times now (the machine's and the generator's always, when
     /// /proc can be read).
     pub async fn snapshot(&self) -> Result<ServerSnapshot, ServerError> {
-        let metrics = match &self.metrics_url {
-            Some(url) => Some(self.scrape(url).await?),
-            None => None,
-        };
+        let metrics = self.metrics().await?;
         let cpu = match self.pid {
             Some(pid) => Some(cpu::snapshot(std::path::Path::new("/proc"), pid)?),
             None => None,
@@ -96,6 +94,19 @@ impl ServerProbe {
         let machine = cpu::machine(proc_root).ok();
         let generator_ticks = cpu::snapshot(proc_root, std::process::id()).ok().map(|own| own.process_ticks);
         Ok(ServerSnapshot { at: Instant::now(), metrics, cpu, machine, generator_ticks })
+    }
+
+    /// The server's process id, when known.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// The server's metrics now, when [target] metrics_url is set.
+    pub async fn metrics(&self) -> Result<Option<Vec<Sample>>, ServerError> {
+        match &self.metrics_url {
+            Some(url) => Ok(Some(self.scrape(url).await?)),
+            None => Ok(None),
+        }
     }
 
     async fn scrape(&self, url: &str) -> Result<Vec<Sample>, ServerError> {
