@@ -33,6 +33,9 @@ fn the_demo_day_runs_through_every_party_with_the_expected_outcomes() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(repo.join("scripts/demo"))
         .env("MPS_DEMO_DIR", dir.path().join("demo"))
+        // The demo builds into and runs from this test's own target directory (also when
+        // cargo was given --target-dir rather than CARGO_TARGET_DIR).
+        .env("CARGO_TARGET_DIR", mps_tests::process::target_dir())
         .env_remove("MPS_HSM_PIN")
         .output()
         .unwrap();
