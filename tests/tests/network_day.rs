@@ -48,8 +48,8 @@ fn the_demo_day_runs_through_every_party_with_the_expected_outcomes() {
         // cargo was given --target-dir rather than CARGO_TARGET_DIR), where the checks of the
         // day's end below find `authz` and `settlement`.
         .env("CARGO_TARGET_DIR", mps_tests::process::target_dir())
-        // A shared CI machine is slower than the demo's default day of 18 s allows for;
-        // a longer day costs only the wait for its cut-off.
+        // Steps 3 to 6 take about 10 s on two busy cores, and CI's may be busier than the
+        // demo's default day of 18 s allows for; a longer day costs only the wait for its cut-off.
         .env("MPS_DEMO_DAY_SECONDS", "30")
         .env_remove("MPS_HSM_PIN")
         .output()
