@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mps_authz::app;
 use mps_authz::config::AuthzConfig;
-use mps_authz::ledger::{AccountKind, AccountStatus, NewAccount, SimStatus};
+use mps_authz::ledger::{AccountKind, AccountStatus, InternalAccount, NewAccount, SimStatus};
 use mps_authz::ops::clearing;
 use mps_authz::ops::kek_rotation::{self, RewrapLimits};
 use mps_protocol::money::parse_major_amount_or_zero;
@@ -74,6 +74,9 @@ enum ClearingCommand {
         #[arg(long)]
         positions: PathBuf,
     },
+    /// Show what this bank owes each acquirer and has not settled yet: its settlement
+    /// payables, per acquirer and currency (zero once `settle` has booked every cleared day).
+    Payables,
 }
 
 #[derive(Debug, Subcommand)]
@@ -299,6 +302,20 @@ async fn clearing_with(config: &AuthzConfig, parts: &app::Parts, command: Cleari
                 println!("  to {}  {}  {}", acquirer.as_str(), currency, format_minor(i128::from(*amount), *currency));
             }
             println!("settlement of {} booked", settled.days.join(", "));
+        }
+        ClearingCommand::Payables => {
+            let balances = parts.ledger.internal_balances().await.map_err(CliError::new)?;
+            let mut open = 0_usize;
+            let mut count = 0_usize;
+            for balance in &balances {
+                if let InternalAccount::SettlementPayable { acquirer_iin } = &balance.account {
+                    let amount = format_minor(i128::from(balance.balance), balance.currency);
+                    println!("  to {}  {}  {amount}", acquirer_iin.as_str(), balance.currency);
+                    count += 1;
+                    open += usize::from(balance.balance != 0);
+                }
+            }
+            println!("{count} settlement payable(s), {open} not settled");
         }
     }
     Ok(())

@@ -84,7 +84,8 @@ pub struct ClearingFile {
     pub issuer_iin: String,
     /// The business day, YYYY-MM-DD.
     pub business_day: String,
-    /// The issuer's cut-off, HH:MM UTC: the day ran from the previous day's cut-off to this one.
+    /// The issuer's cut-off, HH:MM (or HH:MM:SS) UTC: the day ran from the previous day's
+    /// cut-off to this one.
     pub cutoff_utc: String,
     /// SHA-256 (lowercase hex) of the issuer's file of the previous business day; null only
     /// in the issuer's first file.
@@ -190,7 +191,7 @@ impl ClearingFile {
             return Err(field("business_day", "must be a date YYYY-MM-DD"));
         }
         if !is_cutoff(&self.cutoff_utc) {
-            return Err(field("cutoff_utc", "must be HH:MM"));
+            return Err(field("cutoff_utc", "must be HH:MM or HH:MM:SS"));
         }
         if self.previous_sha256.as_deref().is_some_and(|hash| !is_hex(hash, 64)) {
             return Err(field("previous_sha256", "must be 64 lowercase hex digits or null"));
@@ -310,12 +311,30 @@ fn is_day(text: &str) -> bool {
     parse_day(text).is_some()
 }
 
+/// A cut-off as the issuers' configuration and the files spell it: a UTC time of day, HH:MM,
+/// or HH:MM:SS for one that is not on the minute. The one parser of that spelling.
+pub fn parse_cutoff(text: &str) -> Option<time::Time> {
+    let mut parts = text.split(':');
+    let (hours, minutes, seconds) = (parts.next()?, parts.next()?, parts.next());
+    if parts.next().is_some() {
+        return None;
+    }
+    let two_digits = |part: &str| if is_digits(part, 2) { part.parse::<u8>().ok() } else { None };
+    let seconds = match seconds {
+        None => 0,
+        Some(seconds) => two_digits(seconds)?,
+    };
+    time::Time::from_hms(two_digits(hours)?, two_digits(minutes)?, seconds).ok()
+}
+
+/// The spelling of a cut-off: HH:MM on the minute, else HH:MM:SS (what [`parse_cutoff`] reads).
+pub fn cutoff_text(cutoff: time::Time) -> String {
+    let (hours, minutes, seconds) = cutoff.as_hms();
+    if seconds == 0 { format!("{hours:02}:{minutes:02}") } else { format!("{hours:02}:{minutes:02}:{seconds:02}") }
+}
+
 fn is_cutoff(text: &str) -> bool {
-    let Some((hours, minutes)) = text.split_once(':') else { return false };
-    is_digits(hours, 2)
-        && is_digits(minutes, 2)
-        && hours.parse::<u8>().is_ok_and(|h| h < 24)
-        && minutes.parse::<u8>().is_ok_and(|m| m < 60)
+    parse_cutoff(text).is_some()
 }
 
 #[cfg(test)]
@@ -419,6 +438,14 @@ mod tests {
     #[test]
     fn the_cutoff_and_the_file_name_have_one_spelling() {
         assert!(is_cutoff("22:00") && is_cutoff("00:00") && !is_cutoff("24:00") && !is_cutoff("9:00"));
+        assert!(is_cutoff("20:55:30") && is_cutoff("23:59:59") && is_cutoff("06:30:00"));
+        for bad in ["20:55:60", "20:55:3", "20:55:", "20:55:30:00", "20:55:+3", "20:55:30Z", ":00", ""] {
+            assert!(!is_cutoff(bad), "{bad}");
+        }
+        for text in ["00:00", "22:00", "20:55:30"] {
+            assert_eq!(cutoff_text(parse_cutoff(text).unwrap()), text);
+        }
+        assert_eq!(cutoff_text(parse_cutoff("06:30:00").unwrap()), "06:30", "on the minute: HH:MM");
         assert_eq!(file_name("400012", "2026-11-30"), "clearing-400012-2026-11-30.json");
     }
 }

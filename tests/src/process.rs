@@ -17,6 +17,12 @@ fn profile_dir() -> PathBuf {
     exe.parent().and_then(Path::parent).unwrap().to_owned()
 }
 
+/// The target directory of the running test binary (`<target>` for `<target>/debug/deps/x`):
+/// where a script it runs should build (`CARGO_TARGET_DIR`).
+pub fn target_dir() -> PathBuf {
+    profile_dir().parent().unwrap().to_owned()
+}
+
 /// The binary `name` from the same target directory as the running test.
 pub fn binary(name: &str) -> PathBuf {
     let path = profile_dir().join(name);

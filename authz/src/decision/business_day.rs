@@ -5,7 +5,7 @@ use time::{Date, Duration, OffsetDateTime, Time};
 
 /// Why a cut-off text was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cut-off must be a UTC time of day as HH:MM, e.g. \"22:00\"")]
+#[error("cut-off must be a UTC time of day as HH:MM or HH:MM:SS, e.g. \"22:00\" or \"20:55:30\"")]
 pub struct BadCutoff;
 
 /// The configured end of the business day, UTC.
@@ -13,15 +13,10 @@ pub struct BadCutoff;
 pub struct Cutoff(Time);
 
 impl Cutoff {
-    /// Parses "HH:MM".
+    /// Parses "HH:MM" or "HH:MM:SS" (the clearing files' own spelling,
+    /// [`mps_settlement::clearing::parse_cutoff`]).
     pub fn parse(text: &str) -> Result<Self, BadCutoff> {
-        let (hours, minutes) = text.split_once(':').ok_or(BadCutoff)?;
-        if hours.len() != 2 || minutes.len() != 2 {
-            return Err(BadCutoff);
-        }
-        let hours: u8 = hours.parse().map_err(|_| BadCutoff)?;
-        let minutes: u8 = minutes.parse().map_err(|_| BadCutoff)?;
-        Time::from_hms(hours, minutes, 0).map(Self).map_err(|_| BadCutoff)
+        mps_settlement::clearing::parse_cutoff(text).map(Self).ok_or(BadCutoff)
     }
 
     /// The business day of an instant: after the cut-off, the next calendar day.
@@ -38,9 +33,9 @@ impl Cutoff {
         date.with_time(self.0).assume_utc()
     }
 
-    /// The cut-off as HH:MM.
+    /// The cut-off as HH:MM, or HH:MM:SS when it is not on the minute.
     pub fn as_text(&self) -> String {
-        format!("{:02}:{:02}", self.0.hour(), self.0.minute())
+        mps_settlement::clearing::cutoff_text(self.0)
     }
 }
 
@@ -51,7 +46,7 @@ mod tests {
 
     #[test]
     fn a_day_ends_where_the_next_begins() {
-        for text in ["00:00", "22:00", "06:30"] {
+        for text in ["00:00", "22:00", "06:30", "20:55:30", "23:59:59", "00:00:01"] {
             let cutoff = Cutoff::parse(text).unwrap();
             assert_eq!(cutoff.as_text(), text);
             let day = time::macros::date!(2026 - 11 - 30);
@@ -77,8 +72,33 @@ mod tests {
     }
 
     #[test]
+    fn a_cutoff_with_seconds_ends_the_day_on_that_second() {
+        let cutoff = Cutoff::parse("20:55:30").unwrap();
+        assert_eq!(cutoff.business_day(datetime!(2026-11-30 20:55:29.999 UTC)).to_string(), "2026-11-30");
+        assert_eq!(cutoff.business_day(datetime!(2026-11-30 20:55:30 UTC)).to_string(), "2026-12-01");
+        assert_eq!(cutoff.day_end(time::macros::date!(2026 - 11 - 30)), datetime!(2026-11-30 20:55:30 UTC));
+        // Just after midnight: the day that began at yesterday's cut-off ends today.
+        let early = Cutoff::parse("00:00:15").unwrap();
+        assert_eq!(early.business_day(datetime!(2026-11-30 23:59:58 UTC)).to_string(), "2026-12-01");
+        assert_eq!(early.business_day(datetime!(2026-12-01 00:00:14 UTC)).to_string(), "2026-12-01");
+        assert_eq!(early.day_end(time::macros::date!(2026 - 12 - 01)), datetime!(2026-12-01 00:00:15 UTC));
+    }
+
+    #[test]
+    fn on_the_minute_seconds_are_the_same_cutoff() {
+        assert_eq!(Cutoff::parse("22:00:00"), Cutoff::parse("22:00"));
+        assert_eq!(Cutoff::parse("22:00:00").unwrap().as_text(), "22:00");
+        assert_eq!(
+            Cutoff::parse("00:00:00").unwrap().day_end(time::macros::date!(2026 - 11 - 30)),
+            datetime!(2026-12-01 00:00 UTC)
+        );
+    }
+
+    #[test]
     fn bad_cutoffs_are_refused() {
-        for text in ["24:00", "7:00", "07:60", "0700", "", "aa:bb"] {
+        for text in
+            ["24:00", "7:00", "07:60", "0700", "", "aa:bb", "07:00:60", "07:00:5", "07:00:", "07:00:00:00", "07:00:0a"]
+        {
             assert_eq!(Cutoff::parse(text), Err(BadCutoff), "{text}");
         }
     }
