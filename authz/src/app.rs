@@ -14,6 +14,7 @@ use crate::decision::{Authorizer, DecisionSettings};
 use crate::front::{admin, routes, server, tls};
 use crate::ledger::Ledger;
 use crate::ops::metrics::Metrics;
+use crate::ops::recent::RecentDecisions;
 use crate::ops::revocation::{self, Revocation};
 
 /// Why the server could not start or stopped with an error.
@@ -200,9 +201,11 @@ pub async fn start(config: &AuthzConfig, parts: Parts) -> Result<RunningServer, 
     let revocation = Arc::new(Revocation::load(config, Arc::clone(&metrics)).map_err(AppError::Pki)?);
     let authorizer = Arc::new(authorizer(config, &parts, revocation.merchant_verifier())?);
     let in_flight = Arc::new(Semaphore::new(config.server.in_flight_max));
+    let recent = Arc::new(RecentDecisions::new(config.admin.recent_decisions_max));
     let state = Arc::new(routes::AppState {
         authorizer: Arc::clone(&authorizer),
         metrics: Arc::clone(&metrics),
+        recent: Arc::clone(&recent),
         in_flight: Arc::clone(&in_flight),
         request_timeout: config.server.request_timeout(),
     });
@@ -211,6 +214,7 @@ pub async fn start(config: &AuthzConfig, parts: Parts) -> Result<RunningServer, 
         authorizer,
         metrics: Arc::clone(&metrics),
         revocation: Arc::clone(&revocation),
+        recent,
     }));
     let listener = server::bind(config.server.listen).await?;
     let admin_listener = server::bind(config.admin.listen).await?;

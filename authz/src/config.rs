@@ -167,14 +167,17 @@ impl ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Address of /metrics, /healthz, /readyz.
+    /// Address of /metrics, /healthz, /readyz and the operator's console (/console).
     #[serde(default = "defaults::admin_listen")]
     pub listen: SocketAddr,
+    /// Answers the console lists under "most recent decisions" (1 to 1000): the ring's bound.
+    #[serde(default = "defaults::recent_decisions_max")]
+    pub recent_decisions_max: usize,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { listen: defaults::admin_listen() }
+        Self { listen: defaults::admin_listen(), recent_decisions_max: defaults::recent_decisions_max() }
     }
 }
 
@@ -337,6 +340,9 @@ mod defaults {
     pub fn admin_listen() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 9464))
     }
+    pub fn recent_decisions_max() -> usize {
+        50
+    }
     pub fn transport_key() -> String {
         "mps-tk-demo".to_owned()
     }
@@ -413,6 +419,9 @@ impl AuthzConfig {
         self.server.listener_limits().check().map_err(ConfigError::Invalid)?;
         if self.server.client_ca.is_empty() {
             return invalid("server.client_ca must name at least one CA file: clients must present certificates");
+        }
+        if !(1..=1000).contains(&self.admin.recent_decisions_max) {
+            return invalid("admin.recent_decisions_max must be 1 to 1000");
         }
         if !(100..=3_600_000).contains(&self.revocation.check_interval_ms) {
             return invalid("revocation.check_interval_ms must be 100 to 3600000");
@@ -523,5 +532,9 @@ mod tests {
         assert!(AuthzConfig::from_parts(&example(), vars).is_err());
         let vars = vec![("MPS_AUTHZ__ISSUER__IIN".to_owned(), "12345".to_owned())];
         assert!(AuthzConfig::from_parts(&example(), vars).is_err());
+        for unbounded in ["0", "1001"] {
+            let vars = vec![("MPS_AUTHZ__ADMIN__RECENT_DECISIONS_MAX".to_owned(), unbounded.to_owned())];
+            assert!(AuthzConfig::from_parts(&example(), vars).is_err(), "recent_decisions_max {unbounded}");
+        }
     }
 }

@@ -28,6 +28,7 @@ pub mod reversal;
 pub mod rules;
 pub mod signature;
 pub mod sim;
+pub mod summary;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,6 +49,7 @@ use self::business_day::Cutoff;
 use self::locks::LockTable;
 use self::request::AuthorizationRequest;
 use self::signature::AnswerSigner;
+use self::summary::About;
 
 /// What the decision hands the front end: `front/` alone turns it into HTTP.
 #[derive(Debug)]
@@ -60,6 +62,9 @@ pub enum Reply {
         signature: String,
         /// The ISO 8583 code inside, for metrics and logs.
         code: ResponseCode,
+        /// What it was about, for the operator's console (boxed: it would double the size of
+        /// every `Reply` and `Early` result).
+        about: Box<About>,
     },
     /// Refused before any decision: nothing is signed, stored or changed.
     Refused(Refusal),
@@ -227,7 +232,7 @@ impl Authorizer {
         match self.authenticate(&request, &packet, attempt).await? {
             Authentication::Reply(reply) => Ok(reply),
             // Signed after every lock is released: refusing garbage holds no SIM's lock.
-            Authentication::Refused(code) => self.unauthenticated(&request, code).await,
+            Authentication::Refused(code) => self.unauthenticated(&request, &packet.fields.sim_id, code).await,
         }
     }
 
@@ -287,7 +292,9 @@ impl Authorizer {
         match sim::check(sim.as_ref(), packet, &request.payer_packet) {
             Err(code) => return Ok(Err(Authentication::Refused(code))),
             Ok(sim::CounterVerdict::Retransmission) => {
-                return Ok(Err(Authentication::Reply(Self::stored_answer(sim.as_ref()))));
+                let about =
+                    About::order(request.merchant_id, request.amount, request.currency).with_sim(&packet.fields.sim_id);
+                return Ok(Err(Authentication::Reply(Self::stored_answer(sim.as_ref(), about))));
             }
             Ok(sim::CounterVerdict::NextSession) => {}
         }
@@ -394,7 +401,10 @@ impl Authorizer {
             code = decision.code.as_str(),
             "authorization decided"
         );
-        Ok(Reply::Processed { body, signature, code: decision.code })
+        let about = About::order(request.merchant_id, request.amount, request.currency)
+            .with_sim(&sim.sim_id)
+            .with_account(&opened.account);
+        Ok(Reply::Processed { body, signature, code: decision.code, about: Box::new(about) })
     }
 
     /// Steps 8 to 12 on the account, in order; the first refusal wins.
@@ -450,21 +460,28 @@ impl Authorizer {
 
     /// A processed answer without a SIM answer: the packet could not be authenticated (14, 62
     /// for a blocked SIM, 63). Nothing is stored and the SIM's state does not move.
-    async fn unauthenticated(&self, request: &AuthorizationRequest, code: ResponseCode) -> Early<Reply> {
+    async fn unauthenticated(
+        &self,
+        request: &AuthorizationRequest,
+        sim_id: &mps_protocol::SimId,
+        code: ResponseCode,
+    ) -> Early<Reply> {
         let txn_id = approve::new_txn_id();
         let body = response::body(request, code, AuthCode::NONE, txn_id, OffsetDateTime::now_utc(), None);
         let signature = self.sign(&body).await?;
         tracing::info!(txn_id = %txn_id.to_hex(), code = code.as_str(), "authorization refused before authentication");
-        Ok(Reply::Processed { body, signature, code })
+        let about = About::order(request.merchant_id, request.amount, request.currency).with_sim(sim_id);
+        Ok(Reply::Processed { body, signature, code, about: Box::new(about) })
     }
 
     /// The byte-identical stored answer of a retransmitted packet.
-    fn stored_answer(sim: Option<&SimRecord>) -> Reply {
+    fn stored_answer(sim: Option<&SimRecord>, about: About) -> Reply {
         match sim.and_then(|sim| sim.last_answer.as_ref()) {
             Some(stored) => Reply::Processed {
                 body: stored.response_body.clone(),
                 signature: stored.response_signature.clone(),
                 code: stored.response_code,
+                about: Box::new(about),
             },
             // sim::check only reports a retransmission when a stored answer exists.
             None => Reply::Unavailable(Dependency::Ledger),

@@ -18,6 +18,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::attempt::Attempt;
 use super::request::BadRequest;
+use super::summary::About;
 use super::{Authorizer, Dependency, Early, Refusal, Reply, approve};
 use crate::ledger::{ReversalCommit, ReversalOutcome, ReversalReason};
 use crate::ops::metrics::Stage;
@@ -116,12 +117,13 @@ fn answer_body(
 
 impl Authorizer {
     /// The stored answer of the reversal whose request had SHA-256 `digest`, as a reply.
-    async fn stored_reversal(&self, digest: [u8; 32]) -> Early<Option<Reply>> {
+    async fn stored_reversal(&self, digest: [u8; 32], about: &About) -> Early<Option<Reply>> {
         let stored = self.ledger_call(self.ledger.stored_reversal(digest)).await?;
         Ok(stored.map(|stored| Reply::Processed {
             body: stored.response_body,
             signature: stored.response_signature,
             code: stored.response_code,
+            about: Box::new(about.clone()),
         }))
     }
 
@@ -146,12 +148,13 @@ impl Authorizer {
             )))));
         }
         let digest: [u8; 32] = Sha256::digest(body).into();
-        if let Some(stored) = self.stored_reversal(digest).await? {
+        let about = About::order(request.merchant_id, request.amount, request.currency);
+        if let Some(stored) = self.stored_reversal(digest, &about).await? {
             return Ok(stored);
         }
         let _order_guard = self.order_locks.lock(&(request.merchant_id, request.order_no)).await;
         // The same request may have been answered while this one waited for the lock.
-        if let Some(stored) = self.stored_reversal(digest).await? {
+        if let Some(stored) = self.stored_reversal(digest, &about).await? {
             return Ok(stored);
         }
         if let Some(txn_id) = request.txn_id {
@@ -207,7 +210,11 @@ impl Authorizer {
             code = code.as_str(),
             "reversal decided"
         );
-        Ok(Reply::Processed { body, signature, code })
+        let about = match &approval {
+            Some(approval) => about.with_account(&approval.transaction.account),
+            None => about,
+        };
+        Ok(Reply::Processed { body, signature, code, about: Box::new(about) })
     }
 }
 

@@ -1,4 +1,5 @@
-//! The route table of the gateway-facing listener, and its one handler.
+//! The route table of the gateway-facing listener, and its one handler. Each answer is also
+//! counted in the metrics and summarised for the operator's console as it leaves.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,8 +16,10 @@ use tracing::Instrument;
 use super::problem;
 use crate::decision::attempt::{Attempt, GaveUp};
 use crate::decision::packet::PacketRefusal;
+use crate::decision::summary::About;
 use crate::decision::{Authorizer, Dependency, Refusal, Reply};
 use crate::ops::metrics::Metrics;
+use crate::ops::recent::{self, DecisionSummary, RecentDecisions};
 
 /// Header carrying detached JWS signatures, both ways.
 pub const JWS_HEADER: &str = "x-jws-signature";
@@ -29,6 +32,8 @@ pub struct AppState {
     pub authorizer: Arc<Authorizer>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The last answers, for the operator's console.
+    pub recent: Arc<RecentDecisions>,
     /// Bounds authorizations in flight, counting those whose caller has gone but whose
     /// booking is still completing.
     pub in_flight: Arc<Semaphore>,
@@ -62,6 +67,23 @@ enum Operation {
     Reverse,
 }
 
+impl Operation {
+    fn summarised(self) -> recent::Operation {
+        match self {
+            Self::Authorize => recent::Operation::Authorization,
+            Self::Reverse => recent::Operation::Reversal,
+        }
+    }
+}
+
+/// What [`into_response`] leaves in the response's extensions for [`serve`] to summarise: the
+/// ISO 8583 code the answer carries and what the decision was about.
+#[derive(Debug, Clone)]
+struct Answered {
+    code: mps_protocol::ResponseCode,
+    about: Box<About>,
+}
+
 async fn authorize(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -90,11 +112,15 @@ async fn serve(
         Operation::Authorize => tracing::info_span!("authorization", request_id = %request_id),
         Operation::Reverse => tracing::info_span!("reversal", request_id = %request_id),
     };
-    let response = handle(&state, &headers, body, operation).instrument(span.clone()).await;
+    let mut response = handle(&state, &headers, body, operation).instrument(span.clone()).await;
     let status = response.status();
+    let elapsed = started.elapsed();
     state.metrics.http_status.with_label_values(&[status.as_str()]).inc();
-    state.metrics.request_seconds.with_label_values(&[status.as_str()]).observe(started.elapsed().as_secs_f64());
-    let mut response = response;
+    state.metrics.request_seconds.with_label_values(&[status.as_str()]).observe(elapsed.as_secs_f64());
+    let answered = response.extensions_mut().remove::<Answered>();
+    let code = answered.as_ref().map(|answered| answered.code.as_str());
+    let about = answered.map(|answered| answered.about).unwrap_or_default();
+    state.recent.record(DecisionSummary::new(operation.summarised(), status.as_u16(), code, &about, elapsed));
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
@@ -198,9 +224,10 @@ impl Drop for GiveUpOnDrop<'_> {
 
 fn into_response(state: &AppState, reply: Reply) -> Response {
     match reply {
-        Reply::Processed { body, signature, code } => {
+        Reply::Processed { body, signature, code, about } => {
             state.metrics.responses.with_label_values(&[code.as_str()]).inc();
             let mut response = (StatusCode::OK, body).into_response();
+            response.extensions_mut().insert(Answered { code, about });
             let headers = response.headers_mut();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             if let Ok(value) = HeaderValue::from_str(&signature) {
@@ -213,6 +240,7 @@ fn into_response(state: &AppState, reply: Reply) -> Response {
             state.metrics.responses.with_label_values(&[code.as_str()]).inc();
             let (status, title) = refusal_status(&refusal);
             let mut response = problem::response(status, title, &refusal.to_string(), Some(code));
+            response.extensions_mut().insert(Answered { code, about: Box::default() });
             if matches!(refusal, Refusal::Throttled) {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
             }
@@ -223,12 +251,10 @@ fn into_response(state: &AppState, reply: Reply) -> Response {
                 "the issuer cannot decide now ({} unavailable); nothing was approved, retry later",
                 dependency.as_str()
             );
-            let mut response = problem::response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Issuer unavailable",
-                &detail,
-                Some(mps_protocol::ResponseCode::IssuerUnavailable),
-            );
+            let code = mps_protocol::ResponseCode::IssuerUnavailable;
+            let mut response =
+                problem::response(StatusCode::SERVICE_UNAVAILABLE, "Issuer unavailable", &detail, Some(code));
+            response.extensions_mut().insert(Answered { code, about: Box::default() });
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             response
         }
@@ -241,6 +267,8 @@ fn into_response(state: &AppState, reply: Reply) -> Response {
                  again, and its retransmission gets the stored answer (or reverse the order)",
                 Some(mps_protocol::ResponseCode::IssuerUnavailable),
             );
+            let code = mps_protocol::ResponseCode::IssuerUnavailable;
+            response.extensions_mut().insert(Answered { code, about: Box::default() });
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             response
         }
