@@ -263,3 +263,26 @@ async fn expired_sessions_are_reaped_by_the_next_open_which_then_fits() {
     assert!(matches!(err, HsmError::TicketExpired), "{err:?}");
     drop(second);
 }
+
+#[tokio::test]
+async fn a_kek_version_outside_1_to_999_is_an_invalid_wrapped_key_and_one_inside_is_looked_up() {
+    use mps_hsm::custody::KEK_VERSION_MAX;
+    let hsm = hsm().await;
+    let sim = Sim::new([0xCD; 32], Rsn([6; 8]));
+    let wrapped = wrap_known_chain_key(&hsm, sim.chain_key.expose()).await.unwrap();
+    let packet = sim.packet(100, [8; 16]);
+    // No KEK can have versions 0 or above 999 (labels name 1 to 999): refused without a lookup.
+    // Versions 2 and 999 could exist after rotations; this token has only 1, so the lookup fails.
+    for (kek_version, looked_up) in
+        [(0, false), (KEK_VERSION_MAX + 1, false), (u32::MAX, false), (2, true), (KEK_VERSION_MAX, true)]
+    {
+        let stored = mps_hsm::WrappedChainKey { kek_version, ..wrapped };
+        let err = hsm.open_session(&stored, packet.fields.counter, sim.rsn, &packet).await.unwrap_err();
+        if looked_up {
+            assert!(matches!(err, SessionError::Hsm(HsmError::KeyNotFound { .. })), "{kek_version}: {err:?}");
+        } else {
+            assert!(matches!(err, SessionError::Hsm(HsmError::WrappedKeyInvalid)), "{kek_version}: {err:?}");
+        }
+    }
+    assert!(hsm.open_session(&wrapped, packet.fields.counter, sim.rsn, &packet).await.is_ok(), "the token's own KEK");
+}
