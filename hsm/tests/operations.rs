@@ -223,3 +223,66 @@ async fn opened_sessions_are_bounded_in_number_and_time() {
     // The expired second session is reaped by the next open, which then fits.
     assert!(hsm.open_session(&wrapped, packet.fields.counter, sim.rsn, &packet).await.is_ok());
 }
+
+#[tokio::test]
+async fn an_opened_session_prints_its_masked_account_and_its_ticket_and_no_secret() {
+    let hsm = hsm().await;
+    let sim = Sim::new([0xAB; 32], Rsn([2; 8]));
+    let wrapped = wrap_known_chain_key(&hsm, sim.chain_key.expose()).await.unwrap();
+    let packet = sim.packet(100, [6; 16]);
+    let opened = hsm.open_session(&wrapped, packet.fields.counter, sim.rsn, &packet).await.unwrap();
+    let shown = format!("{opened:?}");
+    let account = format!("{:?}", opened.account);
+    assert!(shown.starts_with("OpenedSession {"), "{shown}");
+    assert!(shown.contains(&format!("account: {account}")), "the masked account: {shown}");
+    assert!(shown.contains("PasswordVerificationValue(<redacted>)"), "{shown}");
+    assert!(shown.contains("ticket: SessionTicket { id: "), "{shown}");
+    assert!(!shown.contains(common::ACCOUNT) && !shown.contains(common::PASSWORD), "{shown}");
+}
+
+#[tokio::test]
+async fn expired_sessions_are_reaped_by_the_next_open_which_then_fits() {
+    let mut config = token().config.clone();
+    config.pool_size = 1;
+    config.tickets_per_worker_max = 2;
+    config.ticket_ttl_ms = 200;
+    let hsm = mps_hsm::Hsm::connect(config).await.unwrap();
+    let sim = Sim::new([0xBC; 32], Rsn([5; 8]));
+    let wrapped = wrap_known_chain_key(&hsm, sim.chain_key.expose()).await.unwrap();
+    let packet = sim.packet(100, [7; 16]);
+    let first = hsm.open_session(&wrapped, packet.fields.counter, sim.rsn, &packet).await.unwrap();
+    let second = hsm.open_session(&wrapped, packet.fields.counter, sim.rsn, &packet).await.unwrap();
+    assert_eq!(hsm.metrics().open_sessions, 2);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Both places are held by expired sessions whose tickets are still alive (neither sealed nor
+    // dropped): only reaping them makes room for the next session.
+    let third = hsm.open_session(&wrapped, packet.fields.counter, sim.rsn, &packet).await;
+    assert!(third.is_ok(), "{third:?}");
+    assert_eq!(hsm.metrics().open_sessions, 1, "the two expired sessions were discarded");
+    let err = hsm.seal_answer(first.ticket, approved(1)).await.unwrap_err();
+    assert!(matches!(err, HsmError::TicketExpired), "{err:?}");
+    drop(second);
+}
+
+#[tokio::test]
+async fn a_kek_version_outside_1_to_999_is_an_invalid_wrapped_key_and_one_inside_is_looked_up() {
+    use mps_hsm::custody::KEK_VERSION_MAX;
+    let hsm = hsm().await;
+    let sim = Sim::new([0xCD; 32], Rsn([6; 8]));
+    let wrapped = wrap_known_chain_key(&hsm, sim.chain_key.expose()).await.unwrap();
+    let packet = sim.packet(100, [8; 16]);
+    // No KEK can have versions 0 or above 999 (labels name 1 to 999): refused without a lookup.
+    // Versions 2 and 999 could exist after rotations; this token has only 1, so the lookup fails.
+    for (kek_version, looked_up) in
+        [(0, false), (KEK_VERSION_MAX + 1, false), (u32::MAX, false), (2, true), (KEK_VERSION_MAX, true)]
+    {
+        let stored = mps_hsm::WrappedChainKey { kek_version, ..wrapped };
+        let err = hsm.open_session(&stored, packet.fields.counter, sim.rsn, &packet).await.unwrap_err();
+        if looked_up {
+            assert!(matches!(err, SessionError::Hsm(HsmError::KeyNotFound { .. })), "{kek_version}: {err:?}");
+        } else {
+            assert!(matches!(err, SessionError::Hsm(HsmError::WrappedKeyInvalid)), "{kek_version}: {err:?}");
+        }
+    }
+    assert!(hsm.open_session(&wrapped, packet.fields.counter, sim.rsn, &packet).await.is_ok(), "the token's own KEK");
+}

@@ -420,4 +420,25 @@ mod tests {
         assert_eq!(err.sqlite_error_code(), Some(rusqlite::ErrorCode::ConstraintViolation), "{err}");
         drop(dir);
     }
+
+    /// The answer kept for retransmission (body plus signature header) may fill
+    /// `stored_answer_bytes_max` exactly; one byte more refuses the whole commit.
+    #[tokio::test]
+    async fn a_stored_answer_may_fill_its_limit_and_not_one_byte_more() {
+        let config = LedgerConfig { stored_answer_bytes_max: 1_024, ..LedgerConfig::default() };
+        let (_dir, _path, ledger) = open_ledger(config);
+        ledger.create_account(debit(1, 1_000)).await.unwrap();
+        register(&ledger, 1, &[1]).await;
+        let answered_in = |counter, bytes: usize| {
+            let commit = approval(1, counter, 1, 10);
+            let body_bytes = bytes - commit.response_signature.len();
+            SessionCommit { response_body: vec![b'x'; body_bytes], ..commit }
+        };
+        let over = ledger.commit_session(answered_in(1, 1_025)).await.unwrap_err();
+        assert!(matches!(over, LedgerError::InvalidInput("stored answer too large")), "{over:?}");
+        assert_eq!(ledger.sim(&sim_id(1)).await.unwrap().unwrap().counter.value(), 0, "nothing stored");
+        ledger.commit_session(answered_in(1, 1_024)).await.unwrap();
+        let stored = ledger.sim(&sim_id(1)).await.unwrap().unwrap().last_answer.unwrap();
+        assert_eq!(stored.response_body.len() + stored.response_signature.len(), 1_024);
+    }
 }
