@@ -8,53 +8,23 @@ use std::path::Path;
 use std::process::Command;
 
 use mps_hsm::testing::TestToken;
-use mps_tests::{Bank, MERCHANT_ID};
+use mps_tests::Bank;
 
-/// The bank's authz configuration as a file, naming the test token's transport key.
-fn write_authz_config(dir: &Path, config_text: &str, transport_key_label: &str) -> std::path::PathBuf {
-    let text = config_text.replacen("[issuer]\n", &format!("[issuer]\ntransport_key = \"{transport_key_label}\"\n"), 1);
-    assert_ne!(text, config_text, "the test configuration has an [issuer] section");
-    let path = dir.join("authz.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
+mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_binary_runs_verifies_observes_the_server_and_writes_json_and_svg() {
     let token = TestToken::shared().unwrap();
     let files = Bank::builder().files().await;
     let dir = files.dir.path().to_owned();
-    let authz_config = write_authz_config(&dir, &files.config_text, &token.transport_key_label);
-    let transport_key_file = dir.join("vendor-transport.key");
-    std::fs::write(&transport_key_file, hex::encode(mps_tests::transport_key().expose())).unwrap();
+    let (authz_config, transport_key_file) =
+        common::write_harness_files(&dir, "authz.toml", &files.config_text, &token.transport_key_label);
     let mut bank = Bank::start_from(files).await;
     let (json, svg) = (dir.join("report.json"), dir.join("report.svg"));
     let path = |p: &Path| p.display().to_string();
-    let args: Vec<String> = vec![
-        "--authz-config".into(),
-        path(&authz_config),
-        "--transport-key-file".into(),
-        path(&transport_key_file),
-        "--payers".into(),
-        "4".into(),
-        "--target".into(),
-        "authz".into(),
-        "--url".into(),
-        bank.url.clone(),
-        "--scheme-ca".into(),
-        path(&bank.pki.root_file()),
-        "--crl".into(),
-        path(&bank.pki.crls_file()),
-        "--cert".into(),
-        path(&bank.gateway_leaf.chain_file),
-        "--key".into(),
-        path(&bank.gateway_leaf.key_file),
-        "--merchant-id".into(),
-        MERCHANT_ID.into(),
-        "--merchant-cert".into(),
-        path(&dir.join("merchant.crt")),
-        "--merchant-key".into(),
-        path(&dir.join("merchant.key")),
+    let mut args =
+        common::bank_args(&authz_config, &transport_key_file, 4, &bank.url, &bank.pki, &bank.gateway_leaf, &dir);
+    args.extend::<[String; _]>([
         "--connections".into(),
         "2".into(),
         "--count".into(),
@@ -78,7 +48,7 @@ async fn the_binary_runs_verifies_observes_the_server_and_writes_json_and_svg() 
         "--svg".into(),
         path(&svg),
         "--quiet".into(),
-    ];
+    ]);
     // The bank serves on this runtime: the binary runs on a blocking thread.
     let output =
         tokio::task::spawn_blocking(move || Command::new(env!("CARGO_BIN_EXE_loadtest")).args(&args).output().unwrap())

@@ -15,7 +15,9 @@ use std::process::Command;
 
 use mps_hsm::testing::{TestToken, USER_PIN};
 use mps_tests::process::{Service, build_binary};
-use mps_tests::{Bank, MERCHANT_ID, free_port};
+use mps_tests::{Bank, free_port};
+
+mod common;
 
 /// The variable that carries the HSM PIN to `authz` and `loadtest`.
 const PIN_ENV: &str = "MPS_HSM_PIN";
@@ -43,16 +45,8 @@ async fn a_minute_of_hsm_recycles_fails_no_request_and_keeps_memory_under_its_ce
     std::fs::write(&authz_config, &config_text).unwrap();
     // The harness opens the same HSM and ledger to register its payers; its copy of the
     // configuration names the SIM vendor's transport key.
-    let harness_config = dir.join("authz-for-loadtest.toml");
-    let with_transport_key = config_text.replacen(
-        "[issuer]\n",
-        &format!("[issuer]\ntransport_key = \"{}\"\n", token.transport_key_label),
-        1,
-    );
-    assert_ne!(with_transport_key, config_text, "the configuration has an [issuer] section");
-    std::fs::write(&harness_config, with_transport_key).unwrap();
-    let transport_key_file = dir.join("vendor-transport.key");
-    std::fs::write(&transport_key_file, hex::encode(mps_tests::transport_key().expose())).unwrap();
+    let (harness_config, transport_key_file) =
+        common::write_harness_files(&dir, "authz-for-loadtest.toml", &config_text, &token.transport_key_label);
 
     let hsm_env = vec![
         (OsString::from(PIN_ENV), OsString::from(USER_PIN)),
@@ -66,31 +60,16 @@ async fn a_minute_of_hsm_recycles_fails_no_request_and_keeps_memory_under_its_ce
 
     let soak_dir = dir.join("soak");
     let path = |p: &Path| p.display().to_string();
-    let args: Vec<String> = vec![
-        "--authz-config".into(),
-        path(&harness_config),
-        "--transport-key-file".into(),
-        path(&transport_key_file),
-        "--payers".into(),
-        "64".into(),
-        "--target".into(),
-        "authz".into(),
-        "--url".into(),
-        format!("https://{listen}"),
-        "--scheme-ca".into(),
-        path(&files.pki.root_file()),
-        "--crl".into(),
-        path(&files.pki.crls_file()),
-        "--cert".into(),
-        path(&files.gateway_leaf.chain_file),
-        "--key".into(),
-        path(&files.gateway_leaf.key_file),
-        "--merchant-id".into(),
-        MERCHANT_ID.into(),
-        "--merchant-cert".into(),
-        path(&dir.join("merchant.crt")),
-        "--merchant-key".into(),
-        path(&dir.join("merchant.key")),
+    let mut args = common::bank_args(
+        &harness_config,
+        &transport_key_file,
+        64,
+        &format!("https://{listen}"),
+        &files.pki,
+        &files.gateway_leaf,
+        &dir,
+    );
+    args.extend::<[String; _]>([
         "--connections".into(),
         "4".into(),
         "--rate".into(),
@@ -111,7 +90,7 @@ async fn a_minute_of_hsm_recycles_fails_no_request_and_keeps_memory_under_its_ce
         "15".into(),
         "--soak-rss-max-mib".into(),
         RSS_MIB_MAX.to_string(),
-    ];
+    ]);
     let loadtest_env = hsm_env.clone();
     let output = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_loadtest"))
