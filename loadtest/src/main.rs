@@ -428,10 +428,7 @@ fn soak_settings(
 
 /// soak.csv, soak.json and soak.svg in `directory`, saying where.
 fn write_soak(directory: &Path, config: &LoadtestConfig, soak: &mps_loadtest::soak::SoakReport) -> Result<(), Failure> {
-    let write = |name: &str, bytes: &[u8]| {
-        let path = directory.join(name);
-        std::fs::write(&path, bytes).map_err(|e| Failure(format!("writing {}: {e}", path.display())))
-    };
+    let write = |name: &str, bytes: &[u8]| write_file(&directory.join(name), bytes);
     write("soak.csv", soak.csv().as_bytes())?;
     write("soak.json", &serde_json::to_vec_pretty(soak)?)?;
     let title = format!(
@@ -449,11 +446,14 @@ fn write_soak(directory: &Path, config: &LoadtestConfig, soak: &mps_loadtest::so
     Ok(())
 }
 
+/// Writes one output file; the error names it.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    std::fs::write(path, bytes).map_err(|e| Failure(format!("writing {}: {e}", path.display())))
+}
+
 /// Writes --json and --svg, saying where.
 fn write_outputs(cli: &Cli, config: &LoadtestConfig, report: &Report) -> Result<(), Failure> {
-    let write = |path: &Path, bytes: &[u8]| {
-        std::fs::write(path, bytes).map_err(|e| Failure(format!("writing {}: {e}", path.display())))
-    };
+    let write = write_file;
     if let Some(path) = &cli.json {
         write(path, &serde_json::to_vec_pretty(report)?)?;
     }
