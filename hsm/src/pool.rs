@@ -7,8 +7,8 @@
 //! The public operations themselves are in [`crate::authorization`] (the two-phase
 //! authorization session) and [`crate::operations`] (signing, passwords, personalisation).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
@@ -64,6 +64,40 @@ impl KekAgreement {
     }
 }
 
+/// Lets the members of a pool take their automatic recycles in turn, so that the others serve
+/// meanwhile: a member recycles on its own only while every other member is up and none holds
+/// the turn. A pool of one recycles when due, and its operations queue meanwhile (bounded by
+/// `queue_depth_max` and the caller's deadline).
+pub(crate) struct RecycleTurns {
+    /// Per member: whether it is up (set with its state).
+    up: Vec<AtomicBool>,
+    turn: Mutex<()>,
+}
+
+impl RecycleTurns {
+    fn new(members: usize) -> Self {
+        Self { up: (0..members).map(|_| AtomicBool::new(false)).collect(), turn: Mutex::new(()) }
+    }
+
+    fn set_up(&self, member: usize, up: bool) {
+        if let Some(flag) = self.up.get(member) {
+            flag.store(up, Ordering::Release);
+        }
+    }
+
+    /// The turn for `member`'s automatic recycle, held until dropped; `None` while another
+    /// member is not up or holds the turn (the supervisor asks again at its next idle check).
+    pub fn try_take(&self, member: usize) -> Option<MutexGuard<'_, ()>> {
+        let guard = match self.turn.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        let others_up = self.up.iter().enumerate().all(|(index, up)| index == member || up.load(Ordering::Acquire));
+        others_up.then_some(guard)
+    }
+}
+
 /// State shared by one member's handle, workers and supervisor.
 pub(crate) struct Shared {
     /// This member's index in the pool (0: the HSM of the config's top-level keys).
@@ -88,6 +122,8 @@ pub(crate) struct Shared {
     /// [`Shared::set_kek_found`]); chain keys are wrapped under [`Shared::kek_for_wrapping`].
     pub kek_newest: AtomicU32,
     kek_agreement: Arc<KekAgreement>,
+    /// Shared by the members: whose turn it is to recycle on its own.
+    pub recycle_turns: Arc<RecycleTurns>,
     /// Every KEK version found on the token at the last connect (ascending).
     pub kek_versions: Mutex<Vec<u32>>,
     next_ticket: AtomicU64,
@@ -104,6 +140,7 @@ impl Shared {
         // Closed is final.
         if *current != PoolState::Closed {
             *current = state;
+            self.recycle_turns.set_up(self.member, state == PoolState::Up);
         }
     }
 
@@ -215,7 +252,13 @@ impl Drop for Member {
 impl Member {
     /// Starts the workers and the supervisor of member `index` and connects it (find the
     /// token, log in, check the key policy, attach the workers).
-    fn start(index: usize, config: HsmConfig, pin: Pin, keks: Arc<KekAgreement>) -> Result<Member, HsmError> {
+    fn start(
+        index: usize,
+        config: HsmConfig,
+        pin: Pin,
+        keks: Arc<KekAgreement>,
+        recycle_turns: Arc<RecycleTurns>,
+    ) -> Result<Member, HsmError> {
         let (supervisor_tx, supervisor_rx) = crossbeam_channel::unbounded();
         let pool_size = config.pool_size;
         let queue_depth = config.queue_depth_max;
@@ -232,6 +275,7 @@ impl Member {
             kek_newest: AtomicU32::new(1),
             kek_versions: Mutex::new(Vec::new()),
             kek_agreement: keks,
+            recycle_turns,
             next_ticket: AtomicU64::new(1),
             supervisor: supervisor_tx.clone(),
         });
@@ -435,6 +479,7 @@ impl Hsm {
         let member_configs = config.members();
         crate::members::check_distinct_modules(&member_configs)?;
         let keks = Arc::new(KekAgreement::new(member_configs.len()));
+        let recycle_turns = Arc::new(RecycleTurns::new(member_configs.len()));
         let count = member_configs.len();
         let mut members = Vec::with_capacity(count);
         for (index, member_config) in member_configs.into_iter().enumerate() {
@@ -442,7 +487,9 @@ impl Hsm {
             // names its member.
             let named = |source| if count > 1 { member_error(index, &member_config, source) } else { source };
             let pin = member_config.load_pin().map_err(|e| named(HsmError::Config(e)))?;
-            let started = Member::start(index, member_config.clone(), pin, Arc::clone(&keks)).map_err(named)?;
+            let started =
+                Member::start(index, member_config.clone(), pin, Arc::clone(&keks), Arc::clone(&recycle_turns))
+                    .map_err(named)?;
             members.push(started);
         }
         let Some(first) = members.first().map(|m| Arc::clone(&m.shared)) else {
@@ -462,6 +509,11 @@ impl Hsm {
     /// [`Hsm::is_ready`] of each member, the first HSM first.
     pub fn members_ready(&self) -> Vec<bool> {
         self.inner.members.iter().map(Member::is_ready).collect()
+    }
+
+    /// Per member, whether it is up: logged in and serving, neither down nor in a recycle.
+    pub fn members_up(&self) -> Vec<bool> {
+        self.inner.members.iter().map(|member| member.shared.state() == PoolState::Up).collect()
     }
 
     /// A snapshot of the pool's counters: totals over the members, and each member's own in
@@ -613,6 +665,37 @@ mod tests {
 
     fn load(availability: Availability, in_flight: u64, pool_size: u64) -> MemberLoad {
         MemberLoad { availability, in_flight, pool_size }
+    }
+
+    #[test]
+    fn members_recycle_on_their_own_one_at_a_time_while_the_others_are_up() {
+        let turns = RecycleTurns::new(3);
+        // Not every member up yet: nobody's turn.
+        turns.set_up(0, true);
+        turns.set_up(1, true);
+        assert!(turns.try_take(0).is_none());
+        turns.set_up(2, true);
+        let first = turns.try_take(0).expect("every other member is up");
+        // One at a time: the turn is held.
+        assert!(turns.try_take(1).is_none());
+        // Member 0 recycling (not up): the others wait even once the turn is given back.
+        turns.set_up(0, false);
+        drop(first);
+        assert!(turns.try_take(1).is_none());
+        assert!(turns.try_take(0).is_some(), "a member's own state does not stop it");
+        turns.set_up(0, true);
+        assert!(turns.try_take(1).is_some());
+    }
+
+    #[test]
+    fn a_pool_of_one_recycles_when_due() {
+        let turns = RecycleTurns::new(1);
+        assert!(turns.try_take(0).is_some());
+        turns.set_up(0, true);
+        let held = turns.try_take(0);
+        assert!(held.is_some());
+        drop(held);
+        assert!(turns.try_take(0).is_some());
     }
 
     #[test]

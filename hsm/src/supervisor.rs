@@ -88,11 +88,15 @@ impl Supervisor {
                     self.look_for_rotated_kek();
                     let threshold = self.shared.config.recycle_after_objects;
                     let created = self.shared.metrics.objects_since_init.load(Ordering::Relaxed);
-                    if threshold > 0 && created >= threshold && self.shared.state() == PoolState::Up {
-                        tracing::info!(created, "recycling the HSM connection to free session-object memory");
-                        self.recycle(None)
-                    } else {
-                        Next::Continue
+                    let turns = Arc::clone(&self.shared.recycle_turns);
+                    let due = threshold > 0 && created >= threshold && self.shared.state() == PoolState::Up;
+                    // In a pool of several, one member at a time, while the others are up.
+                    match due.then(|| turns.try_take(self.shared.member)).flatten() {
+                        Some(_turn) => {
+                            tracing::info!(created, "recycling the HSM connection to free session-object memory");
+                            self.recycle(None)
+                        }
+                        None => Next::Continue,
                     }
                 }
             };
