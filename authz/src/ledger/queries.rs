@@ -101,13 +101,15 @@ pub(crate) fn account(conn: &Connection, account: &Account) -> Result<Option<Acc
     raw.map(RawAccount::parse).transpose()
 }
 
+/// The approvals of account ?1 on business day ?2 that stand, summed from the index of
+/// migration 6 alone (`schema::tests::the_daily_total_is_summed_from_its_index_alone`).
+pub(crate) const DAILY_APPROVED_TOTAL: &str = "SELECT COALESCE(SUM(amount), 0) FROM transactions
+     WHERE account = ?1 AND business_day = ?2 AND response_code = '00' AND reversal_id IS NULL";
+
 /// The sum of the account's approved amounts on one business day.
 pub(crate) fn daily_approved_total(conn: &Connection, account: &Account, day: Date) -> Result<Amount, LedgerError> {
     let total: i64 = conn
-        .prepare_cached(
-            "SELECT COALESCE(SUM(amount), 0) FROM transactions
-             WHERE account = ?1 AND business_day = ?2 AND response_code = '00' AND reversal_id IS NULL",
-        )?
+        .prepare_cached(DAILY_APPROVED_TOTAL)?
         .query_row(params![account.expose(), day_text(day)?], |row| row.get(0))?;
     u64::try_from(total).map(Amount::from_minor).map_err(|_| LedgerError::Corrupt("transactions.amount"))
 }

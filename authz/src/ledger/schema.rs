@@ -29,7 +29,20 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration { version: 3, name: "KEK version of each chain key", sql: MIGRATION_3 },
     Migration { version: 4, name: "reversals", sql: MIGRATION_4 },
     Migration { version: 5, name: "clearing files and settlements", sql: MIGRATION_5 },
+    Migration { version: 6, name: "daily totals from an index", sql: MIGRATION_6 },
 ];
+
+/// The daily limit (DESIGN.md section 7 step 10) sums an account's approvals of the business
+/// day twice per payment, in the decision and again in the write. Summed from this index alone
+/// (the approvals that stand, with their amounts, next to each other), it costs a few pages
+/// instead of one row lookup per approval of the day: the soak of 2026-12-01 saw that cost grow
+/// with the day's approvals until the writer fell behind at 435 payments a second. The index it
+/// replaces served nothing else.
+const MIGRATION_6: &str = r#"
+CREATE INDEX transactions_approved_by_account_day ON transactions (account, business_day, amount)
+    WHERE response_code = '00' AND reversal_id IS NULL;
+DROP INDEX transactions_by_account_day;
+"#;
 
 /// Clearing and settlement (docs/CLEARING.md): each exported day's clearing file, byte for
 /// byte with its JWS (a second export writes the same bytes; the next day's file hashes them);
@@ -405,6 +418,24 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version, i as i64 + 1, "migration {} out of order", m.name);
         }
+    }
+
+    /// The daily limit's sum (`queries::daily_approved_total`) reads the index alone: a plan
+    /// that looks up a row per approval of the day costs more with every payment of the day.
+    #[test]
+    fn the_daily_total_is_summed_from_its_index_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_raw(&dir.path().join("ledger.db"));
+        migrate(&mut conn).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", super::super::queries::DAILY_APPROVED_TOTAL))
+            .unwrap()
+            .query_map(["4000120000000001", "2026-12-01"], |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(plan.len(), 1, "{plan:?}");
+        assert!(plan[0].contains("transactions_approved_by_account_day"), "{plan:?}");
     }
 
     #[test]
