@@ -105,6 +105,8 @@ pub struct ListenerStats {
     pub connections_refused: AtomicU64,
     /// Connections closed for sending no request in time, or for idling.
     pub idle_closed: AtomicU64,
+    /// Source addresses with a socket open now (each tracked only while it has one).
+    pub sources: AtomicUsize,
 }
 
 /// Decides, after the handshake, whether a connection is served, and by what: the router for
@@ -223,6 +225,7 @@ impl Source {
             return None;
         }
         *count += 1;
+        shared.stats.sources.store(sources.len(), Ordering::Relaxed);
         Some(Self { shared: Arc::clone(shared), ip })
     }
 }
@@ -236,6 +239,7 @@ impl Drop for Source {
                 sources.remove(&self.ip);
             }
         }
+        self.shared.stats.sources.store(sources.len(), Ordering::Relaxed);
     }
 }
 
@@ -453,13 +457,14 @@ pub struct ListenerCollector {
     descs: Vec<prometheus::core::Desc>,
 }
 
-const LISTENER_FIGURES: [(&str, &str); 6] = [
+const LISTENER_FIGURES: [(&str, &str); 7] = [
     ("listener_connections_open", "Authenticated connections open"),
     ("listener_handshakes_refused_total", "Sockets closed at once: the TLS handshake budget was spent"),
     ("listener_handshakes_failed_total", "TLS handshakes that failed or timed out"),
     ("listener_source_refused_total", "Sockets closed at once: too many from their source address"),
     ("listener_connections_refused_total", "Connections closed after the handshake: connections_max were open"),
     ("listener_idle_closed_total", "Connections closed for sending no request in time or for idling"),
+    ("listener_sources", "Source addresses with a socket open (each tracked only while it has one)"),
 ];
 
 impl ListenerCollector {
@@ -493,6 +498,7 @@ impl prometheus::core::Collector for ListenerCollector {
             s.source_refused.load(Relaxed) as f64,
             s.connections_refused.load(Relaxed) as f64,
             s.idle_closed.load(Relaxed) as f64,
+            s.sources.load(Relaxed) as f64,
         ];
         let mut families = Vec::new();
         for ((name, help), value) in LISTENER_FIGURES.iter().zip(values) {

@@ -209,6 +209,19 @@ impl TrustStore {
         })
     }
 
+    /// The same store with room for at most `entries` cached results (the default is
+    /// [`CACHE_ENTRIES_MAX`]); the cache starts empty.
+    pub fn with_cache_entries_max(mut self, entries: u64) -> Self {
+        self.cache = Cache::builder().max_capacity(entries).expire_after(CacheExpiry).build();
+        self
+    }
+
+    /// Verification results cached now (after the cache's pending evictions).
+    pub fn cached_results(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+
     /// Builds a store from PEM files: anchor certificates (the scheme root) and CRL files (for
     /// example `crls.pem` of the CA directory, which holds both CRLs).
     pub fn from_pem_files(anchor_files: &[&Path], crl_files: &[&Path]) -> Result<Self, TrustStoreError> {

@@ -204,6 +204,24 @@ fn cached_results_still_respect_the_time_asked_for() {
 }
 
 #[test]
+fn the_cache_of_results_is_bounded() {
+    let mut ca = TestCa::new();
+    let trust = ca.trust_store().with_cache_entries_max(8);
+    // Five times more merchants than places: every one verifies, the cache keeps at most 8.
+    for index in 0..40 {
+        let leaf = ca.issue(&format!("merchant-{index}"), &request(Role::Merchant));
+        trust.verify_now(&leaf.chain(), Role::Merchant).unwrap();
+        trust.verify_now(&leaf.chain(), Role::Merchant).unwrap();
+    }
+    let cached = trust.cached_results();
+    assert!((1..=8).contains(&cached), "{cached} results cached, room for 8");
+    // Refusals are never cached.
+    let refused = ca.trust_store();
+    assert_eq!(refused.verify_now(&[self_signed_merchant()], Role::Merchant).unwrap_err(), VerifyError::SelfSigned);
+    assert_eq!(refused.cached_results(), 0);
+}
+
+#[test]
 fn tampered_and_garbage_chains_are_refused() {
     let mut ca = TestCa::new();
     let leaf = ca.issue("merchant", &request(Role::Merchant));

@@ -112,3 +112,46 @@ async fn idle_connections_and_a_handshake_flood_do_not_keep_the_gateway_from_bei
     drop(idle);
     bank.shutdown().await;
 }
+
+/// The listener counts sockets per source address, and forgets an address with its last socket:
+/// many sources that come and go leave nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_table_of_source_addresses_forgets_each_with_its_last_socket() {
+    const SOURCES: u8 = 40;
+    let mut bank = Bank::builder()
+        .with_config(|c| {
+            c.server.handshakes_max = 2 * usize::from(SOURCES);
+            c.server.handshake_timeout_ms = 30_000;
+        })
+        .start()
+        .await;
+    let address = bank.server.as_ref().unwrap().address;
+    // Two sockets from each of 40 loopback addresses, never a handshake.
+    let mut sockets = Vec::new();
+    for source in 0..SOURCES {
+        for _ in 0..2 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(std::net::SocketAddr::from(([127, 0, 1, source + 1], 0))).unwrap();
+            sockets.push(socket.connect(address).await.unwrap());
+        }
+    }
+    let mut tracked = 0.0;
+    for _ in 0..100 {
+        tracked = bank.metric("mps_authz_listener_sources").await;
+        if tracked == f64::from(SOURCES) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(tracked, f64::from(SOURCES), "every source tracked while its sockets are open");
+    drop(sockets);
+    for _ in 0..100 {
+        tracked = bank.metric("mps_authz_listener_sources").await;
+        if tracked == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(tracked, 0.0, "every source forgotten with its last socket");
+    bank.shutdown().await;
+}

@@ -140,6 +140,52 @@ async fn shutdown_lets_in_flight_authorizations_finish() {
     assert_eq!(reopened.account(&account).await.unwrap().unwrap().available(), 1_000_000 - 20 * 100);
 }
 
+/// Authorizations in flight are bounded by `server.in_flight_max`: with the ledger held, the
+/// first ones wait inside the server and every one past the bound is refused at once with 503
+/// and Retry-After, before any work; the waiting ones complete once the ledger is let go, and
+/// the refused ones booked nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn authorizations_past_in_flight_max_are_refused_at_once() {
+    const IN_FLIGHT_MAX: usize = 4;
+    let bank = Bank::builder().with_config(|c| c.server.in_flight_max = IN_FLIGHT_MAX).start().await;
+    let account = bank.create_account(&AccountSpec::debit("4000120000000310", "2468", 1_000_000)).await;
+    let mut payments = Vec::new();
+    for index in 0..12 {
+        let mut sim = bank.new_sim(&format!("89490123000000005{index:02}"), &[&account]).await;
+        let order = format!("F-{index}");
+        payments.push((sim.pay(&account, &order, 100, "2468"), order));
+    }
+    let blocker = mps_tests::WriteLock::take(&bank.config.ledger.path);
+    let bank = Arc::new(bank);
+    let mut payments = payments.into_iter();
+    let mut waiting = Vec::new();
+    for (packet, order) in payments.by_ref().take(IN_FLIGHT_MAX) {
+        let bank = Arc::clone(&bank);
+        waiting.push(tokio::spawn(async move { bank.authorize(&packet, &order, 100).await }));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while bank.metrics().in_flight.get() < IN_FLIGHT_MAX as i64 {
+        assert!(std::time::Instant::now() < deadline, "the first authorizations did not reach the ledger");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The bound is reached: each further one is refused at once, however many come.
+    for (packet, order) in payments {
+        let refused = bank.authorize(&packet, &order, 100).await;
+        assert_eq!(refused.status, 503, "{}", String::from_utf8_lossy(&refused.body));
+        assert!(refused.header_names.iter().any(|name| name == "retry-after"));
+    }
+    assert_eq!(bank.metrics().overload.get(), 8);
+    assert_eq!(bank.metrics().in_flight.get(), IN_FLIGHT_MAX as i64);
+    blocker.release();
+    for task in waiting {
+        assert_eq!(task.await.unwrap().code(), "00");
+    }
+    assert_eq!(bank.metrics().in_flight.get(), 0);
+    assert_eq!(bank.available(&account).await, 1_000_000 - IN_FLIGHT_MAX as i64 * 100);
+    let mut bank = Arc::try_unwrap(bank).ok().unwrap();
+    bank.shutdown().await;
+}
+
 /// A client that sends half a request and stalls is cut off after the header read timeout,
 /// so slow clients cannot hold connections open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

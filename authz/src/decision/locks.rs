@@ -37,6 +37,18 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn the_table_stays_its_size_whatever_the_number_of_keys() {
+        let table = LockTable::new(64);
+        // A hundred thousand SIMs, each locked and let go in turn.
+        for n in 0..100_000u64 {
+            drop(table.lock(&format!("sim-{n}")).await);
+        }
+        assert_eq!(table.slots.len(), 64);
+        // Every guard is gone: no slot is referenced from anywhere but the table.
+        assert!(table.slots.iter().all(|slot| Arc::strong_count(slot) == 1));
+    }
+
+    #[tokio::test]
     async fn the_same_key_waits_for_the_holder() {
         let table = Arc::new(LockTable::new(16));
         let guard = table.lock("sim-1").await;

@@ -28,8 +28,18 @@ impl MacFailures {
     /// At most `limit` failures per SIM and merchant within `window`; a limit of 0 turns the
     /// limiter off.
     pub fn new(limit: u32, window: Duration) -> Self {
-        let counts = moka::sync::Cache::builder().max_capacity(Self::CAPACITY).time_to_live(window).build();
+        Self::with_capacity(limit, window, Self::CAPACITY)
+    }
+
+    fn with_capacity(limit: u32, window: Duration, capacity: u64) -> Self {
+        let counts = moka::sync::Cache::builder().max_capacity(capacity).time_to_live(window).build();
         Self { counts, limit }
+    }
+
+    /// Pairs tracked now (after the cache's pending evictions).
+    pub fn tracked(&self) -> u64 {
+        self.counts.run_pending_tasks();
+        self.counts.entry_count()
     }
 
     /// Starts one MAC check of this merchant's packet for this SIM, or None when the merchant's
@@ -96,6 +106,23 @@ mod tests {
             off.begin(&sim, &shop).unwrap().failed();
         }
         assert!(off.begin(&sim, &shop).is_some());
+    }
+
+    #[test]
+    fn memory_is_bounded_by_the_capacity_and_the_window() {
+        let limiter = MacFailures::with_capacity(3, Duration::from_millis(300), 1_000);
+        let shop = MerchantId::new("SHOP-1").unwrap();
+        // Ten times more SIMs than places, each with a failure and a check that passes.
+        for n in 0..10_000u64 {
+            let sim = SimId::new(&format!("89490123{n:011}")).unwrap();
+            limiter.begin(&sim, &shop).unwrap().failed();
+            drop(limiter.begin(&sim, &shop).unwrap());
+        }
+        let tracked = limiter.tracked();
+        assert!(tracked <= 1_000, "{tracked} pairs tracked, capacity 1000");
+        assert!(tracked > 0);
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(limiter.tracked(), 0, "every pair ends with its window");
     }
 
     #[test]
