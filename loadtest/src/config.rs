@@ -253,6 +253,9 @@ pub struct SoakSection {
     pub p99_drift_percent_max: f64,
     /// HSM recycles the run must see (0: none required).
     pub recycles_min: u64,
+    /// Largest rise of the number of series of the server's /metrics from the first half's
+    /// peak to the second's.
+    pub metric_series_growth_max: u64,
 }
 
 impl Default for SoakSection {
@@ -266,6 +269,7 @@ impl Default for SoakSection {
             fds_growth_max: 8,
             p99_drift_percent_max: 20.0,
             recycles_min: 1,
+            metric_series_growth_max: 64,
         }
     }
 }

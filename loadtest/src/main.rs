@@ -421,6 +421,7 @@ fn soak_settings(
         fds_growth_max: soak.fds_growth_max,
         p99_drift_percent_max: soak.p99_drift_percent_max,
         recycles_min: soak.recycles_min,
+        metric_series_growth_max: soak.metric_series_growth_max,
         ledger_file: Some(authz_config.ledger.path.clone()),
         progress,
     }))

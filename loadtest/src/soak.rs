@@ -42,6 +42,10 @@ pub struct SoakSettings {
     pub p99_drift_percent_max: f64,
     /// HSM recycles the run must see (0: none required).
     pub recycles_min: u64,
+    /// The largest rise of the number of series the server's `/metrics` exposes, from the
+    /// first half's peak to the second's: a label per SIM or per merchant would add them by
+    /// the thousand, a response code seen late adds one (a histogram's status some twenty).
+    pub metric_series_growth_max: u64,
     /// The ledger's SQLite file: its size (with its -wal and -shm files) is sampled.
     pub ledger_file: Option<PathBuf>,
     /// Print a line per sample on stderr.
@@ -79,6 +83,8 @@ pub struct SoakSample {
     pub hsm_recycles_total: Option<u64>,
     /// Whether the HSM pool was ready.
     pub hsm_pool_ready: Option<bool>,
+    /// Series (sample lines) the server's `/metrics` exposes.
+    pub metric_series: Option<u64>,
     /// The ledger's files, bytes.
     pub ledger_bytes: Option<u64>,
 }
@@ -117,6 +123,10 @@ pub struct SoakSummary {
     pub open_fds_first_half_max: Option<u64>,
     /// Peak open file descriptors in the second half.
     pub open_fds_second_half_max: Option<u64>,
+    /// Peak number of metric series in the first half.
+    pub metric_series_first_half_max: Option<u64>,
+    /// Peak number of metric series in the second half.
+    pub metric_series_second_half_max: Option<u64>,
     /// p99 latency of the first window, microseconds.
     pub latency_us_p99_first_window: Option<u64>,
     /// p99 latency of the last window, microseconds.
@@ -241,6 +251,7 @@ fn set_hsm_figures(sample: &mut SoakSample, samples: &[Sample]) {
     sample.hsm_objects_created_total = figure("hsm_objects_created_total");
     sample.hsm_recycles_total = figure("hsm_recycles_total");
     sample.hsm_pool_ready = figure("hsm_pool_ready").map(|ready| ready == 1);
+    sample.metric_series = Some(samples.len() as u64);
 }
 
 /// The SQLite file and its -wal and -shm files, bytes (the last two count 0 when absent).
@@ -396,6 +407,8 @@ fn summarise(
         rss_bytes_max: samples.iter().filter_map(|s| s.rss_bytes).max(),
         open_fds_first_half_max: peak(&first_half, |s| s.open_fds),
         open_fds_second_half_max: peak(&second_half, |s| s.open_fds),
+        metric_series_first_half_max: peak(&first_half, |s| s.metric_series),
+        metric_series_second_half_max: peak(&second_half, |s| s.metric_series),
         latency_us_p99_first_window: p99(first_window),
         latency_us_p99_last_window: p99(last_window),
         ..SoakSummary::default()
@@ -462,6 +475,17 @@ fn checks(summary: &SoakSummary, settings: &SoakSettings) -> Vec<Check> {
         },
         _ => missing("file descriptors flat", "give the server's pid"),
     });
+    checks.push(match (summary.metric_series_first_half_max, summary.metric_series_second_half_max) {
+        (Some(first), Some(second)) => Check {
+            name: "metric series bounded",
+            passed: second <= first.saturating_add(settings.metric_series_growth_max),
+            detail: format!(
+                "peak {first} in the first half, {second} in the second (at most {} more)",
+                settings.metric_series_growth_max
+            ),
+        },
+        _ => missing("metric series bounded", "give the server's metrics (--metrics-url)"),
+    });
     checks.push(
         match (summary.latency_us_p99_first_window, summary.latency_us_p99_last_window, summary.p99_drift_percent) {
             (Some(first), Some(last), Some(drift)) => Check {
@@ -497,13 +521,13 @@ impl SoakReport {
         let mut text = String::from(
             "t_s,completed_total,errors_total,throughput_per_s,latency_us_p50,latency_us_p99,latency_us_p99_9,\
              rss_bytes,open_fds,threads,hsm_objects_since_init,hsm_objects_created_total,hsm_recycles_total,\
-             hsm_pool_ready,ledger_bytes\n",
+             hsm_pool_ready,metric_series,ledger_bytes\n",
         );
         let cell = |value: Option<u64>| value.map(|v| v.to_string()).unwrap_or_default();
         for s in &self.samples {
             let _ = writeln!(
                 text,
-                "{:.3},{},{},{:.1},{},{},{},{},{},{},{},{},{},{},{}",
+                "{:.3},{},{},{:.1},{},{},{},{},{},{},{},{},{},{},{},{}",
                 s.t_s,
                 s.completed_total,
                 s.errors_total,
@@ -518,6 +542,7 @@ impl SoakReport {
                 cell(s.hsm_objects_created_total),
                 cell(s.hsm_recycles_total),
                 cell(s.hsm_pool_ready.map(u64::from)),
+                cell(s.metric_series),
                 cell(s.ledger_bytes),
             );
         }
@@ -563,6 +588,7 @@ mod tests {
             fds_growth_max: 4,
             p99_drift_percent_max: 20.0,
             recycles_min: 1,
+            metric_series_growth_max: 16,
             ledger_file: None,
             progress: false,
         }
@@ -585,6 +611,7 @@ mod tests {
                 completed_total: 100 * index as u64,
                 rss_bytes: Some(rss * 1024 * 1024),
                 open_fds: Some(50),
+                metric_series: Some(200 + index as u64),
                 hsm_recycles_total: Some(u64::from(index >= 5)),
                 ..SoakSample::default()
             };
@@ -617,6 +644,26 @@ mod tests {
     }
 
     #[test]
+    fn metric_series_that_keep_coming_fail() {
+        let mut series = Series::new(&settings());
+        for index in 0..10u64 {
+            // A label per SIM: a series more with each new payer.
+            let sample = SoakSample {
+                t_s: index as f64,
+                completed_total: 100 * index,
+                metric_series: Some(200 + 100 * index),
+                ..SoakSample::default()
+            };
+            series.push(sample, latencies(&[2000; 100]));
+        }
+        let report = series.finish(&settings());
+        let failed = check(&report, "metric series bounded");
+        assert!(!failed.passed, "{}", report.table());
+        assert!(failed.detail.contains("peak 600 in the first half, 1100 in the second"), "{failed:?}");
+        assert_eq!(report.csv().lines().nth(1).unwrap().split(',').nth(14), Some("200"));
+    }
+
+    #[test]
     fn p99_is_compared_between_the_first_and_the_last_window() {
         // The first window is t <= 3 (samples 0 to 3), the last t > 6 (samples 7 to 9).
         let slower = run([40; 10], [2000, 2000, 2000, 2000, 9000, 9000, 9000, 2600, 2600, 2600], &settings());
@@ -638,8 +685,13 @@ mod tests {
         }
         let report = series.finish(&settings);
         assert!(!check(&report, "no errors").passed);
-        for name in ["memory levels off", "memory under its ceiling", "file descriptors flat", "HSM recycles happened"]
-        {
+        for name in [
+            "memory levels off",
+            "memory under its ceiling",
+            "file descriptors flat",
+            "metric series bounded",
+            "HSM recycles happened",
+        ] {
             let failed = check(&report, name);
             assert!(!failed.passed && failed.detail.starts_with("not measured"), "{name}: {failed:?}");
         }
@@ -686,5 +738,6 @@ mod tests {
         assert_eq!(sample.hsm_objects_created_total, Some(4000));
         assert_eq!(sample.hsm_recycles_total, Some(3));
         assert_eq!(sample.hsm_pool_ready, Some(true));
+        assert_eq!(sample.metric_series, Some(4));
     }
 }

@@ -132,14 +132,21 @@ async fn a_minute_of_hsm_recycles_fails_no_request_and_keeps_memory_under_its_ce
         assert_eq!(check["passed"], true, "{check:#}");
     }
     let names: Vec<&str> = summary["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    for name in
-        ["no errors", "memory levels off", "memory under its ceiling", "file descriptors flat", "HSM recycles happened"]
-    {
+    for name in [
+        "no errors",
+        "memory levels off",
+        "memory under its ceiling",
+        "file descriptors flat",
+        "metric series bounded",
+        "HSM recycles happened",
+    ] {
         assert!(names.contains(&name), "the soak checked `{name}`: {names:?}");
     }
     // Every sample read the server: memory, descriptors, HSM objects, the ledger.
     for sample in samples {
-        for figure in ["rss_bytes", "open_fds", "hsm_objects_since_init", "hsm_recycles_total", "ledger_bytes"] {
+        for figure in
+            ["rss_bytes", "open_fds", "hsm_objects_since_init", "hsm_recycles_total", "metric_series", "ledger_bytes"]
+        {
             assert!(sample[figure].as_u64().is_some(), "{figure} in every sample: {sample:#}");
         }
         // The pool looks at its count once a second: at most three seconds of objects past
