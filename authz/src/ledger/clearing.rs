@@ -4,13 +4,13 @@
 
 use mps_protocol::{Currency, Iin};
 use mps_settlement::clearing::{Entry, EntryKind as ClearingKind};
-use rusqlite::{Connection, OptionalExtension, params};
 use time::Date;
 
 use super::error::{Conflict, LedgerError};
 use super::journal::{self, Posting, PostingTarget};
 use super::model::{EntryKind, InternalAccount};
 use super::rows::{day_text, now_text, parse_day};
+use super::sql::{Row, Sql, args};
 
 /// An exported clearing file as the ledger keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub struct SettlementBooking {
 
 /// Refuses a booking into `day` when that day or a later one was cleared: its file is
 /// exported and signed, and a booking it does not hold would never be settled.
-pub(crate) fn check_day_open(conn: &Connection, day: Date) -> Result<(), LedgerError> {
+pub(crate) fn check_day_open(conn: &dyn Sql, day: Date) -> Result<(), LedgerError> {
     if let Some(cleared) = latest_day(conn)?
         && day <= cleared
     {
@@ -46,70 +46,49 @@ pub(crate) fn check_day_open(conn: &Connection, day: Date) -> Result<(), LedgerE
 }
 
 /// The latest business day whose file was exported.
-pub(crate) fn latest_day(conn: &Connection) -> Result<Option<Date>, LedgerError> {
-    let text: Option<String> =
-        conn.prepare_cached("SELECT max(business_day) FROM clearing_files")?.query_row([], |row| row.get(0))?;
+pub(crate) fn latest_day(conn: &dyn Sql) -> Result<Option<Date>, LedgerError> {
+    let text: Option<String> = conn
+        .query_one("SELECT max(business_day) FROM clearing_files", args![], "clearing_files.business_day")?
+        .get(0, "clearing_files.business_day")?;
     text.map(|text| parse_day("clearing_files.business_day", &text)).transpose()
 }
 
 /// The exported file of `day`, if any.
-pub(crate) fn stored_file(conn: &Connection, day: Date) -> Result<Option<StoredClearingFile>, LedgerError> {
-    let row: Option<(String, Vec<u8>, String)> = conn
-        .prepare_cached("SELECT sha256, bytes, jws FROM clearing_files WHERE business_day = ?1")?
-        .query_row([day_text(day)?], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-        .optional()?;
-    Ok(row.map(|(sha256, bytes, jws)| StoredClearingFile { business_day: day, sha256, bytes, jws }))
+pub(crate) fn stored_file(conn: &dyn Sql, day: Date) -> Result<Option<StoredClearingFile>, LedgerError> {
+    let row = conn
+        .query_opt("SELECT sha256, bytes, jws FROM clearing_files WHERE business_day = ?1", args![&day_text(day)?])?;
+    row.map(|row| {
+        Ok(StoredClearingFile {
+            business_day: day,
+            sha256: row.get(0, "clearing_files.sha256")?,
+            bytes: row.get(1, "clearing_files.bytes")?,
+            jws: row.get(2, "clearing_files.jws")?,
+        })
+    })
+    .transpose()
 }
 
 /// The entries of `day`'s file: its approvals not reversed on the same day, and its
-/// reversals of earlier days' approvals as negative entries.
-pub(crate) fn entries(conn: &Connection, day: Date) -> Result<Vec<Entry>, LedgerError> {
+/// reversals of earlier days' approvals as negative entries. Its two reads must see one
+/// snapshot: the caller runs it in a read transaction.
+pub(crate) fn entries(conn: &dyn Sql, day: Date) -> Result<Vec<Entry>, LedgerError> {
     let day = day_text(day)?;
-    let mut out = Vec::new();
-    let mut approvals = conn.prepare_cached(
+    let approvals = conn.query(
         "SELECT t.txn_id, t.auth_code, t.merchant_id, t.order_no, t.acquirer_iin, t.amount, t.currency, t.created_at
          FROM transactions t LEFT JOIN reversals r ON r.reversal_id = t.reversal_id
          WHERE t.business_day = ?1 AND t.response_code = '00' AND (r.reversal_id IS NULL OR r.business_day <> ?1)",
+        args![&day],
     )?;
-    let rows = approvals.query_map([&day], |row| {
-        Ok(Raw {
-            txn_id: row.get(0)?,
-            original: None,
-            auth_code: row.get(1)?,
-            merchant_id: row.get(2)?,
-            order_no: row.get(3)?,
-            acquirer_iin: row.get(4)?,
-            amount: row.get(5)?,
-            currency: row.get(6)?,
-            time: row.get(7)?,
-        })
-    })?;
-    for raw in rows {
-        out.push(raw?.entry()?);
-    }
-    let mut reversals = conn.prepare_cached(
-        "SELECT r.reversal_id, t.txn_id, t.auth_code, t.merchant_id, t.order_no, t.acquirer_iin, t.amount, t.currency,
-                r.created_at
+    let reversals = conn.query(
+        "SELECT r.reversal_id, t.auth_code, t.merchant_id, t.order_no, t.acquirer_iin, t.amount, t.currency,
+                r.created_at, t.txn_id
          FROM reversals r JOIN transactions t ON t.txn_id = r.original_txn_id
          WHERE r.business_day = ?1 AND r.response_code = '00' AND t.business_day < ?1",
+        args![&day],
     )?;
-    let rows = reversals.query_map([&day], |row| {
-        Ok(Raw {
-            txn_id: row.get(0)?,
-            original: Some(row.get(1)?),
-            auth_code: row.get(2)?,
-            merchant_id: row.get(3)?,
-            order_no: row.get(4)?,
-            acquirer_iin: row.get(5)?,
-            amount: row.get(6)?,
-            currency: row.get(7)?,
-            time: row.get(8)?,
-        })
-    })?;
-    for raw in rows {
-        out.push(raw?.entry()?);
-    }
-    Ok(out)
+    let approvals = approvals.iter().map(|row| Raw::from_row(row, ClearingKind::Approval)?.entry());
+    let reversals = reversals.iter().map(|row| Raw::from_row(row, ClearingKind::Reversal)?.entry());
+    approvals.chain(reversals).collect()
 }
 
 /// A row of either query, as stored.
@@ -126,6 +105,32 @@ struct Raw {
 }
 
 impl Raw {
+    /// Reads a row of either query: the same eight columns, and a reversal's original
+    /// approval ninth.
+    fn from_row(row: &Row, kind: ClearingKind) -> Result<Self, LedgerError> {
+        let (txn_id, original, time) = match kind {
+            ClearingKind::Approval => {
+                (row.get(0, "transactions.txn_id")?, None, row.get(7, "transactions.created_at")?)
+            }
+            ClearingKind::Reversal => (
+                row.get(0, "reversals.reversal_id")?,
+                Some(row.get(8, "transactions.txn_id")?),
+                row.get(7, "reversals.created_at")?,
+            ),
+        };
+        Ok(Self {
+            txn_id,
+            original,
+            time,
+            auth_code: row.get(1, "transactions.auth_code")?,
+            merchant_id: row.get(2, "transactions.merchant_id")?,
+            order_no: row.get(3, "transactions.order_no")?,
+            acquirer_iin: row.get(4, "transactions.acquirer_iin")?,
+            amount: row.get(5, "transactions.amount")?,
+            currency: row.get(6, "transactions.currency")?,
+        })
+    }
+
     fn entry(self) -> Result<Entry, LedgerError> {
         let corrupt = |what| LedgerError::Corrupt(what);
         if self.txn_id.len() != 16 || self.original.as_ref().is_some_and(|o| o.len() != 16) {
@@ -151,25 +156,24 @@ impl Raw {
 }
 
 /// Keeps an exported file; a file of that day kept before wins (the caller reads it back).
-pub(crate) fn store_file(conn: &Connection, file: &StoredClearingFile) -> Result<(), LedgerError> {
-    conn.prepare_cached(
+pub(crate) fn store_file(conn: &dyn Sql, file: &StoredClearingFile) -> Result<(), LedgerError> {
+    conn.execute(
         "INSERT INTO clearing_files (business_day, sha256, bytes, jws, exported_at) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (business_day) DO NOTHING",
-    )?
-    .execute(params![day_text(file.business_day)?, file.sha256, file.bytes, file.jws, now_text()?])?;
+        args![&day_text(file.business_day)?, &file.sha256, &file.bytes, &file.jws, &now_text()?],
+    )?;
     Ok(())
 }
 
 /// Books a settlement: per row, the amount out of the acquirer's settlement payable into the
 /// bank's funding account, in one journal entry per row; the positions file once.
-pub(crate) fn book_settlement(conn: &Connection, booking: &SettlementBooking) -> Result<(), LedgerError> {
+pub(crate) fn book_settlement(conn: &dyn Sql, booking: &SettlementBooking) -> Result<(), LedgerError> {
     let now = now_text()?;
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO settlements (positions_sha256, booked_at) VALUES (?1, ?2)
-             ON CONFLICT (positions_sha256) DO NOTHING",
-        )?
-        .execute(params![booking.positions_sha256, now])?;
+    let inserted = conn.execute(
+        "INSERT INTO settlements (positions_sha256, booked_at) VALUES (?1, ?2)
+         ON CONFLICT (positions_sha256) DO NOTHING",
+        args![&booking.positions_sha256, &now],
+    )?;
     if inserted != 1 {
         return Err(LedgerError::Conflict(Conflict::AlreadySettled));
     }

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use mps_protocol::{Account, Currency, TxnId};
-use rusqlite::{Connection, params};
 
 use super::error::LedgerError;
 use super::model::{EntryKind, InternalAccount};
+use super::sql::{Sql, args};
 
 /// Where a posting goes.
 #[derive(Debug, Clone, Copy)]
@@ -29,7 +29,7 @@ pub(crate) struct Posting<'a> {
 
 /// The id of an internal account, created on first use.
 pub(crate) fn internal_account_id(
-    conn: &Connection,
+    conn: &dyn Sql,
     account: InternalAccount,
     currency: Currency,
     now: &str,
@@ -39,30 +39,36 @@ pub(crate) fn internal_account_id(
         InternalAccount::SettlementPayable { ref acquirer_iin } => ("settlement_payable", acquirer_iin.as_str()),
     };
     let code = i64::from(currency.code());
-    conn.prepare_cached(
+    conn.execute(
         "INSERT INTO internal_accounts (kind, acquirer_iin, currency, balance, created_at)
          VALUES (?1, ?2, ?3, 0, ?4) ON CONFLICT (kind, acquirer_iin, currency) DO NOTHING",
+        args![kind, acquirer_iin, code, now],
+    )?;
+    conn.query_one(
+        "SELECT id FROM internal_accounts WHERE kind = ?1 AND acquirer_iin = ?2 AND currency = ?3",
+        args![kind, acquirer_iin, code],
+        "internal_accounts.id",
     )?
-    .execute(params![kind, acquirer_iin, code, now])?;
-    let id = conn
-        .prepare_cached("SELECT id FROM internal_accounts WHERE kind = ?1 AND acquirer_iin = ?2 AND currency = ?3")?
-        .query_row(params![kind, acquirer_iin, code], |row| row.get(0))?;
-    Ok(id)
+    .get(0, "internal_accounts.id")
 }
 
 /// Writes one balanced journal entry and moves the balances of its accounts. Returns the
 /// entry's id.
 pub(crate) fn post_entry(
-    conn: &Connection,
+    conn: &dyn Sql,
     kind: EntryKind,
     txn_id: Option<&TxnId>,
     created_at: &str,
     postings: &[Posting<'_>],
 ) -> Result<i64, LedgerError> {
     check_balanced(postings)?;
-    conn.prepare_cached("INSERT INTO journal_entries (kind, txn_id, created_at) VALUES (?1, ?2, ?3)")?
-        .execute(params![kind.as_str(), txn_id.map(|t| t.0.to_vec()), created_at])?;
-    let entry_id = conn.last_insert_rowid();
+    let entry_id: i64 = conn
+        .query_one(
+            "INSERT INTO journal_entries (kind, txn_id, created_at) VALUES (?1, ?2, ?3) RETURNING id",
+            args![kind.as_str(), txn_id.map(|t| &t.0), created_at],
+            "journal_entries.id",
+        )?
+        .get(0, "journal_entries.id")?;
     for posting in postings {
         write_posting(conn, entry_id, posting)?;
     }
@@ -88,26 +94,28 @@ fn check_balanced(postings: &[Posting<'_>]) -> Result<(), LedgerError> {
     Ok(())
 }
 
-fn write_posting(conn: &Connection, entry_id: i64, posting: &Posting<'_>) -> Result<(), LedgerError> {
+fn write_posting(conn: &dyn Sql, entry_id: i64, posting: &Posting<'_>) -> Result<(), LedgerError> {
     let code = i64::from(posting.currency.code());
     let (account, internal_id) = match posting.target {
         PostingTarget::Customer(account) => (Some(account.expose()), None),
         PostingTarget::Internal(id) => (None, Some(id)),
     };
-    conn.prepare_cached(
+    conn.execute(
         "INSERT INTO postings (entry_id, account, internal_account_id, amount, currency) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![entry_id, account, internal_id, posting.amount, code])?;
+        args![entry_id, account, internal_id, posting.amount, code],
+    )?;
     // The currency in the WHERE clause makes a posting to an account of another currency
     // change no row, which is refused below. The balance CHECK constraints of the schema refuse
     // a negative debit balance or a credit line overdrawn.
     let changed = match posting.target {
-        PostingTarget::Customer(account) => conn
-            .prepare_cached("UPDATE accounts SET balance = balance + ?1 WHERE account = ?2 AND currency = ?3")?
-            .execute(params![posting.amount, account.expose(), code])?,
-        PostingTarget::Internal(id) => conn
-            .prepare_cached("UPDATE internal_accounts SET balance = balance + ?1 WHERE id = ?2 AND currency = ?3")?
-            .execute(params![posting.amount, id, code])?,
+        PostingTarget::Customer(account) => conn.execute(
+            "UPDATE accounts SET balance = balance + ?1 WHERE account = ?2 AND currency = ?3",
+            args![posting.amount, account.expose(), code],
+        )?,
+        PostingTarget::Internal(id) => conn.execute(
+            "UPDATE internal_accounts SET balance = balance + ?1 WHERE id = ?2 AND currency = ?3",
+            args![posting.amount, id, code],
+        )?,
     };
     if changed != 1 {
         return Err(LedgerError::Invariant("a posting to a missing account or one of another currency"));
@@ -116,14 +124,16 @@ fn write_posting(conn: &Connection, entry_id: i64, posting: &Posting<'_>) -> Res
 }
 
 /// After the write: the stored postings of the entry sum to zero per currency.
-fn check_stored_entry(conn: &Connection, entry_id: i64) -> Result<(), LedgerError> {
+fn check_stored_entry(conn: &dyn Sql, entry_id: i64) -> Result<(), LedgerError> {
     let unbalanced: i64 = conn
-        .prepare_cached(
+        .query_one(
             "SELECT count(*) FROM (
                  SELECT currency FROM postings WHERE entry_id = ?1 GROUP BY currency HAVING SUM(amount) <> 0
-             )",
+             ) AS unbalanced",
+            args![entry_id],
+            "postings.amount",
         )?
-        .query_row([entry_id], |row| row.get(0))?;
+        .get(0, "postings.amount")?;
     if unbalanced != 0 {
         return Err(LedgerError::Invariant("a stored journal entry does not sum to zero"));
     }

@@ -7,6 +7,11 @@
 //! `schema`, postings in `journal`, session booking in `session`, registration in
 //! `registration`. docs/LEDGER.md explains the schema, the sign conventions and why each
 //! command gets its own savepoint.
+//!
+//! Every read and every command is written once, in portable SQL, against the `Sql` trait
+//! (`sql`); `sqlite` implements it for rusqlite connections. What stays SQLite's own: the
+//! schema and its migrations, the read pool and its snapshots, and the writer's transaction
+//! control (BEGIN IMMEDIATE, savepoints, COMMIT).
 
 mod clearing;
 mod config;
@@ -21,6 +26,8 @@ mod reversal;
 mod rows;
 mod schema;
 mod session;
+mod sql;
+mod sqlite;
 mod writer;
 
 #[cfg(test)]
@@ -135,22 +142,22 @@ impl Ledger {
     /// A SIM with its ratchet state, bound accounts and last stored answer.
     pub async fn sim(&self, sim_id: &SimId) -> Result<Option<SimRecord>, LedgerError> {
         let sim_id = sim_id.clone();
-        self.inner.readers.run(move |conn| queries::sim(conn, &sim_id)).await
+        self.inner.readers.snapshot(move |conn| queries::sim(conn, &sim_id)).await
     }
 
     /// KEK rotation: how many stored chain keys are under each KEK version, ascending.
     pub async fn kek_usage(&self) -> Result<Vec<(u32, u64)>, LedgerError> {
-        self.inner.readers.run(custody::kek_usage).await
+        self.inner.readers.read(custody::kek_usage).await
     }
 
     /// KEK rotation: up to `limit` stored chain keys under a KEK version below `newest`.
     pub async fn chain_keys_below(&self, newest: u32, limit: usize) -> Result<Vec<StoredChainKey>, LedgerError> {
-        self.inner.readers.run(move |conn| custody::chain_keys_below(conn, newest, limit)).await
+        self.inner.readers.read(move |conn| custody::chain_keys_below(conn, newest, limit)).await
     }
 
     /// The stored answer of a reversal whose request body had SHA-256 `digest`.
     pub async fn stored_reversal(&self, digest: [u8; 32]) -> Result<Option<StoredReversal>, LedgerError> {
-        self.inner.readers.run(move |conn| reversal::stored(conn, &digest)).await
+        self.inner.readers.read(move |conn| reversal::stored(conn, &digest)).await
     }
 
     /// The merchant order's approval that is not reversed, if any.
@@ -160,35 +167,35 @@ impl Ledger {
         order_no: &OrderNo,
     ) -> Result<Option<TransactionRecord>, LedgerError> {
         let (merchant_id, order_no) = (*merchant_id, *order_no);
-        self.inner.readers.run(move |conn| queries::active_approval(conn, &merchant_id, &order_no)).await
+        self.inner.readers.read(move |conn| queries::active_approval(conn, &merchant_id, &order_no)).await
     }
 
     /// An account with its available funds.
     pub async fn account(&self, account: &Account) -> Result<Option<AccountRecord>, LedgerError> {
         let account = account.clone();
-        self.inner.readers.run(move |conn| queries::account(conn, &account)).await
+        self.inner.readers.read(move |conn| queries::account(conn, &account)).await
     }
 
     /// The sum of the account's approvals on one business day.
     pub async fn daily_approved_total(&self, account: &Account, business_day: Date) -> Result<Amount, LedgerError> {
         let account = account.clone();
-        self.inner.readers.run(move |conn| queries::daily_approved_total(conn, &account, business_day)).await
+        self.inner.readers.read(move |conn| queries::daily_approved_total(conn, &account, business_day)).await
     }
 
     /// Whether this merchant order has been approved already (DESIGN.md section 7 step 11).
     pub async fn order_authorized(&self, merchant_id: &MerchantId, order_no: &OrderNo) -> Result<bool, LedgerError> {
         let (merchant_id, order_no) = (*merchant_id, *order_no);
-        self.inner.readers.run(move |conn| queries::order_authorized(conn, &merchant_id, &order_no)).await
+        self.inner.readers.read(move |conn| queries::order_authorized(conn, &merchant_id, &order_no)).await
     }
 
     /// The exported clearing file of a business day, byte for byte, if it was exported.
     pub async fn clearing_file(&self, business_day: Date) -> Result<Option<StoredClearingFile>, LedgerError> {
-        self.inner.readers.run(move |conn| clearing::stored_file(conn, business_day)).await
+        self.inner.readers.read(move |conn| clearing::stored_file(conn, business_day)).await
     }
 
     /// The latest business day whose clearing file was exported.
     pub async fn latest_cleared_day(&self) -> Result<Option<Date>, LedgerError> {
-        self.inner.readers.run(|conn| clearing::latest_day(conn)).await
+        self.inner.readers.read(clearing::latest_day).await
     }
 
     /// What the clearing file of a business day holds (docs/CLEARING.md), read in one snapshot.
@@ -196,26 +203,18 @@ impl Ledger {
         &self,
         business_day: Date,
     ) -> Result<Vec<mps_settlement::clearing::Entry>, LedgerError> {
-        self.inner
-            .readers
-            .run(move |conn| {
-                let tx = conn.transaction()?;
-                let entries = clearing::entries(&tx, business_day)?;
-                tx.finish()?;
-                Ok(entries)
-            })
-            .await
+        self.inner.readers.snapshot(move |conn| clearing::entries(conn, business_day)).await
     }
 
     /// One transaction by id.
     pub async fn transaction(&self, txn_id: &TxnId) -> Result<Option<TransactionRecord>, LedgerError> {
         let txn_id = *txn_id;
-        self.inner.readers.run(move |conn| queries::transaction(conn, &txn_id)).await
+        self.inner.readers.read(move |conn| queries::transaction(conn, &txn_id)).await
     }
 
     /// Every approval of one business day, oldest first (the clearing export's input).
     pub async fn approved_transactions(&self, business_day: Date) -> Result<Vec<TransactionRecord>, LedgerError> {
-        self.inner.readers.run(move |conn| queries::approved_transactions(conn, business_day)).await
+        self.inner.readers.read(move |conn| queries::approved_transactions(conn, business_day)).await
     }
 
     /// The account's latest `limit` postings, newest first, with the balance after each.
@@ -225,23 +224,23 @@ impl Ledger {
             return Err(LedgerError::InvalidInput("statement limit"));
         }
         let account = account.clone();
-        self.inner.readers.run(move |conn| queries::statement(conn, &account, limit)).await
+        self.inner.readers.snapshot(move |conn| queries::statement(conn, &account, limit)).await
     }
 
     /// The bank's internal accounts (funding, settlement payables) and their balances.
     pub async fn internal_balances(&self) -> Result<Vec<InternalBalance>, LedgerError> {
-        self.inner.readers.run(|conn| queries::internal_balances(conn)).await
+        self.inner.readers.read(queries::internal_balances).await
     }
 
     /// The sum of all postings per currency: zero for every currency in a sound ledger.
     pub async fn postings_sum_by_currency(&self) -> Result<Vec<(Currency, i128)>, LedgerError> {
-        self.inner.readers.run(|conn| queries::postings_sum_by_currency(conn)).await
+        self.inner.readers.read(queries::postings_sum_by_currency).await
     }
 
     /// Checks every double-entry invariant over the whole ledger (slow on a big ledger: for
     /// tests and operators). A broken one is [`LedgerError::Corrupt`].
     pub async fn audit(&self) -> Result<AuditReport, LedgerError> {
-        self.inner.readers.run(queries::audit).await
+        self.inner.readers.snapshot(queries::audit).await
     }
 
     // ---- writes (group-committed by the writer thread) ----

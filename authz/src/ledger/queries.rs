@@ -1,9 +1,9 @@
 //! The ledger's reads: SIM and account state for the decision, daily totals, duplicate orders,
-//! statements and the audit of the double-entry invariants. Each runs on a read connection in
-//! one snapshot and parses every row; invariants are checked after the read.
+//! statements and the audit of the double-entry invariants. Each parses every row it reads and
+//! checks invariants after the read; a read of several statements (a SIM, a statement, the
+//! audit) is run by its caller in one snapshot. The writer's commands reuse some of them.
 
 use mps_protocol::{Account, Amount, Currency, MerchantId, OrderNo, SimId, TxnId};
-use rusqlite::{Connection, OptionalExtension, params};
 use time::Date;
 
 use super::error::LedgerError;
@@ -15,44 +15,33 @@ use super::rows::{
     parse_account, parse_chain_key, parse_counter, parse_currency, parse_iin, parse_rsn, parse_sim_id,
     parse_sim_status, parse_time,
 };
+use super::sql::{Sql, args};
 
-/// A SIM with its bound accounts and last stored answer, from one snapshot.
-pub(crate) fn sim(conn: &mut Connection, sim_id: &SimId) -> Result<Option<SimRecord>, LedgerError> {
-    let tx = conn.transaction()?;
-    let row = tx
-        .prepare_cached(
-            "SELECT sim_id, iin, status, counter, wrapped_chain_key, next_rsn, created_at, kek_version \
-             FROM sims WHERE sim_id = ?1",
-        )?
-        .query_row([sim_id.as_str()], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, i64>(3)?,
-                row.get::<_, Vec<u8>>(4)?,
-                row.get::<_, Vec<u8>>(5)?,
-                row.get::<_, String>(6)?,
-                row.get::<_, i64>(7)?,
-            ))
-        })
-        .optional()?;
-    let Some((id, iin, status, counter, key, rsn, created_at, kek_version)) = row else {
+/// A SIM with its bound accounts and last stored answer. Its three reads must see one
+/// snapshot: the caller runs it in a read transaction.
+pub(crate) fn sim(conn: &dyn Sql, sim_id: &SimId) -> Result<Option<SimRecord>, LedgerError> {
+    let Some(row) = conn.query_opt(
+        "SELECT sim_id, iin, status, counter, wrapped_chain_key, next_rsn, created_at, kek_version \
+         FROM sims WHERE sim_id = ?1",
+        args![sim_id.as_str()],
+    )?
+    else {
         return Ok(None);
     };
-    let accounts = bound_accounts(&tx, sim_id)?;
-    let last_answer = last_answer(&tx, sim_id)?;
-    tx.finish()?;
+    let accounts = bound_accounts(conn, sim_id)?;
+    let last_answer = last_answer(conn, sim_id)?;
+    let key: Vec<u8> = row.get(4, "sims.wrapped_chain_key")?;
+    let rsn: Vec<u8> = row.get(5, "sims.next_rsn")?;
     let record = SimRecord {
-        sim_id: parse_sim_id("sims.sim_id", &id)?,
-        iin: parse_iin("sims.iin", &iin)?,
-        status: parse_sim_status(&status)?,
-        counter: parse_counter("sims.counter", counter)?,
-        wrapped_chain_key: parse_chain_key("sims.wrapped_chain_key", &key, kek_version)?,
+        sim_id: parse_sim_id("sims.sim_id", &row.get::<String>(0, "sims.sim_id")?)?,
+        iin: parse_iin("sims.iin", &row.get::<String>(1, "sims.iin")?)?,
+        status: parse_sim_status(&row.get::<String>(2, "sims.status")?)?,
+        counter: parse_counter("sims.counter", row.get(3, "sims.counter")?)?,
+        wrapped_chain_key: parse_chain_key("sims.wrapped_chain_key", &key, row.get(7, "sims.kek_version")?)?,
         next_rsn: parse_rsn("sims.next_rsn", &rsn)?,
         accounts,
         last_answer,
-        created_at: parse_time("sims.created_at", &created_at)?,
+        created_at: parse_time("sims.created_at", &row.get::<String>(6, "sims.created_at")?)?,
     };
     check_sim(&record)?;
     Ok(Some(record))
@@ -68,71 +57,60 @@ fn check_sim(record: &SimRecord) -> Result<(), LedgerError> {
     Ok(())
 }
 
-fn bound_accounts(conn: &Connection, sim_id: &SimId) -> Result<Vec<Account>, LedgerError> {
-    let mut stmt = conn.prepare_cached("SELECT account FROM sim_accounts WHERE sim_id = ?1 ORDER BY account")?;
-    let texts = stmt.query_map([sim_id.as_str()], |row| row.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
-    texts.iter().map(|t| parse_account("sim_accounts.account", t)).collect()
+fn bound_accounts(conn: &dyn Sql, sim_id: &SimId) -> Result<Vec<Account>, LedgerError> {
+    let rows =
+        conn.query("SELECT account FROM sim_accounts WHERE sim_id = ?1 ORDER BY account", args![sim_id.as_str()])?;
+    rows.iter()
+        .map(|row| parse_account("sim_accounts.account", &row.get::<String>(0, "sim_accounts.account")?))
+        .collect()
 }
 
-fn last_answer(conn: &Connection, sim_id: &SimId) -> Result<Option<StoredAnswer>, LedgerError> {
-    let raw = conn
-        .prepare_cached(
-            "SELECT a.counter, a.txn_id, t.response_code, a.packet, a.response_body, a.response_signature
-             FROM sim_answers a JOIN transactions t ON t.txn_id = a.txn_id WHERE a.sim_id = ?1",
-        )?
-        .query_row([sim_id.as_str()], |row| {
-            Ok(RawStoredAnswer {
-                counter: row.get(0)?,
-                txn_id: row.get(1)?,
-                response_code: row.get(2)?,
-                packet: row.get(3)?,
-                response_body: row.get(4)?,
-                response_signature: row.get(5)?,
-            })
-        })
-        .optional()?;
-    raw.map(RawStoredAnswer::parse).transpose()
+fn last_answer(conn: &dyn Sql, sim_id: &SimId) -> Result<Option<StoredAnswer>, LedgerError> {
+    let row = conn.query_opt(
+        "SELECT a.counter, a.txn_id, t.response_code, a.packet, a.response_body, a.response_signature
+         FROM sim_answers a JOIN transactions t ON t.txn_id = a.txn_id WHERE a.sim_id = ?1",
+        args![sim_id.as_str()],
+    )?;
+    row.map(|row| RawStoredAnswer::from_row(&row)?.parse()).transpose()
 }
 
 /// An account with its available funds.
-pub(crate) fn account(conn: &Connection, account: &Account) -> Result<Option<AccountRecord>, LedgerError> {
+pub(crate) fn account(conn: &dyn Sql, account: &Account) -> Result<Option<AccountRecord>, LedgerError> {
     let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE account = ?1");
-    let raw = conn.prepare_cached(&sql)?.query_row([account.expose()], RawAccount::from_row).optional()?;
-    raw.map(RawAccount::parse).transpose()
+    let row = conn.query_opt(&sql, args![account.expose()])?;
+    row.map(|row| RawAccount::from_row(&row)?.parse()).transpose()
 }
 
 /// The approvals of account ?1 on business day ?2 that stand, summed from the index of
 /// migration 6 alone (`schema::tests::the_daily_total_is_summed_from_its_index_alone`).
-pub(crate) const DAILY_APPROVED_TOTAL: &str = "SELECT COALESCE(SUM(amount), 0) FROM transactions
+pub(crate) const DAILY_APPROVED_TOTAL: &str = "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM transactions
      WHERE account = ?1 AND business_day = ?2 AND response_code = '00' AND reversal_id IS NULL";
 
 /// The sum of the account's approved amounts on one business day.
-pub(crate) fn daily_approved_total(conn: &Connection, account: &Account, day: Date) -> Result<Amount, LedgerError> {
+pub(crate) fn daily_approved_total(conn: &dyn Sql, account: &Account, day: Date) -> Result<Amount, LedgerError> {
     let total: i64 = conn
-        .prepare_cached(DAILY_APPROVED_TOTAL)?
-        .query_row(params![account.expose(), day_text(day)?], |row| row.get(0))?;
+        .query_one(DAILY_APPROVED_TOTAL, args![account.expose(), &day_text(day)?], "transactions.amount")?
+        .get(0, "transactions.amount")?;
     u64::try_from(total).map(Amount::from_minor).map_err(|_| LedgerError::Corrupt("transactions.amount"))
 }
 
 /// Whether this merchant order has an approval.
 pub(crate) fn order_authorized(
-    conn: &Connection,
+    conn: &dyn Sql,
     merchant_id: &MerchantId,
     order_no: &OrderNo,
 ) -> Result<bool, LedgerError> {
-    let found: Option<i64> = conn
-        .prepare_cached(
-            "SELECT 1 FROM transactions
-             WHERE merchant_id = ?1 AND order_no = ?2 AND response_code = '00' AND reversal_id IS NULL",
-        )?
-        .query_row(params![merchant_id.as_str(), order_no.as_str()], |row| row.get(0))
-        .optional()?;
+    let found = conn.query_opt(
+        "SELECT 1 FROM transactions
+         WHERE merchant_id = ?1 AND order_no = ?2 AND response_code = '00' AND reversal_id IS NULL",
+        args![merchant_id.as_str(), order_no.as_str()],
+    )?;
     Ok(found.is_some())
 }
 
 /// The approval of this merchant order that is not reversed, if any.
 pub(crate) fn active_approval(
-    conn: &Connection,
+    conn: &dyn Sql,
     merchant_id: &MerchantId,
     order_no: &OrderNo,
 ) -> Result<Option<TransactionRecord>, LedgerError> {
@@ -140,75 +118,51 @@ pub(crate) fn active_approval(
         "SELECT {TRANSACTION_COLUMNS} FROM transactions
          WHERE merchant_id = ?1 AND order_no = ?2 AND response_code = '00' AND reversal_id IS NULL"
     );
-    let raw = conn
-        .prepare_cached(&sql)?
-        .query_row(params![merchant_id.as_str(), order_no.as_str()], RawTransaction::from_row)
-        .optional()?;
-    raw.map(RawTransaction::parse).transpose()
+    let row = conn.query_opt(&sql, args![merchant_id.as_str(), order_no.as_str()])?;
+    row.map(|row| RawTransaction::from_row(&row)?.parse()).transpose()
 }
 
 /// One transaction.
-pub(crate) fn transaction(conn: &Connection, txn_id: &TxnId) -> Result<Option<TransactionRecord>, LedgerError> {
+pub(crate) fn transaction(conn: &dyn Sql, txn_id: &TxnId) -> Result<Option<TransactionRecord>, LedgerError> {
     let sql = format!("SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE txn_id = ?1");
-    let raw = conn.prepare_cached(&sql)?.query_row([&txn_id.0[..]], RawTransaction::from_row).optional()?;
-    raw.map(RawTransaction::parse).transpose()
+    let row = conn.query_opt(&sql, args![&txn_id.0])?;
+    row.map(|row| RawTransaction::from_row(&row)?.parse()).transpose()
 }
 
 /// Every approval of one business day, oldest first (the clearing export's input).
-pub(crate) fn approved_transactions(conn: &Connection, day: Date) -> Result<Vec<TransactionRecord>, LedgerError> {
+pub(crate) fn approved_transactions(conn: &dyn Sql, day: Date) -> Result<Vec<TransactionRecord>, LedgerError> {
     let sql = format!(
         "SELECT {TRANSACTION_COLUMNS} FROM transactions
          WHERE business_day = ?1 AND response_code = '00' ORDER BY created_at, txn_id"
     );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let raws = stmt.query_map([day_text(day)?], RawTransaction::from_row)?.collect::<Result<Vec<_>, _>>()?;
-    raws.into_iter().map(RawTransaction::parse).collect()
+    let rows = conn.query(&sql, args![&day_text(day)?])?;
+    rows.iter().map(|row| RawTransaction::from_row(row)?.parse()).collect()
 }
 
 /// The account's latest `limit` postings, newest first, each with the balance after it. The
-/// running balance must end at the stored balance.
-pub(crate) fn statement(
-    conn: &mut Connection,
-    account: &Account,
-    limit: usize,
-) -> Result<Vec<StatementLine>, LedgerError> {
-    let tx = conn.transaction()?;
-    let Some(record) = self::account(&tx, account)? else {
+/// running balance must end at the stored balance, so the account and its postings must be
+/// read in one snapshot: the caller runs this in a read transaction.
+pub(crate) fn statement(conn: &dyn Sql, account: &Account, limit: usize) -> Result<Vec<StatementLine>, LedgerError> {
+    let Some(record) = self::account(conn, account)? else {
         return Err(LedgerError::NotFound("account"));
     };
     let limit = i64::try_from(limit).map_err(|_| LedgerError::InvalidInput("statement limit"))?;
-    let mut stmt = tx.prepare_cached(
+    // The running sum is cast back to an integer: PostgreSQL's SUM of a BIGINT is NUMERIC.
+    let rows = conn.query(
         "SELECT entry_id, kind, created_at, amount, currency, balance_after, txn_id, merchant_id, order_no, auth_code
          FROM (
              SELECT p.id AS posting_id, p.entry_id, e.kind, e.created_at, p.amount, p.currency,
-                    SUM(p.amount) OVER (ORDER BY p.id ROWS UNBOUNDED PRECEDING) AS balance_after,
+                    CAST(SUM(p.amount) OVER (ORDER BY p.id ROWS UNBOUNDED PRECEDING) AS BIGINT) AS balance_after,
                     e.txn_id, t.merchant_id, t.order_no, t.auth_code
              FROM postings p
              JOIN journal_entries e ON e.id = p.entry_id
              LEFT JOIN transactions t ON t.txn_id = e.txn_id
              WHERE p.account = ?1
-         )
+         ) AS lines
          ORDER BY posting_id DESC LIMIT ?2",
+        args![account.expose(), limit],
     )?;
-    let raws = stmt
-        .query_map(params![account.expose(), limit], |row| {
-            Ok(RawStatementLine {
-                entry_id: row.get(0)?,
-                kind: row.get(1)?,
-                created_at: row.get(2)?,
-                amount: row.get(3)?,
-                currency: row.get(4)?,
-                balance_after: row.get(5)?,
-                txn_id: row.get(6)?,
-                merchant_id: row.get(7)?,
-                order_no: row.get(8)?,
-                auth_code: row.get(9)?,
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    drop(stmt);
-    tx.finish()?;
-    let lines = raws.into_iter().map(RawStatementLine::parse).collect::<Result<Vec<_>, _>>()?;
+    let lines = rows.iter().map(|row| RawStatementLine::from_row(row)?.parse()).collect::<Result<Vec<_>, _>>()?;
     let latest = lines.first().map_or(0, |line| line.balance_after);
     if latest != record.balance {
         return Err(LedgerError::Corrupt("accounts.balance differs from its postings"));
@@ -217,40 +171,41 @@ pub(crate) fn statement(
 }
 
 /// The bank's internal accounts and their balances.
-pub(crate) fn internal_balances(conn: &Connection) -> Result<Vec<InternalBalance>, LedgerError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT kind, acquirer_iin, currency, balance FROM internal_accounts ORDER BY id")?;
-    let raws = stmt
-        .query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?, row.get::<_, i64>(3)?))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    raws.into_iter()
-        .map(|(kind, iin, currency, balance)| {
-            let account = match kind.as_str() {
+pub(crate) fn internal_balances(conn: &dyn Sql) -> Result<Vec<InternalBalance>, LedgerError> {
+    let rows =
+        conn.query("SELECT kind, acquirer_iin, currency, balance FROM internal_accounts ORDER BY id", args![])?;
+    rows.iter()
+        .map(|row| {
+            let account = match row.get::<String>(0, "internal_accounts.kind")?.as_str() {
                 "funding" => InternalAccount::Funding,
                 "settlement_payable" => InternalAccount::SettlementPayable {
-                    acquirer_iin: parse_iin("internal_accounts.acquirer_iin", &iin)?,
+                    acquirer_iin: parse_iin(
+                        "internal_accounts.acquirer_iin",
+                        &row.get::<String>(1, "internal_accounts.acquirer_iin")?,
+                    )?,
                 },
                 _ => return Err(LedgerError::Corrupt("internal_accounts.kind")),
             };
-            Ok(InternalBalance { account, currency: parse_currency("internal_accounts.currency", currency)?, balance })
+            let currency = parse_currency("internal_accounts.currency", row.get(2, "internal_accounts.currency")?)?;
+            Ok(InternalBalance { account, currency, balance: row.get(3, "internal_accounts.balance")? })
         })
         .collect()
 }
 
 /// The sum of all postings per currency. Double entry makes every sum zero.
-pub(crate) fn postings_sum_by_currency(conn: &Connection) -> Result<Vec<(Currency, i128)>, LedgerError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT currency, SUM(CASE WHEN amount > 0 THEN amount ELSE 0 END), SUM(CASE WHEN amount < 0 THEN amount ELSE 0 END)
+pub(crate) fn postings_sum_by_currency(conn: &dyn Sql) -> Result<Vec<(Currency, i128)>, LedgerError> {
+    let rows = conn.query(
+        "SELECT currency, CAST(SUM(CASE WHEN amount > 0 THEN amount ELSE 0 END) AS BIGINT),
+             CAST(SUM(CASE WHEN amount < 0 THEN amount ELSE 0 END) AS BIGINT)
          FROM postings GROUP BY currency ORDER BY currency",
+        args![],
     )?;
-    let raws = stmt
-        .query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?)))?
-        .collect::<Result<Vec<_>, _>>()?;
-    raws.into_iter()
-        .map(|(currency, credits, debits)| {
-            Ok((parse_currency("postings.currency", currency)?, i128::from(credits) + i128::from(debits)))
+    rows.iter()
+        .map(|row| {
+            let currency = parse_currency("postings.currency", row.get(0, "postings.currency")?)?;
+            let credits: i64 = row.get(1, "postings.amount")?;
+            let debits: i64 = row.get(2, "postings.amount")?;
+            Ok((currency, i128::from(credits) + i128::from(debits)))
         })
         .collect()
 }
@@ -266,53 +221,51 @@ pub struct AuditReport {
     pub accounts: u64,
 }
 
-/// Checks the whole ledger in one snapshot: every entry sums to zero per currency, every
-/// posting is in its account's currency, every balance equals the sum of its postings.
-pub(crate) fn audit(conn: &mut Connection) -> Result<AuditReport, LedgerError> {
-    let tx = conn.transaction()?;
-    let unbalanced: i64 = tx.query_row(
-        "SELECT count(*) FROM (SELECT entry_id FROM postings GROUP BY entry_id, currency HAVING SUM(amount) <> 0)",
-        [],
-        |row| row.get(0),
+/// Checks the whole ledger: every entry sums to zero per currency, every posting is in its
+/// account's currency, every balance equals the sum of its postings. Its reads must see one
+/// snapshot: the caller runs it in a read transaction.
+pub(crate) fn audit(conn: &dyn Sql) -> Result<AuditReport, LedgerError> {
+    let unbalanced = count(
+        conn,
+        "SELECT count(*) FROM (
+             SELECT entry_id FROM postings GROUP BY entry_id, currency HAVING SUM(amount) <> 0
+         ) AS unbalanced",
     )?;
     if unbalanced != 0 {
         return Err(LedgerError::Corrupt("a journal entry does not sum to zero"));
     }
-    let foreign_currency: i64 = tx.query_row(
+    let foreign_currency = count(
+        conn,
         "SELECT count(*) FROM postings p
          LEFT JOIN accounts a ON a.account = p.account
          LEFT JOIN internal_accounts i ON i.id = p.internal_account_id
          WHERE p.currency <> COALESCE(a.currency, i.currency)",
-        [],
-        |row| row.get(0),
     )?;
     if foreign_currency != 0 {
         return Err(LedgerError::Corrupt("a posting is not in its account's currency"));
     }
-    let customer_mismatch: i64 = tx.query_row(
+    let customer_mismatch = count(
+        conn,
         "SELECT count(*) FROM accounts a
          WHERE a.balance <> (SELECT COALESCE(SUM(p.amount), 0) FROM postings p WHERE p.account = a.account)",
-        [],
-        |row| row.get(0),
     )?;
-    let internal_mismatch: i64 = tx.query_row(
+    let internal_mismatch = count(
+        conn,
         "SELECT count(*) FROM internal_accounts i
          WHERE i.balance <> (SELECT COALESCE(SUM(p.amount), 0) FROM postings p WHERE p.internal_account_id = i.id)",
-        [],
-        |row| row.get(0),
     )?;
     if customer_mismatch != 0 || internal_mismatch != 0 {
         return Err(LedgerError::Corrupt("an account balance differs from its postings"));
     }
-    let counts = |sql: &str| -> Result<u64, LedgerError> {
-        let n: i64 = tx.query_row(sql, [], |row| row.get(0))?;
-        u64::try_from(n).map_err(|_| LedgerError::Corrupt("count"))
-    };
-    let report = AuditReport {
-        entries: counts("SELECT count(*) FROM journal_entries")?,
-        postings: counts("SELECT count(*) FROM postings")?,
-        accounts: counts("SELECT (SELECT count(*) FROM accounts) + (SELECT count(*) FROM internal_accounts)")?,
-    };
-    tx.finish()?;
-    Ok(report)
+    Ok(AuditReport {
+        entries: count(conn, "SELECT count(*) FROM journal_entries")?,
+        postings: count(conn, "SELECT count(*) FROM postings")?,
+        accounts: count(conn, "SELECT (SELECT count(*) FROM accounts) + (SELECT count(*) FROM internal_accounts)")?,
+    })
+}
+
+/// The one number a `SELECT count(*) ...` returns.
+fn count(conn: &dyn Sql, sql: &str) -> Result<u64, LedgerError> {
+    let n: i64 = conn.query_one(sql, args![], "count")?.get(0, "count")?;
+    u64::try_from(n).map_err(|_| LedgerError::Corrupt("count"))
 }

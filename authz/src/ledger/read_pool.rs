@@ -1,5 +1,7 @@
 //! A small bounded pool of read-only SQLite connections. Reads run on tokio's blocking threads
 //! and see WAL snapshots, so they never wait for the writer and never block an async worker.
+//! The ledger's reads are written against [`Sql`]: [`ReadPool::read`] hands one a connection,
+//! [`ReadPool::snapshot`] a read transaction for a read of several statements.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -11,6 +13,7 @@ use tokio::sync::Semaphore;
 use super::config::LedgerConfig;
 use super::error::{LedgerError, Unavailable};
 use super::schema;
+use super::sql::Sql;
 
 /// At most `read_connections` reads at a time, each on its own connection.
 pub(crate) struct ReadPool {
@@ -57,6 +60,31 @@ impl ReadPool {
         })
         .await
         .map_err(|_| LedgerError::Unavailable(Unavailable::ReadTask))?
+    }
+
+    /// Runs `read` on a pooled connection; each of its statements sees the latest commit.
+    pub(crate) async fn read<T, F>(self: &Arc<Self>, read: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Sql) -> Result<T, LedgerError> + Send + 'static,
+    {
+        self.run(move |conn| read(&*conn)).await
+    }
+
+    /// Runs `read` in one read transaction: all of its statements see one snapshot, so what
+    /// they read together is consistent even while the writer commits.
+    pub(crate) async fn snapshot<T, F>(self: &Arc<Self>, read: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Sql) -> Result<T, LedgerError> + Send + 'static,
+    {
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            let value = read(&*tx)?;
+            tx.finish()?;
+            Ok(value)
+        })
+        .await
     }
 
     /// An idle connection, or a new one if a panicked read lost one.

@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 
 use mps_protocol::{Account, Iin, Rsn, SimId};
-use rusqlite::{Connection, OptionalExtension, params};
 
 use super::error::LedgerError;
 use super::journal::{self, Posting, PostingTarget};
@@ -13,33 +12,34 @@ use super::model::{
     AccountKind, AccountStatus, EntryKind, HOLDER_NAME_CHARS_MAX, InternalAccount, NewAccount, SimStatus, signed,
 };
 use super::queries;
+use super::sql::{Sql, args};
 
 /// Most accounts one SIM may be bound to.
 pub const SIM_ACCOUNTS_MAX: usize = 16;
 
 /// Opens an account; a non-zero opening balance is booked against the bank's funding account.
-pub(crate) fn create_account(conn: &Connection, new: &NewAccount, now: &str) -> Result<(), LedgerError> {
+pub(crate) fn create_account(conn: &dyn Sql, new: &NewAccount, now: &str) -> Result<(), LedgerError> {
     validate_account(new)?;
     if queries::account(conn, &new.account)?.is_some() {
         return Err(LedgerError::AlreadyExists("account"));
     }
     let opening = signed(new.opening_balance, "opening balance")?;
-    conn.prepare_cached(
+    conn.execute(
         "INSERT INTO accounts (account, holder_name, kind, currency, credit_limit, balance, status,
              password_verification_value, password_failures, password_locked, per_txn_limit, daily_limit, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, 0, 'open', ?6, 0, 0, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        new.account.expose(),
-        new.holder_name.expose(),
-        new.kind.as_str(),
-        i64::from(new.currency.code()),
-        signed(new.credit_limit, "credit limit")?,
-        &new.password_verification_value.expose()[..],
-        signed(new.per_txn_limit, "per-transaction limit")?,
-        signed(new.daily_limit, "daily limit")?,
-        now,
-    ])?;
+        args![
+            new.account.expose(),
+            new.holder_name.expose(),
+            new.kind.as_str(),
+            i64::from(new.currency.code()),
+            signed(new.credit_limit, "credit limit")?,
+            &new.password_verification_value.expose()[..],
+            signed(new.per_txn_limit, "per-transaction limit")?,
+            signed(new.daily_limit, "daily limit")?,
+            now,
+        ],
+    )?;
     if opening > 0 {
         let funding = journal::internal_account_id(conn, InternalAccount::Funding, new.currency, now)?;
         let postings = [
@@ -77,7 +77,7 @@ pub(crate) struct NewSim {
 }
 
 /// Registers a SIM at counter 0 with CK_0 and RSN_1, bound to existing accounts.
-pub(crate) fn register_sim(conn: &Connection, new: &NewSim, now: &str) -> Result<(), LedgerError> {
+pub(crate) fn register_sim(conn: &dyn Sql, new: &NewSim, now: &str) -> Result<(), LedgerError> {
     let distinct: BTreeSet<&str> = new.accounts.iter().map(Account::expose).collect();
     if new.accounts.is_empty() || new.accounts.len() > SIM_ACCOUNTS_MAX {
         return Err(LedgerError::InvalidInput("a SIM needs 1 to 16 accounts"));
@@ -85,11 +85,7 @@ pub(crate) fn register_sim(conn: &Connection, new: &NewSim, now: &str) -> Result
     if distinct.len() != new.accounts.len() {
         return Err(LedgerError::InvalidInput("an account is listed twice"));
     }
-    let exists: Option<i64> = conn
-        .prepare_cached("SELECT 1 FROM sims WHERE sim_id = ?1")?
-        .query_row([new.sim_id.as_str()], |row| row.get(0))
-        .optional()?;
-    if exists.is_some() {
+    if conn.query_opt("SELECT 1 FROM sims WHERE sim_id = ?1", args![new.sim_id.as_str()])?.is_some() {
         return Err(LedgerError::AlreadyExists("sim"));
     }
     for account in &new.accounts {
@@ -97,30 +93,31 @@ pub(crate) fn register_sim(conn: &Connection, new: &NewSim, now: &str) -> Result
             return Err(LedgerError::NotFound("account"));
         }
     }
-    conn.prepare_cached(
+    conn.execute(
         "INSERT INTO sims (sim_id, iin, status, counter, wrapped_chain_key, next_rsn, created_at, kek_version)
          VALUES (?1, ?2, 'active', 0, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        new.sim_id.as_str(),
-        new.iin.as_str(),
-        &new.wrapped_chain_key.bytes[..],
-        &new.first_rsn.0[..],
-        now,
-        new.wrapped_chain_key.kek_version
-    ])?;
+        args![
+            new.sim_id.as_str(),
+            new.iin.as_str(),
+            &new.wrapped_chain_key.bytes,
+            &new.first_rsn.0,
+            now,
+            i64::from(new.wrapped_chain_key.kek_version)
+        ],
+    )?;
     for account in &new.accounts {
-        conn.prepare_cached("INSERT INTO sim_accounts (sim_id, account) VALUES (?1, ?2)")?
-            .execute(params![new.sim_id.as_str(), account.expose()])?;
+        conn.execute(
+            "INSERT INTO sim_accounts (sim_id, account) VALUES (?1, ?2)",
+            args![new.sim_id.as_str(), account.expose()],
+        )?;
     }
     Ok(())
 }
 
 /// Blocks or unblocks a SIM.
-pub(crate) fn set_sim_status(conn: &Connection, sim_id: &SimId, status: SimStatus) -> Result<(), LedgerError> {
-    let changed = conn
-        .prepare_cached("UPDATE sims SET status = ?1 WHERE sim_id = ?2")?
-        .execute(params![status.as_str(), sim_id.as_str()])?;
+pub(crate) fn set_sim_status(conn: &dyn Sql, sim_id: &SimId, status: SimStatus) -> Result<(), LedgerError> {
+    let changed =
+        conn.execute("UPDATE sims SET status = ?1 WHERE sim_id = ?2", args![status.as_str(), sim_id.as_str()])?;
     if changed != 1 {
         return Err(LedgerError::NotFound("sim"));
     }
@@ -128,14 +125,9 @@ pub(crate) fn set_sim_status(conn: &Connection, sim_id: &SimId, status: SimStatu
 }
 
 /// Closes or reopens an account.
-pub(crate) fn set_account_status(
-    conn: &Connection,
-    account: &Account,
-    status: AccountStatus,
-) -> Result<(), LedgerError> {
-    let changed = conn
-        .prepare_cached("UPDATE accounts SET status = ?1 WHERE account = ?2")?
-        .execute(params![status.as_str(), account.expose()])?;
+pub(crate) fn set_account_status(conn: &dyn Sql, account: &Account, status: AccountStatus) -> Result<(), LedgerError> {
+    let changed =
+        conn.execute("UPDATE accounts SET status = ?1 WHERE account = ?2", args![status.as_str(), account.expose()])?;
     if changed != 1 {
         return Err(LedgerError::NotFound("account"));
     }
@@ -143,10 +135,11 @@ pub(crate) fn set_account_status(
 }
 
 /// Clears the wrong-password count and lifts the lock.
-pub(crate) fn reset_password_tries(conn: &Connection, account: &Account) -> Result<(), LedgerError> {
-    let changed = conn
-        .prepare_cached("UPDATE accounts SET password_failures = 0, password_locked = 0 WHERE account = ?1")?
-        .execute([account.expose()])?;
+pub(crate) fn reset_password_tries(conn: &dyn Sql, account: &Account) -> Result<(), LedgerError> {
+    let changed = conn.execute(
+        "UPDATE accounts SET password_failures = 0, password_locked = 0 WHERE account = ?1",
+        args![account.expose()],
+    )?;
     if changed != 1 {
         return Err(LedgerError::NotFound("account"));
     }
@@ -154,11 +147,11 @@ pub(crate) fn reset_password_tries(conn: &Connection, account: &Account) -> Resu
 }
 
 /// A tiny real write, committed and fsynced like any other: proves the ledger is writable.
-pub(crate) fn heartbeat(conn: &Connection, now: &str) -> Result<(), LedgerError> {
-    conn.prepare_cached(
+pub(crate) fn heartbeat(conn: &dyn Sql, now: &str) -> Result<(), LedgerError> {
+    conn.execute(
         "INSERT INTO health_checks (id, checked_at) VALUES (1, ?1)
          ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
-    )?
-    .execute([now])?;
+        args![now],
+    )?;
     Ok(())
 }

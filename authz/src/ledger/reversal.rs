@@ -7,7 +7,6 @@
 use std::fmt;
 
 use mps_protocol::{Amount, Currency, MerchantId, OrderNo, ResponseCode, TxnId};
-use rusqlite::{Connection, OptionalExtension, params};
 use time::{Date, OffsetDateTime};
 
 use super::error::{Conflict, LedgerError};
@@ -15,6 +14,7 @@ use super::journal::{self, Posting, PostingTarget};
 use super::model::{EntryKind, InternalAccount, signed};
 use super::queries;
 use super::rows::{day_text, time_text};
+use super::sql::{Sql, args};
 
 /// Why the merchant reverses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,45 +133,48 @@ pub struct StoredReversal {
 }
 
 /// The stored answer of the reversal whose request body had this digest.
-pub(crate) fn stored(conn: &mut Connection, digest: &[u8; 32]) -> Result<Option<StoredReversal>, LedgerError> {
-    let row: Option<(String, Vec<u8>, String)> = conn
-        .prepare_cached(
-            "SELECT response_code, response_body, response_signature FROM reversals WHERE request_digest = ?1",
-        )?
-        .query_row([&digest[..]], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-        .optional()?;
-    row.map(|(code, response_body, response_signature)| {
-        let response_code = ResponseCode::parse(&code).ok_or(LedgerError::Corrupt("reversals.response_code"))?;
-        Ok(StoredReversal { response_code, response_body, response_signature })
+pub(crate) fn stored(conn: &dyn Sql, digest: &[u8; 32]) -> Result<Option<StoredReversal>, LedgerError> {
+    let row = conn.query_opt(
+        "SELECT response_code, response_body, response_signature FROM reversals WHERE request_digest = ?1",
+        args![digest],
+    )?;
+    row.map(|row| {
+        let code: String = row.get(0, "reversals.response_code")?;
+        Ok(StoredReversal {
+            response_code: ResponseCode::parse(&code).ok_or(LedgerError::Corrupt("reversals.response_code"))?,
+            response_body: row.get(1, "reversals.response_body")?,
+            response_signature: row.get(2, "reversals.response_signature")?,
+        })
     })
     .transpose()
 }
 
 /// Stores an answered reversal and, for 00, books it. Called by the writer in a savepoint.
-pub(crate) fn commit(conn: &Connection, commit: &ReversalCommit) -> Result<(), LedgerError> {
+pub(crate) fn commit(conn: &dyn Sql, commit: &ReversalCommit) -> Result<(), LedgerError> {
     super::clearing::check_day_open(conn, commit.business_day)?;
     let created_at = time_text(commit.created_at)?;
     let amount = signed(commit.amount, "amount")?;
-    conn.prepare_cached(
+    let original = commit.outcome.original();
+    conn.execute(
         "INSERT INTO reversals (reversal_id, request_digest, merchant_id, order_no, original_txn_id, response_code,
              amount, currency, reason, business_day, created_at, response_body, response_signature)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-    )?
-    .execute(params![
-        &commit.reversal_id.0[..],
-        &commit.request_digest[..],
-        commit.merchant_id.as_str(),
-        commit.order_no.as_str(),
-        commit.outcome.original().map(|t| t.0.to_vec()),
-        commit.outcome.response_code().as_str(),
-        amount,
-        i64::from(commit.currency.code()),
-        commit.reason.as_str(),
-        day_text(commit.business_day)?,
-        &created_at,
-        &commit.response_body[..],
-        commit.response_signature.as_str(),
-    ])?;
+        args![
+            &commit.reversal_id.0,
+            &commit.request_digest,
+            commit.merchant_id.as_str(),
+            commit.order_no.as_str(),
+            original.as_ref().map(|t| &t.0),
+            commit.outcome.response_code().as_str(),
+            amount,
+            i64::from(commit.currency.code()),
+            commit.reason.as_str(),
+            &day_text(commit.business_day)?,
+            &created_at,
+            &commit.response_body,
+            commit.response_signature.as_str(),
+        ],
+    )?;
     if let ReversalOutcome::Reversed { original } = commit.outcome {
         undo_approval(conn, commit, &original, &created_at)?;
     }
@@ -181,7 +184,7 @@ pub(crate) fn commit(conn: &Connection, commit: &ReversalCommit) -> Result<(), L
 /// The approval is still approved and not reversed, and is the merchant's order with the
 /// amount and currency named; then it is marked reversed and its postings are mirrored.
 fn undo_approval(
-    conn: &Connection,
+    conn: &dyn Sql,
     commit: &ReversalCommit,
     original: &TxnId,
     created_at: &str,
@@ -193,9 +196,10 @@ fn undo_approval(
     if approval.outcome.response_code() != ResponseCode::Approved || !same_order || !same_money {
         return Err(LedgerError::Invariant("a reversal must name its approval's merchant, order and amount"));
     }
-    let changed = conn
-        .prepare_cached("UPDATE transactions SET reversal_id = ?1 WHERE txn_id = ?2 AND reversal_id IS NULL")?
-        .execute(params![&commit.reversal_id.0[..], &original.0[..]])?;
+    let changed = conn.execute(
+        "UPDATE transactions SET reversal_id = ?1 WHERE txn_id = ?2 AND reversal_id IS NULL",
+        args![&commit.reversal_id.0, &original.0],
+    )?;
     if changed != 1 {
         return Err(LedgerError::Conflict(Conflict::AlreadyReversed));
     }

@@ -6,7 +6,6 @@ use mps_protocol::wire::PACKET_LEN;
 use mps_protocol::{
     Account, Amount, AuthCode, Counter, Currency, Iin, MerchantId, OrderNo, ResponseCode, Rsn, SimId, TxnId,
 };
-use rusqlite::Row;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime, UtcOffset};
@@ -16,6 +15,7 @@ use super::model::{
     AccountKind, AccountRecord, AccountStatus, DeclineCode, EntryKind, Outcome, SimStatus, StatementLine, StoredAnswer,
     Transaction, TransactionRecord, WRAPPED_CHAIN_KEY_LEN, available_funds, merchant_account_is_valid,
 };
+use super::sql::Row;
 
 const DAY_FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
     format_description!("[year]-[month]-[day]");
@@ -154,21 +154,21 @@ pub(crate) struct RawAccount {
 
 impl RawAccount {
     /// Reads the columns of [`ACCOUNT_COLUMNS`].
-    pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+    pub(crate) fn from_row(row: &Row) -> Result<Self, LedgerError> {
         Ok(Self {
-            account: row.get(0)?,
-            holder_name: row.get(1)?,
-            kind: row.get(2)?,
-            currency: row.get(3)?,
-            credit_limit: row.get(4)?,
-            balance: row.get(5)?,
-            status: row.get(6)?,
-            password_verification_value: row.get(7)?,
-            password_failures: row.get(8)?,
-            password_locked: row.get(9)?,
-            per_txn_limit: row.get(10)?,
-            daily_limit: row.get(11)?,
-            created_at: row.get(12)?,
+            account: row.get(0, "accounts.account")?,
+            holder_name: row.get(1, "accounts.holder_name")?,
+            kind: row.get(2, "accounts.kind")?,
+            currency: row.get(3, "accounts.currency")?,
+            credit_limit: row.get(4, "accounts.credit_limit")?,
+            balance: row.get(5, "accounts.balance")?,
+            status: row.get(6, "accounts.status")?,
+            password_verification_value: row.get(7, "accounts.password_verification_value")?,
+            password_failures: row.get(8, "accounts.password_failures")?,
+            password_locked: row.get(9, "accounts.password_locked")?,
+            per_txn_limit: row.get(10, "accounts.per_txn_limit")?,
+            daily_limit: row.get(11, "accounts.daily_limit")?,
+            created_at: row.get(12, "accounts.created_at")?,
         })
     }
 
@@ -228,22 +228,22 @@ pub(crate) struct RawTransaction {
 
 impl RawTransaction {
     /// Reads the columns of [`TRANSACTION_COLUMNS`].
-    pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+    pub(crate) fn from_row(row: &Row) -> Result<Self, LedgerError> {
         Ok(Self {
-            txn_id: row.get(0)?,
-            sim_id: row.get(1)?,
-            counter: row.get(2)?,
-            account: row.get(3)?,
-            merchant_id: row.get(4)?,
-            order_no: row.get(5)?,
-            acquirer_iin: row.get(6)?,
-            merchant_account: row.get(7)?,
-            amount: row.get(8)?,
-            currency: row.get(9)?,
-            response_code: row.get(10)?,
-            auth_code: row.get(11)?,
-            business_day: row.get(12)?,
-            created_at: row.get(13)?,
+            txn_id: row.get(0, "transactions.txn_id")?,
+            sim_id: row.get(1, "transactions.sim_id")?,
+            counter: row.get(2, "transactions.counter")?,
+            account: row.get(3, "transactions.account")?,
+            merchant_id: row.get(4, "transactions.merchant_id")?,
+            order_no: row.get(5, "transactions.order_no")?,
+            acquirer_iin: row.get(6, "transactions.acquirer_iin")?,
+            merchant_account: row.get(7, "transactions.merchant_account")?,
+            amount: row.get(8, "transactions.amount")?,
+            currency: row.get(9, "transactions.currency")?,
+            response_code: row.get(10, "transactions.response_code")?,
+            auth_code: row.get(11, "transactions.auth_code")?,
+            business_day: row.get(12, "transactions.business_day")?,
+            created_at: row.get(13, "transactions.created_at")?,
         })
     }
 
@@ -275,21 +275,39 @@ impl RawTransaction {
     }
 }
 
-/// A statement row before parsing (see `queries::statement`).
+/// The columns of a statement line, in [`RawStatementLine::from_row`]'s order (the query is
+/// `queries::statement`).
 pub(crate) struct RawStatementLine {
-    pub entry_id: i64,
-    pub kind: String,
-    pub created_at: String,
-    pub amount: i64,
-    pub currency: i64,
-    pub balance_after: i64,
-    pub txn_id: Option<Vec<u8>>,
-    pub merchant_id: Option<String>,
-    pub order_no: Option<String>,
-    pub auth_code: Option<String>,
+    entry_id: i64,
+    kind: String,
+    created_at: String,
+    amount: i64,
+    currency: i64,
+    balance_after: i64,
+    txn_id: Option<Vec<u8>>,
+    merchant_id: Option<String>,
+    order_no: Option<String>,
+    auth_code: Option<String>,
 }
 
 impl RawStatementLine {
+    /// Reads entry_id, kind, created_at, amount, currency, balance_after, txn_id,
+    /// merchant_id, order_no, auth_code.
+    pub(crate) fn from_row(row: &Row) -> Result<Self, LedgerError> {
+        Ok(Self {
+            entry_id: row.get(0, "postings.entry_id")?,
+            kind: row.get(1, "journal_entries.kind")?,
+            created_at: row.get(2, "journal_entries.created_at")?,
+            amount: row.get(3, "postings.amount")?,
+            currency: row.get(4, "postings.currency")?,
+            balance_after: row.get(5, "postings.amount (running sum)")?,
+            txn_id: row.get(6, "journal_entries.txn_id")?,
+            merchant_id: row.get(7, "transactions.merchant_id")?,
+            order_no: row.get(8, "transactions.order_no")?,
+            auth_code: row.get(9, "transactions.auth_code")?,
+        })
+    }
+
     /// Parses every field.
     pub(crate) fn parse(self) -> Result<StatementLine, LedgerError> {
         Ok(StatementLine {
@@ -313,15 +331,27 @@ impl RawStatementLine {
 
 /// A `sim_answers` row joined with its transaction's response code, before parsing.
 pub(crate) struct RawStoredAnswer {
-    pub counter: i64,
-    pub txn_id: Vec<u8>,
-    pub response_code: String,
-    pub packet: Vec<u8>,
-    pub response_body: Vec<u8>,
-    pub response_signature: String,
+    counter: i64,
+    txn_id: Vec<u8>,
+    response_code: String,
+    packet: Vec<u8>,
+    response_body: Vec<u8>,
+    response_signature: String,
 }
 
 impl RawStoredAnswer {
+    /// Reads counter, txn_id, response_code, packet, response_body, response_signature.
+    pub(crate) fn from_row(row: &Row) -> Result<Self, LedgerError> {
+        Ok(Self {
+            counter: row.get(0, "sim_answers.counter")?,
+            txn_id: row.get(1, "sim_answers.txn_id")?,
+            response_code: row.get(2, "transactions.response_code")?,
+            packet: row.get(3, "sim_answers.packet")?,
+            response_body: row.get(4, "sim_answers.response_body")?,
+            response_signature: row.get(5, "sim_answers.response_signature")?,
+        })
+    }
+
     /// Parses every field.
     pub(crate) fn parse(self) -> Result<StoredAnswer, LedgerError> {
         Ok(StoredAnswer {

@@ -7,8 +7,6 @@
 //! bound, limits, duplicate order, funds), and a premise that moved is a
 //! [`LedgerError::Conflict`] that rolls back this command only.
 
-use rusqlite::{Connection, OptionalExtension, params};
-
 use super::error::{Conflict, LedgerError};
 use super::journal::{self, Posting, PostingTarget};
 use mps_protocol::wire::PACKET_LEN;
@@ -19,20 +17,18 @@ use super::model::{
 };
 use super::queries;
 use super::rows::{auth_code_is_valid, counter_value, day_text, parse_counter, parse_sim_status, time_text};
+use super::sql::{Sql, args};
 use crate::decision::rules;
 
 /// Books one session. Called by the writer inside a savepoint.
 pub(crate) fn commit_session(
-    conn: &Connection,
+    conn: &dyn Sql,
     commit: &SessionCommit,
     stored_answer_bytes_max: usize,
 ) -> Result<(), LedgerError> {
     let amount = validate(commit, stored_answer_bytes_max)?;
     let previous_counter = check_sim(conn, commit)?;
-    let exists: Option<i64> = conn
-        .prepare_cached("SELECT 1 FROM transactions WHERE txn_id = ?1")?
-        .query_row([&commit.transaction.txn_id.0[..]], |row| row.get(0))
-        .optional()?;
+    let exists = conn.query_opt("SELECT 1 FROM transactions WHERE txn_id = ?1", args![&commit.transaction.txn_id.0])?;
     if exists.is_some() {
         return Err(LedgerError::AlreadyExists("transaction"));
     }
@@ -84,12 +80,11 @@ fn validate(commit: &SessionCommit, stored_answer_bytes_max: usize) -> Result<i6
 }
 
 /// The SIM is known, active, and at counter n - 1. Returns n - 1 as stored.
-fn check_sim(conn: &Connection, commit: &SessionCommit) -> Result<i64, LedgerError> {
-    let row: Option<(String, i64)> = conn
-        .prepare_cached("SELECT status, counter FROM sims WHERE sim_id = ?1")?
-        .query_row([commit.transaction.sim_id.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
-    let (status, counter) = row.ok_or(LedgerError::NotFound("sim"))?;
+fn check_sim(conn: &dyn Sql, commit: &SessionCommit) -> Result<i64, LedgerError> {
+    let row = conn
+        .query_opt("SELECT status, counter FROM sims WHERE sim_id = ?1", args![commit.transaction.sim_id.as_str()])?
+        .ok_or(LedgerError::NotFound("sim"))?;
+    let (status, counter): (String, i64) = (row.get(0, "sims.status")?, row.get(1, "sims.counter")?);
     if parse_sim_status(&status)? != SimStatus::Active {
         return Err(LedgerError::Conflict(Conflict::SimNotActive));
     }
@@ -101,12 +96,12 @@ fn check_sim(conn: &Connection, commit: &SessionCommit) -> Result<i64, LedgerErr
 
 /// Steps 8 to 12 once more, inside the write transaction, with the decision's own step
 /// functions on the rows read here: a rule is stated once, in `decision/`.
-fn check_approval(conn: &Connection, commit: &SessionCommit, account: &AccountRecord) -> Result<(), LedgerError> {
+fn check_approval(conn: &dyn Sql, commit: &SessionCommit, account: &AccountRecord) -> Result<(), LedgerError> {
     let transaction = &commit.transaction;
-    let bound: Option<i64> = conn
-        .prepare_cached("SELECT 1 FROM sim_accounts WHERE sim_id = ?1 AND account = ?2")?
-        .query_row(params![transaction.sim_id.as_str(), transaction.account.expose()], |row| row.get(0))
-        .optional()?;
+    let bound = conn.query_opt(
+        "SELECT 1 FROM sim_accounts WHERE sim_id = ?1 AND account = ?2",
+        args![transaction.sim_id.as_str(), transaction.account.expose()],
+    )?;
     let approved_today = || queries::daily_approved_total(conn, &transaction.account, transaction.business_day);
     let order_authorized = || queries::order_authorized(conn, &transaction.merchant_id, &transaction.order_no);
     rules::recheck_approval(
@@ -119,37 +114,37 @@ fn check_approval(conn: &Connection, commit: &SessionCommit, account: &AccountRe
     )
 }
 
-fn insert_transaction(conn: &Connection, commit: &SessionCommit, created_at: &str) -> Result<(), LedgerError> {
+fn insert_transaction(conn: &dyn Sql, commit: &SessionCommit, created_at: &str) -> Result<(), LedgerError> {
     let outcome = commit.outcome.stored();
     let auth_code = outcome.auth_code().map(|code| code.as_str().to_owned());
-    conn.prepare_cached(
+    conn.execute(
         "INSERT INTO transactions (txn_id, sim_id, counter, account, merchant_id, order_no, acquirer_iin,
              merchant_account, amount, currency, response_code, auth_code, business_day, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-    )?
-    .execute(params![
-        &commit.transaction.txn_id.0[..],
-        commit.transaction.sim_id.as_str(),
-        counter_value(commit.transaction.counter)?,
-        commit.transaction.account.expose(),
-        commit.transaction.merchant_id.as_str(),
-        commit.transaction.order_no.as_str(),
-        commit.transaction.acquirer_iin.as_str(),
-        commit.transaction.merchant_account.as_str(),
-        signed(commit.transaction.amount, "amount")?,
-        i64::from(commit.transaction.currency.code()),
-        outcome.response_code().as_str(),
-        auth_code,
-        day_text(commit.transaction.business_day)?,
-        created_at,
-    ])?;
+        args![
+            &commit.transaction.txn_id.0,
+            commit.transaction.sim_id.as_str(),
+            counter_value(commit.transaction.counter)?,
+            commit.transaction.account.expose(),
+            commit.transaction.merchant_id.as_str(),
+            commit.transaction.order_no.as_str(),
+            commit.transaction.acquirer_iin.as_str(),
+            commit.transaction.merchant_account.as_str(),
+            signed(commit.transaction.amount, "amount")?,
+            i64::from(commit.transaction.currency.code()),
+            outcome.response_code().as_str(),
+            auth_code.as_ref(),
+            &day_text(commit.transaction.business_day)?,
+            created_at,
+        ],
+    )?;
     Ok(())
 }
 
 /// Debits the payer, credits the acquirer's settlement payable; then checks the stored
 /// balance is the old one minus the amount and still within the account's invariants.
 fn book_approval(
-    conn: &Connection,
+    conn: &dyn Sql,
     commit: &SessionCommit,
     account: &AccountRecord,
     amount: i64,
@@ -176,7 +171,7 @@ fn book_approval(
 }
 
 fn apply_password_effect(
-    conn: &Connection,
+    conn: &dyn Sql,
     transaction: &Transaction,
     effect: PasswordEffect,
     account: Option<&AccountRecord>,
@@ -186,17 +181,17 @@ fn apply_password_effect(
     }
     let changed = match effect {
         PasswordEffect::None => return Ok(()),
-        PasswordEffect::Reset => conn
-            .prepare_cached("UPDATE accounts SET password_failures = 0 WHERE account = ?1 AND password_failures > 0")?
-            .execute([transaction.account.expose()])?,
+        PasswordEffect::Reset => conn.execute(
+            "UPDATE accounts SET password_failures = 0 WHERE account = ?1 AND password_failures > 0",
+            args![transaction.account.expose()],
+        )?,
         // The lock follows from the count this statement writes, not from one read earlier.
-        PasswordEffect::Failure { tries_max } => conn
-            .prepare_cached(
-                "UPDATE accounts SET password_failures = password_failures + 1, \
-                 password_locked = CASE WHEN password_failures + 1 >= ?2 THEN 1 ELSE password_locked END \
-                 WHERE account = ?1",
-            )?
-            .execute(rusqlite::params![transaction.account.expose(), tries_max.max(1)])?,
+        PasswordEffect::Failure { tries_max } => conn.execute(
+            "UPDATE accounts SET password_failures = password_failures + 1, \
+             password_locked = CASE WHEN password_failures + 1 >= ?2 THEN 1 ELSE password_locked END \
+             WHERE account = ?1",
+            args![transaction.account.expose(), i64::from(tries_max.max(1))],
+        )?,
     };
     if changed > 1 {
         return Err(LedgerError::Invariant("a password effect changed more than one account"));
@@ -205,21 +200,20 @@ fn apply_password_effect(
 }
 
 /// Moves the SIM from n - 1 to n: CK_n and RSN_{n+1}. The WHERE clause re-checks the counter.
-fn advance_sim(conn: &Connection, commit: &SessionCommit, previous_counter: i64) -> Result<(), LedgerError> {
+fn advance_sim(conn: &dyn Sql, commit: &SessionCommit, previous_counter: i64) -> Result<(), LedgerError> {
     let counter = counter_value(commit.transaction.counter)?;
-    let changed = conn
-        .prepare_cached(
-            "UPDATE sims SET counter = ?1, wrapped_chain_key = ?2, next_rsn = ?3, kek_version = ?6
-             WHERE sim_id = ?4 AND counter = ?5 AND status = 'active'",
-        )?
-        .execute(params![
+    let changed = conn.execute(
+        "UPDATE sims SET counter = ?1, wrapped_chain_key = ?2, next_rsn = ?3, kek_version = ?6
+         WHERE sim_id = ?4 AND counter = ?5 AND status = 'active'",
+        args![
             counter,
-            &commit.wrapped_next_chain_key.bytes[..],
-            &commit.next_rsn.0[..],
+            &commit.wrapped_next_chain_key.bytes,
+            &commit.next_rsn.0,
             commit.transaction.sim_id.as_str(),
             previous_counter,
-            commit.wrapped_next_chain_key.kek_version
-        ])?;
+            i64::from(commit.wrapped_next_chain_key.kek_version)
+        ],
+    )?;
     if changed != 1 {
         return Err(LedgerError::Conflict(Conflict::StaleCounter));
     }
@@ -227,23 +221,23 @@ fn advance_sim(conn: &Connection, commit: &SessionCommit, previous_counter: i64)
 }
 
 /// Keeps the exact answer of this session (replacing the previous session's).
-fn store_answer(conn: &Connection, commit: &SessionCommit) -> Result<(), LedgerError> {
+fn store_answer(conn: &dyn Sql, commit: &SessionCommit) -> Result<(), LedgerError> {
     let counter = counter_value(commit.transaction.counter)?;
-    conn.prepare_cached(
+    conn.execute(
         "INSERT INTO sim_answers (sim_id, counter, txn_id, packet, response_body, response_signature)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (sim_id) DO UPDATE SET counter = excluded.counter, txn_id = excluded.txn_id,
              packet = excluded.packet, response_body = excluded.response_body,
              response_signature = excluded.response_signature",
-    )?
-    .execute(params![
-        commit.transaction.sim_id.as_str(),
-        counter,
-        &commit.transaction.txn_id.0[..],
-        &commit.packet[..],
-        &commit.response_body[..],
-        commit.response_signature.as_str(),
-    ])?;
+        args![
+            commit.transaction.sim_id.as_str(),
+            counter,
+            &commit.transaction.txn_id.0,
+            &commit.packet,
+            &commit.response_body,
+            commit.response_signature.as_str(),
+        ],
+    )?;
     Ok(())
 }
 

@@ -18,6 +18,7 @@ use super::model::{AccountStatus, NewAccount, SessionCommit, SimStatus};
 use super::registration::{self, NewSim};
 use super::rows::now_text;
 use super::session;
+use super::sql::Sql;
 
 /// A write for the writer thread.
 pub(crate) enum Command {
@@ -45,7 +46,8 @@ pub(crate) enum Command {
     Heartbeat,
     /// Finish what is queued, then stop.
     Shutdown,
-    /// Tests only: runs the SQL, then fails, as a command that broke half-way would.
+    /// Tests only: runs the SQL (statements separated by `;`), then fails, as a command that
+    /// broke half-way would.
     #[cfg(test)]
     FailAfter(&'static str),
 }
@@ -263,7 +265,7 @@ fn run_in_savepoint(
         // Nothing ran: this command fails alone.
         Err(error) => return Ok(Err(error.into())),
     };
-    match apply(&savepoint, command, stored_answer_bytes_max) {
+    match apply(&*savepoint, command, stored_answer_bytes_max) {
         Ok(()) => match savepoint.commit() {
             Ok(()) => Ok(Ok(())),
             Err(error) => Err(SavepointFailed(error)),
@@ -276,7 +278,9 @@ fn run_in_savepoint(
     }
 }
 
-fn apply(conn: &Connection, command: &Command, stored_answer_bytes_max: usize) -> Result<(), LedgerError> {
+/// Runs one command's SQL. Written against [`Sql`] only: the SQLite-specific part of the
+/// writer is the transaction and savepoint around it.
+fn apply(conn: &dyn Sql, command: &Command, stored_answer_bytes_max: usize) -> Result<(), LedgerError> {
     match command {
         Command::CommitSession(commit) => session::commit_session(conn, commit, stored_answer_bytes_max),
         Command::CreateAccount(new) => registration::create_account(conn, new, &now_text()?),
@@ -292,7 +296,9 @@ fn apply(conn: &Connection, command: &Command, stored_answer_bytes_max: usize) -
         Command::Shutdown => Ok(()),
         #[cfg(test)]
         Command::FailAfter(sql) => {
-            conn.execute_batch(sql)?;
+            for statement in sql.split(';').map(str::trim).filter(|statement| !statement.is_empty()) {
+                conn.execute(statement, &[])?;
+            }
             Err(LedgerError::InvalidInput("a command failed half-way (test)"))
         }
     }
