@@ -17,6 +17,22 @@ async fn readyz(bank: &Bank) -> (u16, String) {
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
+/// The reload count once no reload has happened for three checks: a reload still running for
+/// an earlier change must not pass for the reload of the next one (seen once in CI, on a busy
+/// machine: the merchant's revocation seemed loaded and was not).
+async fn settled_reloads(bank: &Bank) -> f64 {
+    let mut last = bank.metric("mps_authz_crl_reloads_total").await;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(3 * CHECK_MS)).await;
+        let now = bank.metric("mps_authz_crl_reloads_total").await;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("CRL reloads did not settle");
+}
+
 /// Waits until `check` holds (the watcher checks every CHECK_MS).
 async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
     for _ in 0..100 {
@@ -34,7 +50,7 @@ async fn revocations_and_fresh_crls_take_effect_while_serving() {
     let account = bank.create_account(&AccountSpec::debit("4000120000000061", "2468", 10_000)).await;
     let mut sim = bank.new_sim("8949012300000000061", &[&account]).await;
     assert_eq!(readyz(&bank).await.0, 200);
-    let reloads_before = bank.metric("mps_authz_crl_reloads_total").await;
+    let reloads_before = settled_reloads(&bank).await;
 
     // A second gateway certificate works, then is revoked: its next connection is refused.
     let second = bank.pki.issue("gw-client-2", &request(Role::GatewayClient, "gateway-2"));
@@ -56,7 +72,7 @@ async fn revocations_and_fresh_crls_take_effect_while_serving() {
     let merchant = Merchant::from_leaf(mps_tests::MERCHANT_ID, &merchant_leaf);
     let packet = sim.pay(&account, "C-2", 100, "2468");
     let (body, jws) = merchant.request(&packet, "C-2", 100, 978);
-    let reloads = bank.metric("mps_authz_crl_reloads_total").await;
+    let reloads = settled_reloads(&bank).await;
     bank.pki.revoke(&merchant_leaf);
     eventually("the reload after the merchant's revocation", || async {
         bank.metric("mps_authz_crl_reloads_total").await > reloads
