@@ -19,6 +19,8 @@ mod custody;
 mod error;
 mod journal;
 mod model;
+#[cfg(any(test, feature = "testing"))]
+pub mod postgres_testing;
 mod queries;
 mod read_pool;
 mod registration;
