@@ -70,6 +70,9 @@ pub enum Unavailable {
     /// A blocking read task was cancelled or panicked.
     #[error("read task failed")]
     ReadTask,
+    /// PostgreSQL failed: the connection, a refusal by the server, or a lost serialization race.
+    #[error("postgres: {0}")]
+    Postgres(#[source] super::postgres::PostgresError),
 }
 
 /// Which premise of a session commit no longer held inside the write transaction.

@@ -19,6 +19,8 @@ mod custody;
 mod error;
 mod journal;
 mod model;
+mod postgres;
+mod postgres_pool;
 #[cfg(any(test, feature = "testing"))]
 pub mod postgres_testing;
 mod queries;
