@@ -29,6 +29,7 @@ mod registration;
 mod reversal;
 mod rows;
 mod schema;
+mod schema_postgres;
 mod session;
 mod sql;
 mod sqlite;
