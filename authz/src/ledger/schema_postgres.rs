@@ -34,6 +34,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration { version: 3, name: "KEK version of each chain key", sql: MIGRATION_3 },
     Migration { version: 4, name: "reversals", sql: MIGRATION_4 },
     Migration { version: 5, name: "clearing files and settlements", sql: MIGRATION_5 },
+    Migration { version: 6, name: "daily totals from an index", sql: MIGRATION_6 },
 ];
 
 const BOOKKEEPING: &str = r#"
@@ -235,6 +236,13 @@ ALTER TABLE journal_entries
     ADD CONSTRAINT journal_entries_kind_check
         CHECK (kind IN ('opening', 'authorization', 'reversal', 'settlement')),
     ADD CONSTRAINT journal_entries_txn_check CHECK ((kind IN ('opening', 'settlement')) = (txn_id IS NULL));
+"#;
+
+/// A day's approved total of an account is read from this index alone.
+const MIGRATION_6: &str = r#"
+CREATE INDEX transactions_approved_by_account_day ON transactions (account, business_day, amount)
+    WHERE response_code = '00' AND reversal_id IS NULL;
+DROP INDEX transactions_by_account_day;
 "#;
 
 /// The schema version this build writes.
