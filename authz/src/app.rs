@@ -28,7 +28,10 @@ pub enum AppError {
     #[error("HSM: {0} (check hsm.module_path, hsm.token_label and the PIN in the environment)")]
     Hsm(#[from] mps_hsm::HsmError),
     /// Ledger.
-    #[error("ledger: {0} (check ledger.path and its directory's permissions)")]
+    #[error(
+        "ledger: {0} (check the [ledger] section: ledger.path and its directory's permissions for SQLite, \
+         ledger.postgres.connection and the server for PostgreSQL)"
+    )]
     Ledger(#[from] crate::ledger::LedgerError),
     /// Certificates and trust.
     #[error("{0}")]
@@ -94,7 +97,8 @@ pub fn parts_with_hsm(config: &AuthzConfig, hsm: Hsm) -> Result<Parts, AppError>
     let observer_metrics = Arc::clone(&metrics);
     let observer: crate::ledger::BatchObserver =
         Arc::new(move |report: &crate::ledger::BatchReport| observer_metrics.observe_ledger_batch(report));
-    let ledger = Ledger::open_with_observer(&config.ledger.path, config.ledger.tuning.clone(), observer)?;
+    let store = config.ledger.store()?;
+    let ledger = Ledger::open_store(&store, config.ledger.tuning.clone(), Some(observer))?;
     Ok(Parts { hsm, ledger, metrics, clock: crate::decision::clock::Clock::system() })
 }
 

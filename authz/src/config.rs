@@ -273,11 +273,120 @@ impl Default for RevocationConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerSection {
-    /// The SQLite file.
+    /// Which database keeps the books.
+    #[serde(default)]
+    pub backend: LedgerBackend,
+    /// The SQLite file (backend "sqlite").
+    #[serde(default)]
     pub path: PathBuf,
+    /// The PostgreSQL database (backend "postgres").
+    #[serde(default)]
+    pub postgres: Option<PostgresSection>,
     /// Tuning.
     #[serde(flatten)]
     pub tuning: LedgerConfig,
+}
+
+/// The ledger's database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LedgerBackend {
+    /// An SQLite file that this server alone writes (the default).
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database that several authorization servers may share.
+    Postgres,
+}
+
+/// Where the PostgreSQL ledger is (`[ledger.postgres]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSection {
+    /// A libpq connection string (`host=/run/postgresql dbname=ledger user=mps`) or URL
+    /// (`postgresql://mps@db.bank.internal/ledger`), without a password.
+    pub connection: String,
+    /// A file whose first line is the password, when the server asks for one.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// How long one call (connect, statement, COMMIT) may take.
+    #[serde(default = "defaults::postgres_call_timeout_ms")]
+    pub call_timeout_ms: u64,
+}
+
+impl LedgerSection {
+    /// Where the books are, with the PostgreSQL password read from its file.
+    pub fn store(&self) -> Result<crate::ledger::Store, ConfigError> {
+        match (self.backend, &self.postgres) {
+            (LedgerBackend::Sqlite, _) => Ok(crate::ledger::Store::Sqlite(self.path.clone())),
+            (LedgerBackend::Postgres, None) => Err(ConfigError::Invalid(
+                "ledger.backend = \"postgres\" needs a [ledger.postgres] table with its connection".to_owned(),
+            )),
+            (LedgerBackend::Postgres, Some(postgres)) => {
+                let mut connect = postgres.connect_config()?;
+                if let Some(file) = &postgres.password_file {
+                    let text = zeroize::Zeroizing::new(
+                        std::fs::read_to_string(file)
+                            .map_err(|source| ConfigError::Read { path: file.clone(), source })?,
+                    );
+                    let password = text.lines().next().unwrap_or_default();
+                    if password.is_empty() {
+                        return Err(ConfigError::Invalid(format!(
+                            "ledger.postgres.password_file {} is empty: write the password on its first line",
+                            file.display()
+                        )));
+                    }
+                    connect.password(password);
+                }
+                Ok(crate::ledger::Store::Postgres(Box::new(crate::ledger::PostgresStore {
+                    connect,
+                    call_timeout: Duration::from_millis(postgres.call_timeout_ms),
+                })))
+            }
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
+        match self.backend {
+            LedgerBackend::Sqlite if self.path.as_os_str().is_empty() => {
+                invalid("ledger.path must name the SQLite file (or set ledger.backend = \"postgres\")")
+            }
+            LedgerBackend::Sqlite => Ok(()),
+            LedgerBackend::Postgres => match &self.postgres {
+                None => invalid("ledger.backend = \"postgres\" needs a [ledger.postgres] table with its connection"),
+                Some(postgres) if !(100..=600_000).contains(&postgres.call_timeout_ms) => {
+                    invalid("ledger.postgres.call_timeout_ms must be 100 to 600000")
+                }
+                Some(postgres) => postgres.connect_config().map(|_| ()),
+            },
+        }
+    }
+}
+
+impl PostgresSection {
+    /// The connection string parsed; a password inside it is refused, so that it never sits
+    /// in a configuration file or in the environment's overrides.
+    fn connect_config(&self) -> Result<tokio_postgres::Config, ConfigError> {
+        let config: tokio_postgres::Config = self.connection.parse().map_err(|_| {
+            ConfigError::Invalid(
+                "ledger.postgres.connection is neither a libpq connection string (host=... dbname=... user=...) \
+                 nor a postgresql:// URL"
+                    .to_owned(),
+            )
+        })?;
+        if config.get_password().is_some() {
+            return Err(ConfigError::Invalid(
+                "ledger.postgres.connection holds a password: put it in the file named by ledger.postgres.password_file"
+                    .to_owned(),
+            ));
+        }
+        if config.get_hosts().is_empty() || config.get_dbname().is_none() {
+            return Err(ConfigError::Invalid(
+                "ledger.postgres.connection must name the host (or socket directory) and the dbname".to_owned(),
+            ));
+        }
+        Ok(config)
+    }
 }
 
 /// Logging.
@@ -300,6 +409,10 @@ impl Default for LogConfig {
 
 mod defaults {
     use std::net::SocketAddr;
+
+    pub fn postgres_call_timeout_ms() -> u64 {
+        5_000
+    }
 
     pub fn body_bytes_max() -> usize {
         8 * 1024
@@ -410,6 +523,7 @@ impl AuthzConfig {
         // The HSM section is checked here too, so that a bad [[hsm.additional]] entry stops
         // the server before it opens anything.
         self.hsm.validate().map_err(|e| ConfigError::Invalid(format!("hsm: {e}")))?;
+        self.ledger.check()?;
         if !(512..=1024 * 1024).contains(&self.server.body_bytes_max) {
             return invalid("server.body_bytes_max must be 512 to 1048576");
         }
@@ -522,6 +636,75 @@ mod tests {
         let error = AuthzConfig::from_parts(&example(), vars).unwrap_err().to_string();
         assert!(error.contains("additional[1]"), "{error}");
         assert_eq!(AuthzConfig::from_parts(&example(), Vec::new()).unwrap().hsm.members().len(), 1);
+    }
+
+    #[test]
+    fn the_ledger_backend_is_chosen_and_its_section_checked() {
+        let var = |key: &str, value: &str| (format!("MPS_AUTHZ__LEDGER__{key}"), value.to_owned());
+        let config = AuthzConfig::from_parts(&example(), Vec::new()).unwrap();
+        assert_eq!(config.ledger.backend, LedgerBackend::Sqlite);
+        assert!(
+            matches!(config.ledger.store().unwrap(), crate::ledger::Store::Sqlite(path) if path == config.ledger.path)
+        );
+
+        let postgres = |connection: &str| {
+            vec![
+                var("BACKEND", "postgres"),
+                var("POSTGRES__CONNECTION", connection),
+                var("POSTGRES__CALL_TIMEOUT_MS", "2500"),
+            ]
+        };
+        let config =
+            AuthzConfig::from_parts(&example(), postgres("host=/run/postgresql user=mps dbname=ledger")).unwrap();
+        match config.ledger.store().unwrap() {
+            crate::ledger::Store::Postgres(store) => {
+                assert_eq!(store.connect.get_dbname(), Some("ledger"));
+                assert_eq!(store.call_timeout, Duration::from_millis(2_500));
+            }
+            other => panic!("{other:?}"),
+        }
+        let url = AuthzConfig::from_parts(&example(), postgres("postgresql://mps@db.bank.internal/ledger"));
+        assert!(url.is_ok(), "{url:?}");
+
+        let refusals = [
+            (vec![var("BACKEND", "postgres")], "[ledger.postgres]"),
+            (postgres("host=/run/postgresql user=mps dbname=ledger password=hunter2"), "password_file"),
+            (postgres("user=mps"), "dbname"),
+            (postgres("not a connection string ="), "neither"),
+            (vec![var("BACKEND", "oracle")], "backend"),
+        ];
+        for (vars, expected) in refusals {
+            let error = AuthzConfig::from_parts(&example(), vars).unwrap_err().to_string();
+            assert!(error.contains(expected), "{expected}: {error}");
+            assert!(!error.contains("hunter2"), "the password leaked: {error}");
+        }
+    }
+
+    #[test]
+    fn the_postgres_password_comes_from_its_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pg-password");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let vars = vec![
+            ("MPS_AUTHZ__LEDGER__BACKEND".to_owned(), "postgres".to_owned()),
+            (
+                "MPS_AUTHZ__LEDGER__POSTGRES__CONNECTION".to_owned(),
+                "host=/run/postgresql user=mps dbname=ledger".to_owned(),
+            ),
+            ("MPS_AUTHZ__LEDGER__POSTGRES__PASSWORD_FILE".to_owned(), file.display().to_string()),
+        ];
+        let config = AuthzConfig::from_parts(&example(), vars).unwrap();
+        let store = config.ledger.store().unwrap();
+        match &store {
+            crate::ledger::Store::Postgres(postgres) => {
+                assert_eq!(postgres.connect.get_password(), Some(&b"s3cret"[..]))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{store:?}").contains("s3cret"), "Debug shows the password");
+        std::fs::write(&file, "").unwrap();
+        let error = config.ledger.store().unwrap_err().to_string();
+        assert!(error.contains("empty"), "{error}");
     }
 
     #[test]

@@ -422,7 +422,9 @@ fn soak_settings(
         p99_drift_percent_max: soak.p99_drift_percent_max,
         recycles_min: soak.recycles_min,
         metric_series_growth_max: soak.metric_series_growth_max,
-        ledger_file: Some(authz_config.ledger.path.clone()),
+        // A PostgreSQL ledger has no file of its own to measure.
+        ledger_file: (authz_config.ledger.backend == mps_authz::config::LedgerBackend::Sqlite)
+            .then(|| authz_config.ledger.path.clone()),
         progress,
     }))
 }

@@ -13,9 +13,6 @@
 //! A serialization failure or a deadlock is [`PostgresError::MustRetry`]: the server rolled the
 //! whole transaction back, and [`serializable`] runs it again, a bounded number of times.
 
-// Not wired into `Ledger` yet: the backend is built and tested on its own first.
-#![allow(dead_code)]
-
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
@@ -274,6 +271,7 @@ impl PgConnection {
         !self.abandoned.get() && !self.client.is_closed() && self.transaction.get() == TransactionState::Idle
     }
 
+    #[cfg(test)]
     /// Prepared statements kept now.
     pub(crate) fn statements_cached(&self) -> usize {
         self.statements.borrow().len()

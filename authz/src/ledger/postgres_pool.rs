@@ -5,9 +5,6 @@
 //! No pool crate: the ledger needs a fixed number of connections handed out under a semaphore,
 //! with a bounded wait and a broken connection replaced, which is this file.
 
-// Not wired into `Ledger` yet: the backend is built and tested on its own first.
-#![allow(dead_code)]
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -85,6 +82,7 @@ impl PgPool {
         .map_err(|_| LedgerError::Unavailable(Unavailable::ReadTask))?
     }
 
+    #[cfg(test)]
     /// Connections idle now.
     pub(crate) fn idle(&self) -> usize {
         self.idle.lock().map_or(0, |idle| idle.len())

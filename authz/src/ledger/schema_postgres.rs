@@ -10,9 +10,6 @@
 //! ledger, as SQLite's `application_id` marks the file; a schema with other tables and no
 //! marked bookkeeping table is refused, and so is one from a newer build.
 
-// Not wired into `Ledger` yet: the backend is built and tested on its own first.
-#![allow(dead_code)]
-
 use super::error::{LedgerError, MigrationError};
 use super::postgres::{Isolation, PgConnection, PgTransaction};
 use super::schema::Migration;

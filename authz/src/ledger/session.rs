@@ -246,141 +246,159 @@ mod tests {
     use mps_protocol::{AuthCode, ResponseCode};
 
     use crate::ledger::testing::{
-        account, approval, changed, debit, decline, declined_with, open_ledger, register, sim_id, txn_id,
+        account, approval, changed, debit, decline, declined_with, on_both_backends, open_ledger, register, sim_id,
+        txn_id,
     };
     use crate::ledger::{
         Conflict, LedgerConfig, LedgerError, PasswordEffect, SessionCommit, SessionOutcome, SimStatus,
     };
 
-    #[tokio::test]
-    async fn malformed_commits_are_refused_and_store_nothing() {
-        let (_dir, _path, ledger) = open_ledger(LedgerConfig::default());
-        ledger.create_account(debit(1, 1_000)).await.unwrap();
-        register(&ledger, 1, &[1]).await;
-        // (An approval without an auth code, a decline with one, or an approval after a wrong
-        // password cannot be built: SessionOutcome has no such variants.)
-        let malformed = [
-            SessionCommit {
-                outcome: SessionOutcome::Approved { auth_code: AuthCode(*b"abc123") },
-                ..approval(1, 1, 1, 10)
-            },
-            approval(1, 1, 1, 0),
-            SessionCommit { packet: vec![0; 112], ..approval(1, 1, 1, 10) },
-            changed(approval(1, 1, 1, 10), |t| t.merchant_account = "DE89;3704".to_owned()),
-            SessionCommit { response_body: vec![b'x'; 70_000], ..approval(1, 1, 1, 10) },
-            changed(approval(1, 1, 1, 10), |t| t.amount = mps_protocol::Amount::from_minor(u64::MAX)),
-        ];
-        for commit in malformed {
-            let err = ledger.commit_session(commit.clone()).await.unwrap_err();
-            assert!(matches!(err, LedgerError::InvalidInput(_)), "{commit:?}: {err:?}");
+    on_both_backends! {
+        async fn malformed_commits_are_refused_and_store_nothing(backend) {
+            let (_store, ledger) = backend.open(LedgerConfig::default());
+            ledger.create_account(debit(1, 1_000)).await.unwrap();
+            register(&ledger, 1, &[1]).await;
+            // (An approval without an auth code, a decline with one, or an approval after a wrong
+            // password cannot be built: SessionOutcome has no such variants.)
+            let malformed = [
+                SessionCommit {
+                    outcome: SessionOutcome::Approved { auth_code: AuthCode(*b"abc123") },
+                    ..approval(1, 1, 1, 10)
+                },
+                approval(1, 1, 1, 0),
+                SessionCommit { packet: vec![0; 112], ..approval(1, 1, 1, 10) },
+                changed(approval(1, 1, 1, 10), |t| t.merchant_account = "DE89;3704".to_owned()),
+                SessionCommit { response_body: vec![b'x'; 70_000], ..approval(1, 1, 1, 10) },
+                changed(approval(1, 1, 1, 10), |t| t.amount = mps_protocol::Amount::from_minor(u64::MAX)),
+            ];
+            for commit in malformed {
+                let err = ledger.commit_session(commit.clone()).await.unwrap_err();
+                assert!(matches!(err, LedgerError::InvalidInput(_)), "{commit:?}: {err:?}");
+            }
+            assert_eq!(ledger.sim(&sim_id(1)).await.unwrap().unwrap().counter.value(), 0);
+            assert_eq!(ledger.account(&account(1)).await.unwrap().unwrap().balance, 1_000);
         }
-        assert_eq!(ledger.sim(&sim_id(1)).await.unwrap().unwrap().counter.value(), 0);
-        assert_eq!(ledger.account(&account(1)).await.unwrap().unwrap().balance, 1_000);
-    }
 
-    #[tokio::test]
-    async fn a_moved_premise_is_a_conflict_that_stores_nothing() {
-        let (_dir, _path, ledger) = open_ledger(LedgerConfig::default());
-        ledger.create_account(debit(1, 1_000)).await.unwrap();
-        ledger.create_account(debit(2, 1_000)).await.unwrap();
-        register(&ledger, 1, &[1]).await;
+        async fn a_moved_premise_is_a_conflict_that_stores_nothing(backend) {
+            let (_store, ledger) = backend.open(LedgerConfig::default());
+            ledger.create_account(debit(1, 1_000)).await.unwrap();
+            ledger.create_account(debit(2, 1_000)).await.unwrap();
+            register(&ledger, 1, &[1]).await;
 
-        let skipped = ledger.commit_session(approval(1, 2, 1, 10)).await.unwrap_err();
-        assert!(matches!(skipped, LedgerError::Conflict(Conflict::StaleCounter)), "{skipped:?}");
-        let unknown_sim = ledger.commit_session(approval(9, 1, 1, 10)).await.unwrap_err();
-        assert!(matches!(unknown_sim, LedgerError::NotFound("sim")), "{unknown_sim:?}");
-        let unbound = ledger.commit_session(approval(1, 1, 2, 10)).await.unwrap_err();
-        assert!(matches!(unbound, LedgerError::Conflict(Conflict::AccountNotPermitted)), "{unbound:?}");
-        let over_limit = ledger.commit_session(approval(1, 1, 1, 1_000_001)).await.unwrap_err();
-        assert!(matches!(over_limit, LedgerError::Conflict(Conflict::LimitExceeded)), "{over_limit:?}");
-        let too_much = ledger.commit_session(approval(1, 1, 1, 1_001)).await.unwrap_err();
-        assert!(matches!(too_much, LedgerError::Conflict(Conflict::InsufficientFunds)), "{too_much:?}");
-        ledger.set_sim_status(&sim_id(1), SimStatus::Blocked).await.unwrap();
-        let blocked = ledger.commit_session(decline(1, 1, 1, 10, ResponseCode::InvalidAmount)).await.unwrap_err();
-        assert!(matches!(blocked, LedgerError::Conflict(Conflict::SimNotActive)), "{blocked:?}");
-        ledger.set_sim_status(&sim_id(1), SimStatus::Active).await.unwrap();
+            let skipped = ledger.commit_session(approval(1, 2, 1, 10)).await.unwrap_err();
+            assert!(matches!(skipped, LedgerError::Conflict(Conflict::StaleCounter)), "{skipped:?}");
+            let unknown_sim = ledger.commit_session(approval(9, 1, 1, 10)).await.unwrap_err();
+            assert!(matches!(unknown_sim, LedgerError::NotFound("sim")), "{unknown_sim:?}");
+            let unbound = ledger.commit_session(approval(1, 1, 2, 10)).await.unwrap_err();
+            assert!(matches!(unbound, LedgerError::Conflict(Conflict::AccountNotPermitted)), "{unbound:?}");
+            let over_limit = ledger.commit_session(approval(1, 1, 1, 1_000_001)).await.unwrap_err();
+            assert!(matches!(over_limit, LedgerError::Conflict(Conflict::LimitExceeded)), "{over_limit:?}");
+            let too_much = ledger.commit_session(approval(1, 1, 1, 1_001)).await.unwrap_err();
+            assert!(matches!(too_much, LedgerError::Conflict(Conflict::InsufficientFunds)), "{too_much:?}");
+            ledger.set_sim_status(&sim_id(1), SimStatus::Blocked).await.unwrap();
+            let blocked = ledger.commit_session(decline(1, 1, 1, 10, ResponseCode::InvalidAmount)).await.unwrap_err();
+            assert!(matches!(blocked, LedgerError::Conflict(Conflict::SimNotActive)), "{blocked:?}");
+            ledger.set_sim_status(&sim_id(1), SimStatus::Active).await.unwrap();
 
-        let sim = ledger.sim(&sim_id(1)).await.unwrap().unwrap();
-        assert_eq!((sim.counter.value(), sim.last_answer), (0, None));
-        assert_eq!(ledger.audit().await.unwrap().entries, 2, "only the two openings");
+            let sim = ledger.sim(&sim_id(1)).await.unwrap().unwrap();
+            assert_eq!((sim.counter.value(), sim.last_answer), (0, None));
+            assert_eq!(ledger.audit().await.unwrap().entries, 2, "only the two openings");
 
-        ledger.commit_session(approval(1, 1, 1, 10)).await.unwrap();
-        let reused_id = changed(approval(1, 2, 1, 10), |t| t.txn_id = txn_id(1, 1));
-        assert!(matches!(ledger.commit_session(reused_id).await, Err(LedgerError::AlreadyExists("transaction"))));
-        let replayed = ledger.commit_session(approval(1, 1, 1, 10)).await.unwrap_err();
-        assert!(matches!(replayed, LedgerError::Conflict(Conflict::StaleCounter)), "{replayed:?}");
-        assert_eq!(ledger.account(&account(1)).await.unwrap().unwrap().balance, 990);
-    }
-
-    #[tokio::test]
-    async fn the_daily_limit_counts_only_approvals_of_the_day() {
-        let (_dir, _path, ledger) = open_ledger(LedgerConfig::default());
-        let tight = crate::ledger::NewAccount { daily_limit: mps_protocol::Amount::from_minor(100), ..debit(1, 1_000) };
-        ledger.create_account(tight).await.unwrap();
-        register(&ledger, 1, &[1]).await;
-        ledger.commit_session(approval(1, 1, 1, 60)).await.unwrap();
-        ledger.commit_session(decline(1, 2, 1, 500, ResponseCode::ExceedsDailyLimit)).await.unwrap();
-        let over = ledger.commit_session(approval(1, 3, 1, 41)).await.unwrap_err();
-        assert!(matches!(over, LedgerError::Conflict(Conflict::LimitExceeded)), "{over:?}");
-        let next_day = changed(approval(1, 3, 1, 41), |t| t.business_day = time::macros::date!(2025 - 03 - 08));
-        ledger.commit_session(next_day).await.unwrap();
-        ledger.commit_session(approval(1, 4, 1, 40)).await.unwrap();
-        let today = crate::ledger::testing::DAY;
-        assert_eq!(ledger.daily_approved_total(&account(1), today).await.unwrap().minor(), 100);
-    }
-
-    #[tokio::test]
-    async fn wrong_passwords_count_lock_and_reset() {
-        let (_dir, _path, ledger) = open_ledger(LedgerConfig::default());
-        ledger.create_account(debit(1, 1_000)).await.unwrap();
-        register(&ledger, 1, &[1]).await;
-        let wrong =
-            |n| declined_with(1, n, 1, 10, ResponseCode::IncorrectPassword, PasswordEffect::Failure { tries_max: 3 });
-        ledger.commit_session(wrong(1)).await.unwrap();
-        let record = ledger.account(&account(1)).await.unwrap().unwrap();
-        assert_eq!((record.password_failures, record.password_locked), (1, false));
-        ledger.commit_session(approval(1, 2, 1, 10)).await.unwrap();
-        assert_eq!(ledger.account(&account(1)).await.unwrap().unwrap().password_failures, 0, "a right password resets");
-        ledger.commit_session(wrong(3)).await.unwrap();
-        ledger.commit_session(wrong(4)).await.unwrap();
-        let record = ledger.account(&account(1)).await.unwrap().unwrap();
-        assert_eq!((record.password_failures, record.password_locked), (2, false), "below the limit");
-        ledger.commit_session(wrong(5)).await.unwrap();
-        let record = ledger.account(&account(1)).await.unwrap().unwrap();
-        assert_eq!((record.password_failures, record.password_locked), (3, true));
-        let locked = ledger.commit_session(approval(1, 6, 1, 10)).await.unwrap_err();
-        assert!(matches!(locked, LedgerError::Conflict(Conflict::PasswordLocked)), "{locked:?}");
-        ledger.reset_password_tries(&account(1)).await.unwrap();
-        let record = ledger.account(&account(1)).await.unwrap().unwrap();
-        assert_eq!((record.password_failures, record.password_locked), (0, false));
-        ledger.commit_session(approval(1, 6, 1, 10)).await.unwrap();
-    }
-
-    /// Two SIMs on one account, each decided on the same count read before either wrote: the
-    /// lock comes from the count the write produces, so the third wrong try locks whichever
-    /// session commits it.
-    #[tokio::test]
-    async fn two_sims_on_one_account_win_no_extra_guess() {
-        let (_dir, _path, ledger) = open_ledger(LedgerConfig::default());
-        ledger.create_account(debit(1, 1_000)).await.unwrap();
-        register(&ledger, 1, &[1]).await;
-        register(&ledger, 2, &[1]).await;
-        let first =
-            declined_with(1, 1, 1, 10, ResponseCode::IncorrectPassword, PasswordEffect::Failure { tries_max: 3 });
-        ledger.commit_session(first).await.unwrap();
-        // Both sessions read the account now (one failure) and decide from it.
-        let stale = ledger.account(&account(1)).await.unwrap().unwrap();
-        let wrong = mps_protocol::PasswordVerificationValue::new([0x5a; 32]);
-        let verdicts = [1, 2].map(|_| crate::decision::password::check(&stale, &wrong, 3));
-        for verdict in &verdicts {
-            assert_eq!(verdict.result, Err(ResponseCode::IncorrectPassword), "each sees one try left");
+            ledger.commit_session(approval(1, 1, 1, 10)).await.unwrap();
+            let reused_id = changed(approval(1, 2, 1, 10), |t| t.txn_id = txn_id(1, 1));
+            assert!(matches!(ledger.commit_session(reused_id).await, Err(LedgerError::AlreadyExists("transaction"))));
+            let replayed = ledger.commit_session(approval(1, 1, 1, 10)).await.unwrap_err();
+            assert!(matches!(replayed, LedgerError::Conflict(Conflict::StaleCounter)), "{replayed:?}");
+            assert_eq!(ledger.account(&account(1)).await.unwrap().unwrap().balance, 990);
         }
-        let from_sim =
-            |sim, counter, effect| declined_with(sim, counter, 1, 10, ResponseCode::IncorrectPassword, effect);
-        ledger.commit_session(from_sim(1, 2, verdicts[0].effect)).await.unwrap();
-        ledger.commit_session(from_sim(2, 1, verdicts[1].effect)).await.unwrap();
-        let record = ledger.account(&account(1)).await.unwrap().unwrap();
-        assert_eq!((record.password_failures, record.password_locked), (3, true), "the third wrong try locks");
+
+        async fn the_daily_limit_counts_only_approvals_of_the_day(backend) {
+            let (_store, ledger) = backend.open(LedgerConfig::default());
+            let tight = crate::ledger::NewAccount { daily_limit: mps_protocol::Amount::from_minor(100), ..debit(1, 1_000) };
+            ledger.create_account(tight).await.unwrap();
+            register(&ledger, 1, &[1]).await;
+            ledger.commit_session(approval(1, 1, 1, 60)).await.unwrap();
+            ledger.commit_session(decline(1, 2, 1, 500, ResponseCode::ExceedsDailyLimit)).await.unwrap();
+            let over = ledger.commit_session(approval(1, 3, 1, 41)).await.unwrap_err();
+            assert!(matches!(over, LedgerError::Conflict(Conflict::LimitExceeded)), "{over:?}");
+            let next_day = changed(approval(1, 3, 1, 41), |t| t.business_day = time::macros::date!(2025 - 03 - 08));
+            ledger.commit_session(next_day).await.unwrap();
+            ledger.commit_session(approval(1, 4, 1, 40)).await.unwrap();
+            let today = crate::ledger::testing::DAY;
+            assert_eq!(ledger.daily_approved_total(&account(1), today).await.unwrap().minor(), 100);
+        }
+
+        async fn wrong_passwords_count_lock_and_reset(backend) {
+            let (_store, ledger) = backend.open(LedgerConfig::default());
+            ledger.create_account(debit(1, 1_000)).await.unwrap();
+            register(&ledger, 1, &[1]).await;
+            let wrong =
+                |n| declined_with(1, n, 1, 10, ResponseCode::IncorrectPassword, PasswordEffect::Failure { tries_max: 3 });
+            ledger.commit_session(wrong(1)).await.unwrap();
+            let record = ledger.account(&account(1)).await.unwrap().unwrap();
+            assert_eq!((record.password_failures, record.password_locked), (1, false));
+            ledger.commit_session(approval(1, 2, 1, 10)).await.unwrap();
+            assert_eq!(ledger.account(&account(1)).await.unwrap().unwrap().password_failures, 0, "a right password resets");
+            ledger.commit_session(wrong(3)).await.unwrap();
+            ledger.commit_session(wrong(4)).await.unwrap();
+            let record = ledger.account(&account(1)).await.unwrap().unwrap();
+            assert_eq!((record.password_failures, record.password_locked), (2, false), "below the limit");
+            ledger.commit_session(wrong(5)).await.unwrap();
+            let record = ledger.account(&account(1)).await.unwrap().unwrap();
+            assert_eq!((record.password_failures, record.password_locked), (3, true));
+            let locked = ledger.commit_session(approval(1, 6, 1, 10)).await.unwrap_err();
+            assert!(matches!(locked, LedgerError::Conflict(Conflict::PasswordLocked)), "{locked:?}");
+            ledger.reset_password_tries(&account(1)).await.unwrap();
+            let record = ledger.account(&account(1)).await.unwrap().unwrap();
+            assert_eq!((record.password_failures, record.password_locked), (0, false));
+            ledger.commit_session(approval(1, 6, 1, 10)).await.unwrap();
+        }
+
+        /// Two SIMs on one account, each decided on the same count read before either wrote: the
+        /// lock comes from the count the write produces, so the third wrong try locks whichever
+        /// session commits it.
+        async fn two_sims_on_one_account_win_no_extra_guess(backend) {
+            let (_store, ledger) = backend.open(LedgerConfig::default());
+            ledger.create_account(debit(1, 1_000)).await.unwrap();
+            register(&ledger, 1, &[1]).await;
+            register(&ledger, 2, &[1]).await;
+            let first =
+                declined_with(1, 1, 1, 10, ResponseCode::IncorrectPassword, PasswordEffect::Failure { tries_max: 3 });
+            ledger.commit_session(first).await.unwrap();
+            // Both sessions read the account now (one failure) and decide from it.
+            let stale = ledger.account(&account(1)).await.unwrap().unwrap();
+            let wrong = mps_protocol::PasswordVerificationValue::new([0x5a; 32]);
+            let verdicts = [1, 2].map(|_| crate::decision::password::check(&stale, &wrong, 3));
+            for verdict in &verdicts {
+                assert_eq!(verdict.result, Err(ResponseCode::IncorrectPassword), "each sees one try left");
+            }
+            let from_sim =
+                |sim, counter, effect| declined_with(sim, counter, 1, 10, ResponseCode::IncorrectPassword, effect);
+            ledger.commit_session(from_sim(1, 2, verdicts[0].effect)).await.unwrap();
+            ledger.commit_session(from_sim(2, 1, verdicts[1].effect)).await.unwrap();
+            let record = ledger.account(&account(1)).await.unwrap().unwrap();
+            assert_eq!((record.password_failures, record.password_locked), (3, true), "the third wrong try locks");
+        }
+
+        /// The answer kept for retransmission (body plus signature header) may fill
+        /// `stored_answer_bytes_max` exactly; one byte more refuses the whole commit.
+        async fn a_stored_answer_may_fill_its_limit_and_not_one_byte_more(backend) {
+            let config = LedgerConfig { stored_answer_bytes_max: 1_024, ..LedgerConfig::default() };
+            let (_store, ledger) = backend.open(config);
+            ledger.create_account(debit(1, 1_000)).await.unwrap();
+            register(&ledger, 1, &[1]).await;
+            let answered_in = |counter, bytes: usize| {
+                let commit = approval(1, counter, 1, 10);
+                let body_bytes = bytes - commit.response_signature.len();
+                SessionCommit { response_body: vec![b'x'; body_bytes], ..commit }
+            };
+            let over = ledger.commit_session(answered_in(1, 1_025)).await.unwrap_err();
+            assert!(matches!(over, LedgerError::InvalidInput("stored answer too large")), "{over:?}");
+            assert_eq!(ledger.sim(&sim_id(1)).await.unwrap().unwrap().counter.value(), 0, "nothing stored");
+            ledger.commit_session(answered_in(1, 1_024)).await.unwrap();
+            let stored = ledger.sim(&sim_id(1)).await.unwrap().unwrap().last_answer.unwrap();
+            assert_eq!(stored.response_body.len() + stored.response_signature.len(), 1_024);
+        }
     }
 
     #[tokio::test]
@@ -413,26 +431,5 @@ mod tests {
         let err = copied.unwrap_err();
         assert_eq!(err.sqlite_error_code(), Some(rusqlite::ErrorCode::ConstraintViolation), "{err}");
         drop(dir);
-    }
-
-    /// The answer kept for retransmission (body plus signature header) may fill
-    /// `stored_answer_bytes_max` exactly; one byte more refuses the whole commit.
-    #[tokio::test]
-    async fn a_stored_answer_may_fill_its_limit_and_not_one_byte_more() {
-        let config = LedgerConfig { stored_answer_bytes_max: 1_024, ..LedgerConfig::default() };
-        let (_dir, _path, ledger) = open_ledger(config);
-        ledger.create_account(debit(1, 1_000)).await.unwrap();
-        register(&ledger, 1, &[1]).await;
-        let answered_in = |counter, bytes: usize| {
-            let commit = approval(1, counter, 1, 10);
-            let body_bytes = bytes - commit.response_signature.len();
-            SessionCommit { response_body: vec![b'x'; body_bytes], ..commit }
-        };
-        let over = ledger.commit_session(answered_in(1, 1_025)).await.unwrap_err();
-        assert!(matches!(over, LedgerError::InvalidInput("stored answer too large")), "{over:?}");
-        assert_eq!(ledger.sim(&sim_id(1)).await.unwrap().unwrap().counter.value(), 0, "nothing stored");
-        ledger.commit_session(answered_in(1, 1_024)).await.unwrap();
-        let stored = ledger.sim(&sim_id(1)).await.unwrap().unwrap().last_answer.unwrap();
-        assert_eq!(stored.response_body.len() + stored.response_signature.len(), 1_024);
     }
 }

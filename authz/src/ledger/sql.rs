@@ -24,7 +24,6 @@ pub(crate) enum Dialect {
     /// SQLite through rusqlite.
     Sqlite,
     /// PostgreSQL (or a database that speaks its protocol) through tokio-postgres.
-    #[allow(dead_code, reason = "constructed by the PostgreSQL backend (postgres.rs), written separately")]
     Postgres,
 }
 

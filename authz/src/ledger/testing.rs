@@ -19,6 +19,82 @@ use super::{
 /// The business day of every test commit.
 pub(crate) const DAY: time::Date = date!(2025 - 03 - 07);
 
+/// The two backends, for tests that run on both (see [`on_both_backends`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// What a test ledger lives in; dropped after the ledger (declare it first).
+pub(crate) enum TestStore {
+    Sqlite(tempfile::TempDir),
+    Postgres(super::postgres_testing::PgCluster),
+}
+
+impl TestStore {
+    /// A fresh, empty store of `backend`: a temp dir, or a throwaway PostgreSQL cluster.
+    pub(crate) fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => Self::Sqlite(tempfile::tempdir().unwrap()),
+            Backend::Postgres => Self::Postgres(super::postgres_testing::PgCluster::start().unwrap()),
+        }
+    }
+
+    /// Where the ledger's books are.
+    pub(crate) fn store(&self) -> super::Store {
+        match self {
+            Self::Sqlite(dir) => super::Store::Sqlite(dir.path().join("ledger.db")),
+            Self::Postgres(cluster) => super::Store::Postgres(Box::new(super::PostgresStore {
+                connect: cluster.config(),
+                call_timeout: Duration::from_secs(30),
+            })),
+        }
+    }
+
+    /// Opens a ledger on this store (another one on the same store is a second instance).
+    pub(crate) fn open(&self, config: LedgerConfig) -> Ledger {
+        Ledger::open_store(&self.store(), config, None).unwrap()
+    }
+}
+
+impl Backend {
+    /// A fresh store of this backend and a ledger on it.
+    pub(crate) fn open(self, config: LedgerConfig) -> (TestStore, Ledger) {
+        let store = TestStore::new(self);
+        let ledger = store.open(config);
+        (store, ledger)
+    }
+}
+
+/// Ledger tests written once and run on both backends: each `async fn name(backend) { .. }`
+/// becomes a module `name` with the tests `sqlite` and `postgres`, in which `backend` is that
+/// [`Backend`]. This is the conformance suite of the two backends.
+macro_rules! on_both_backends {
+    ($($(#[$meta:meta])* async fn $name:ident($backend:ident) $body:block)*) => {
+        $(
+            $(#[$meta])*
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let $backend = $crate::ledger::testing::Backend::Sqlite;
+                    $body
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    let $backend = $crate::ledger::testing::Backend::Postgres;
+                    $body
+                }
+            }
+        )*
+    };
+}
+pub(crate) use on_both_backends;
+
 /// A ledger in a fresh temp dir (kept alive by the returned guard).
 pub(crate) fn open_ledger(config: LedgerConfig) -> (tempfile::TempDir, PathBuf, Ledger) {
     let dir = tempfile::tempdir().unwrap();

@@ -1,8 +1,13 @@
 //! The one writer thread and its group commit. Commands arrive on a bounded channel; the
 //! writer takes what is waiting (up to `batch_max`), runs each in its own SAVEPOINT inside one
-//! `BEGIN IMMEDIATE` transaction, COMMITs once (one fsync, `synchronous=FULL`), and only then
-//! answers every command. A command that fails rolls back to its savepoint and takes nothing
-//! else with it; a failed COMMIT fails every command of the group.
+//! transaction, COMMITs once (one fsync), and only then answers every command. A command that
+//! fails rolls back to its savepoint and takes nothing else with it; a failed COMMIT fails every
+//! command of the group.
+//!
+//! The transaction around the commands is the backend's ([`GroupStore`]): on SQLite a
+//! `BEGIN IMMEDIATE` transaction with `synchronous=FULL` ([`SqliteGroups`], here); on
+//! PostgreSQL a SERIALIZABLE one, run again whole when it loses a race with another instance
+//! (`postgres_writer.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,8 +73,11 @@ pub struct BatchReport {
     pub failed_commands: usize,
     /// Whether the group's transaction was committed.
     pub committed: bool,
-    /// From BEGIN to the end of COMMIT (the fsync included).
+    /// From BEGIN to the end of COMMIT (the fsync included), every attempt included.
     pub elapsed: Duration,
+    /// Times the group's transaction ran: 1, unless it lost a serialization race with another
+    /// instance sharing a PostgreSQL ledger and was run again whole.
+    pub attempts: u32,
 }
 
 /// Called by the writer thread after every group commit. Must be quick and must not block.
@@ -90,6 +98,8 @@ pub struct LedgerStats {
     pub batches_failed: u64,
     /// The largest group so far.
     pub batch_size_max: u64,
+    /// Group transactions run again after losing a race with another instance (PostgreSQL).
+    pub group_retries: u64,
 }
 
 /// The writer's counters, shared with the handle.
@@ -101,6 +111,7 @@ pub(crate) struct Counters {
     batches_committed: AtomicU64,
     batches_failed: AtomicU64,
     batch_size_max: AtomicU64,
+    group_retries: AtomicU64,
 }
 
 impl Counters {
@@ -112,6 +123,7 @@ impl Counters {
             batches_committed: self.batches_committed.load(Ordering::Relaxed),
             batches_failed: self.batches_failed.load(Ordering::Relaxed),
             batch_size_max: self.batch_size_max.load(Ordering::Relaxed),
+            group_retries: self.group_retries.load(Ordering::Relaxed),
         }
     }
 
@@ -123,12 +135,35 @@ impl Counters {
         let batches = if report.committed { &self.batches_committed } else { &self.batches_failed };
         batches.fetch_add(1, Ordering::Relaxed);
         self.batch_size_max.fetch_max(size, Ordering::Relaxed);
+        self.group_retries.fetch_add(u64::from(report.attempts.saturating_sub(1)), Ordering::Relaxed);
     }
 }
 
-/// The writer thread's state: the only read-write connection.
+/// What a group commit did: each command's result, whether the group was committed, and how
+/// many times its transaction ran.
+pub(crate) struct GroupOutcome {
+    pub results: Vec<Result<(), LedgerError>>,
+    pub committed: bool,
+    pub attempts: u32,
+}
+
+impl GroupOutcome {
+    /// The outcome of a single attempt.
+    fn once(results: Vec<Result<(), LedgerError>>, committed: bool) -> Self {
+        Self { results, committed, attempts: 1 }
+    }
+}
+
+/// The database side of a group commit: runs the commands in one transaction, each in its own
+/// savepoint, and commits. A result is final only once this returns (the COMMIT is durable, or
+/// the group failed).
+pub(crate) trait GroupStore: Send {
+    fn execute(&mut self, commands: &[Command], stored_answer_bytes_max: usize) -> GroupOutcome;
+}
+
+/// The writer thread's state: the only read-write connection, in its backend.
 pub(crate) struct Writer {
-    pub conn: Connection,
+    pub store: Box<dyn GroupStore>,
     pub receiver: Receiver<Job>,
     pub batch_max: usize,
     pub stored_answer_bytes_max: usize,
@@ -176,12 +211,13 @@ impl Writer {
     fn run_batch(&mut self, batch: Vec<Job>) {
         let started = Instant::now();
         let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|job| (job.command, job.reply)).unzip();
-        let (results, committed) = self.execute(&commands);
+        let GroupOutcome { results, committed, attempts } = self.store.execute(&commands, self.stored_answer_bytes_max);
         let report = BatchReport {
             commands: commands.len(),
             failed_commands: results.iter().filter(|r| r.is_err()).count(),
             committed,
             elapsed: started.elapsed(),
+            attempts,
         };
         self.counters.record(&report);
         if let Some(observer) = &self.observer {
@@ -195,11 +231,23 @@ impl Writer {
             let _ = reply.send(result);
         }
     }
+}
 
-    /// One transaction for the whole group; returns each command's result and whether the
-    /// group was committed.
-    fn execute(&mut self, commands: &[Command]) -> (Vec<Result<(), LedgerError>>, bool) {
-        let stored_answer_bytes_max = self.stored_answer_bytes_max;
+/// SQLite's group commit: the only read-write connection of the file.
+pub(crate) struct SqliteGroups {
+    pub conn: Connection,
+}
+
+impl GroupStore for SqliteGroups {
+    /// One `BEGIN IMMEDIATE` transaction for the whole group.
+    fn execute(&mut self, commands: &[Command], stored_answer_bytes_max: usize) -> GroupOutcome {
+        let (results, committed) = self.run(commands, stored_answer_bytes_max);
+        GroupOutcome::once(results, committed)
+    }
+}
+
+impl SqliteGroups {
+    fn run(&mut self, commands: &[Command], stored_answer_bytes_max: usize) -> (Vec<Result<(), LedgerError>>, bool) {
         let mut tx = match self.conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => tx,
             Err(error) => return (fail_all(commands.len(), error), false),
@@ -278,9 +326,9 @@ fn run_in_savepoint(
     }
 }
 
-/// Runs one command's SQL. Written against [`Sql`] only: the SQLite-specific part of the
+/// Runs one command's SQL. Written against [`Sql`] only: the backend-specific part of the
 /// writer is the transaction and savepoint around it.
-fn apply(conn: &dyn Sql, command: &Command, stored_answer_bytes_max: usize) -> Result<(), LedgerError> {
+pub(crate) fn apply(conn: &dyn Sql, command: &Command, stored_answer_bytes_max: usize) -> Result<(), LedgerError> {
     match command {
         Command::CommitSession(commit) => session::commit_session(conn, commit, stored_answer_bytes_max),
         Command::CreateAccount(new) => registration::create_account(conn, new, &now_text()?),
@@ -327,7 +375,7 @@ mod tests {
 
     use super::*;
     use crate::ledger::testing::{
-        WriteLock, account, approval, debit, decline, open_ledger, register, sim_id, wait_for_queue,
+        WriteLock, account, approval, debit, decline, on_both_backends, open_ledger, register, sim_id, wait_for_queue,
     };
     use crate::ledger::{Conflict, Ledger, LedgerConfig, SessionCommit};
 
@@ -485,30 +533,31 @@ mod tests {
         ledger.audit().await.unwrap();
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn funds_for_fifty_approve_exactly_fifty_of_two_hundred() {
-        // The decision's per-account lock is bypassed here on purpose: the ledger's own check
-        // inside the write transaction is the last line that keeps a balance from going below
-        // zero.
-        const SIMS: u64 = 200;
-        let (_dir, _path, ledger) = open_ledger(LedgerConfig::default());
-        ledger.create_account(debit(1, 50 * 100)).await.unwrap();
-        for n in 1..=SIMS {
-            register(&ledger, n, &[1]).await;
-        }
-        let tasks: Vec<_> = (1..=SIMS).map(|n| spawn_commit(&ledger, approval(n, 1, 1, 100))).collect();
-        let mut approved = 0;
-        for task in tasks {
-            match task.await.unwrap() {
-                Ok(()) => approved += 1,
-                Err(LedgerError::Conflict(Conflict::InsufficientFunds)) => {}
-                Err(other) => panic!("unexpected {other:?}"),
+    on_both_backends! {
+        async fn funds_for_fifty_approve_exactly_fifty_of_two_hundred(backend) {
+            // The decision's per-account lock is bypassed here on purpose: the ledger's own check
+            // inside the write transaction is the last line that keeps a balance from going below
+            // zero.
+            const SIMS: u64 = 200;
+            let (_store, ledger) = backend.open(LedgerConfig::default());
+            ledger.create_account(debit(1, 50 * 100)).await.unwrap();
+            for n in 1..=SIMS {
+                register(&ledger, n, &[1]).await;
             }
+            let tasks: Vec<_> = (1..=SIMS).map(|n| spawn_commit(&ledger, approval(n, 1, 1, 100))).collect();
+            let mut approved = 0;
+            for task in tasks {
+                match task.await.unwrap() {
+                    Ok(()) => approved += 1,
+                    Err(LedgerError::Conflict(Conflict::InsufficientFunds)) => {}
+                    Err(other) => panic!("unexpected {other:?}"),
+                }
+            }
+            assert_eq!(approved, 50);
+            assert_eq!(ledger.account(&account(1)).await.unwrap().unwrap().balance, 0);
+            assert_eq!(ledger.postings_sum_by_currency().await.unwrap(), vec![(mps_protocol::Currency::EUR, 0)]);
+            ledger.audit().await.unwrap();
         }
-        assert_eq!(approved, 50);
-        assert_eq!(ledger.account(&account(1)).await.unwrap().unwrap().balance, 0);
-        assert_eq!(ledger.postings_sum_by_currency().await.unwrap(), vec![(mps_protocol::Currency::EUR, 0)]);
-        ledger.audit().await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,6 +72,8 @@ pub struct Metrics {
     pub ledger_commit_seconds: Histogram,
     /// Ledger commands rolled back (their own savepoint or their whole group).
     pub ledger_failed_commands: IntCounter,
+    /// Group commits run again after losing a serialization race (PostgreSQL, several instances).
+    pub ledger_group_retries: IntCounter,
 }
 
 /// Why the metrics could not be set up (a programming error: duplicate names).
@@ -131,10 +133,15 @@ impl Metrics {
                 .buckets(LATENCY_BUCKETS.to_vec()),
         )?;
         let ledger_failed_commands = IntCounter::new("ledger_failed_commands_total", "Ledger commands rolled back")?;
+        let ledger_group_retries = IntCounter::new(
+            "ledger_group_retries_total",
+            "Ledger group commits run again after losing a serialization race with another instance (PostgreSQL)",
+        )?;
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(ledger_batch_commands.clone()))?;
         registry.register(Box::new(ledger_commit_seconds.clone()))?;
         registry.register(Box::new(ledger_failed_commands.clone()))?;
+        registry.register(Box::new(ledger_group_retries.clone()))?;
         Ok(Self {
             registry,
             request_seconds,
@@ -152,6 +159,7 @@ impl Metrics {
             ledger_batch_commands,
             ledger_commit_seconds,
             ledger_failed_commands,
+            ledger_group_retries,
         })
     }
 
@@ -165,6 +173,7 @@ impl Metrics {
         self.ledger_batch_commands.observe(report.commands as f64);
         self.ledger_commit_seconds.observe(report.elapsed.as_secs_f64());
         self.ledger_failed_commands.inc_by(report.failed_commands as u64);
+        self.ledger_group_retries.inc_by(u64::from(report.attempts.saturating_sub(1)));
     }
 
     /// Exports the HSM pool's figures, read at every scrape.
