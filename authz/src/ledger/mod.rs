@@ -21,6 +21,7 @@ mod custody;
 mod error;
 mod journal;
 mod model;
+mod pool;
 mod postgres;
 mod postgres_pool;
 #[cfg(any(test, feature = "testing"))]
@@ -196,7 +197,7 @@ impl Ledger {
         if let Some(pages) = options.max_page_count {
             conn.pragma_update(None, "max_page_count", pages)?;
         }
-        let readers = Readers::Sqlite(ReadPool::open(path, &config)?);
+        let readers = Readers::Sqlite(ReadPool::open_sqlite(path, &config)?);
         Self::start(Box::new(SqliteGroups { conn }), readers, config, options.observer)
     }
 

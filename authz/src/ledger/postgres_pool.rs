@@ -1,17 +1,13 @@
-//! A small bounded pool of PostgreSQL connections, the PostgreSQL twin of `read_pool.rs`: at
-//! most `size` calls at a time, each on its own connection, on tokio's blocking threads (the
-//! [`Sql`](super::sql::Sql) front blocks), so an async worker never waits on the database.
-//!
-//! No pool crate: the ledger needs a fixed number of connections handed out under a semaphore,
-//! with a bounded wait and a broken connection replaced, which is this file.
+//! PostgreSQL's connection pool: a [`Pool`] of [`PgConnection`]s of one role, each connected
+//! again when the server closed it, a call on it timed out, or a job left its transaction open.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tokio::sync::Semaphore;
 
-use super::error::{LedgerError, Unavailable};
+use super::error::LedgerError;
+use super::pool::{Connector, Pool};
 use super::postgres::{PgConnection, Role};
 
 /// The bounds of a [`PgPool`].
@@ -27,92 +23,46 @@ pub(crate) struct PoolOptions {
     pub call_timeout: Duration,
 }
 
-/// At most `size` calls at a time, each on its own connection.
-pub(crate) struct PgPool {
+/// Connects to one database, on the ledger's runtime.
+pub(crate) struct PgConnector {
     config: tokio_postgres::Config,
     handle: Handle,
-    options: PoolOptions,
-    idle: Mutex<Vec<PgConnection>>,
-    permits: Arc<Semaphore>,
+    role: Role,
+    call_timeout: Duration,
 }
+
+impl Connector for PgConnector {
+    type Conn = PgConnection;
+
+    fn open(&self) -> Result<PgConnection, LedgerError> {
+        PgConnection::connect(&self.config, self.handle.clone(), self.role, self.call_timeout)
+    }
+
+    fn reusable(&self, conn: &PgConnection) -> bool {
+        conn.is_reusable()
+    }
+}
+
+/// At most `size` calls at a time, each on its own PostgreSQL connection.
+pub(crate) type PgPool = Pool<PgConnector>;
 
 impl PgPool {
     /// Opens every connection now, so that a wrong address or a refused login fails at start,
     /// not at the first request. Blocking: call it at start-up or on a blocking thread.
-    pub(crate) fn open(
+    pub(crate) fn open_postgres(
         config: tokio_postgres::Config,
         handle: Handle,
         options: PoolOptions,
     ) -> Result<Arc<Self>, LedgerError> {
-        if options.size == 0 {
-            return Err(LedgerError::InvalidInput("a PostgreSQL pool needs at least one connection"));
-        }
-        let idle = (0..options.size)
-            .map(|_| PgConnection::connect(&config, handle.clone(), options.role, options.call_timeout))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Arc::new(Self {
-            config,
-            handle,
-            permits: Arc::new(Semaphore::new(options.size)),
-            options,
-            idle: Mutex::new(idle),
-        }))
-    }
-
-    /// Runs `job` on a pooled connection on a blocking thread. Waits for a free connection at
-    /// most the wait timeout.
-    pub(crate) async fn run<T, F>(self: &Arc<Self>, job: F) -> Result<T, LedgerError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut PgConnection) -> Result<T, LedgerError> + Send + 'static,
-    {
-        let permit = tokio::time::timeout(self.options.wait_timeout, Arc::clone(&self.permits).acquire_owned())
-            .await
-            .map_err(|_| LedgerError::Unavailable(Unavailable::Timeout))?
-            .map_err(|_| LedgerError::Unavailable(Unavailable::ReadTask))?;
-        let pool = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let mut conn = pool.take()?;
-            let result = job(&mut conn);
-            pool.give_back(conn);
-            drop(permit);
-            result
-        })
-        .await
-        .map_err(|_| LedgerError::Unavailable(Unavailable::ReadTask))?
-    }
-
-    #[cfg(test)]
-    /// Connections idle now.
-    pub(crate) fn idle(&self) -> usize {
-        self.idle.lock().map_or(0, |idle| idle.len())
-    }
-
-    /// An idle connection that still works, or a new one in place of one that broke (closed by
-    /// the server, abandoned after a timeout) or was lost with a panicking job.
-    fn take(&self) -> Result<PgConnection, LedgerError> {
-        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-        match idle {
-            Some(conn) if conn.is_reusable() => Ok(conn),
-            _ => PgConnection::connect(&self.config, self.handle.clone(), self.options.role, self.options.call_timeout),
-        }
-    }
-
-    fn give_back(&self, conn: PgConnection) {
-        // A job that failed half way may leave a transaction open, or the connection broken:
-        // such a connection is dropped rather than pooled.
-        if !conn.is_reusable() {
-            return;
-        }
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.push(conn);
-        }
+        let connector = PgConnector { config, handle, role: options.role, call_timeout: options.call_timeout };
+        Pool::open(connector, options.size, options.wait_timeout)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::error::Unavailable;
     use crate::ledger::postgres::Isolation;
     use crate::ledger::postgres_testing::PgCluster;
     use crate::ledger::sql::{Sql, args};
@@ -131,8 +81,10 @@ mod tests {
         let cluster = PgCluster::start().unwrap();
         let config = cluster.config();
         let handle = Handle::current();
-        let pool =
-            tokio::task::spawn_blocking(move || PgPool::open(config, handle, options(2, 300))).await.unwrap().unwrap();
+        let pool = tokio::task::spawn_blocking(move || PgPool::open_postgres(config, handle, options(2, 300)))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(pool.idle(), 2);
         let one = pool.run(|conn| conn.query_one("SELECT 1", args![], "one")?.get::<i64>(0, "one")).await.unwrap();
         assert_eq!(one, 1);

@@ -90,7 +90,7 @@ impl PgReaders {
         T: Send + 'static,
         F: FnOnce(&dyn Sql) -> Result<T, LedgerError> + Send + 'static,
     {
-        self.pool.run(move |conn| read(&*conn)).await
+        self.pool.read(read).await
     }
 
     /// Runs `read` in one REPEATABLE READ transaction: all of its statements see one snapshot.
@@ -229,7 +229,7 @@ fn open_connections(
         wait_timeout: config.read_timeout(),
         call_timeout: store.call_timeout,
     };
-    let pool = PgPool::open(store.connect.clone(), handle.clone(), options)?;
+    let pool = PgPool::open_postgres(store.connect.clone(), handle.clone(), options)?;
     Ok((conn, pool))
 }
 
