@@ -229,6 +229,9 @@ impl Default for RateLimitConfig {
 pub struct IssuerConfig {
     /// The issuer's authorization server instances, in order of preference.
     pub instances: Vec<InstanceConfig>,
+    /// How requests are spread over the healthy instances.
+    #[serde(default)]
+    pub balance: Balance,
     /// Time one attempt (connect, send, whole answer) may take.
     #[serde(default = "defaults::request_timeout_ms")]
     pub request_timeout_ms: u64,
@@ -249,6 +252,18 @@ impl IssuerConfig {
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.deadline_ms)
     }
+}
+
+/// Which healthy instance a request tries first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// The first healthy one in configuration order; the others are standbys (the default).
+    #[default]
+    First,
+    /// Each request starts at the next healthy instance in turn, so that instances sharing one
+    /// PostgreSQL ledger share the load; failover goes on in the same turn.
+    RoundRobin,
 }
 
 /// One authorization server instance.
@@ -475,8 +490,17 @@ mod tests {
         let issuer = &config.issuers[&Iin::new("400012").unwrap()];
         assert_eq!(issuer.instances.len(), 2);
         assert_eq!(issuer.attempts_max, 3);
+        assert_eq!(issuer.balance, Balance::First);
         assert_eq!(config.server.body_bytes_max, 8192);
         assert_eq!(config.rate_limit.burst, 100);
+    }
+
+    #[test]
+    fn the_balance_is_first_or_round_robin_and_nothing_else() {
+        let at = |value: &str| vars(&[("MPS_GATEWAY__ISSUERS__400012__BALANCE", value)]);
+        let config = GatewayConfig::from_parts(&example(), at("round-robin")).unwrap();
+        assert_eq!(config.issuers[&Iin::new("400012").unwrap()].balance, Balance::RoundRobin);
+        assert!(GatewayConfig::from_parts(&example(), at("random")).is_err());
     }
 
     #[test]

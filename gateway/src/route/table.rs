@@ -1,16 +1,18 @@
 //! The routing table: issuer IIN to the issuer's authorization server instances, each with its
 //! own connection pool and health, and the choice of the instance for the next attempt (the
-//! first healthy one not yet tried, never a dead one).
+//! first healthy one not yet tried, never a dead one, in configuration order or, with
+//! `balance = "round-robin"`, starting at the next instance in turn).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mps_protocol::Iin;
 use reqwest::Url;
 
 use super::health::Health;
-use crate::config::GatewayConfig;
+use crate::config::{Balance, GatewayConfig};
 use crate::ops::metrics::Metrics;
 use crate::upstream::client::{ClientError, UpstreamTls};
 
@@ -31,6 +33,10 @@ pub struct Issuer {
     pub attempts_max: u32,
     /// Time all attempts together may take.
     pub deadline: Duration,
+    /// How requests are spread over the healthy instances.
+    pub balance: Balance,
+    /// The next request's first instance, under round robin.
+    turn: AtomicUsize,
 }
 
 /// One authorization server instance of an issuer.
@@ -70,6 +76,8 @@ impl RoutingTable {
                 request_timeout: issuer.request_timeout(),
                 attempts_max: issuer.attempts_max,
                 deadline: issuer.deadline(),
+                balance: issuer.balance,
+                turn: AtomicUsize::new(0),
             };
             issuers.insert(*iin, Arc::new(built));
         }
@@ -103,19 +111,30 @@ impl Issuer {
         self.instances.iter().any(|instance| instance.health.is_healthy())
     }
 
-    /// The instance for the next attempt: the first healthy one not `tried` yet, else the first
-    /// healthy one again; None when every instance is down.
-    pub fn pick(&self, tried: &[bool]) -> Option<usize> {
+    /// Where a new request starts looking: instance 0 (`first`), or the next one in turn
+    /// (`round-robin`). Called once per request; [`Issuer::pick`] takes it for every attempt.
+    pub fn start(&self) -> usize {
+        match self.balance {
+            Balance::First => 0,
+            Balance::RoundRobin => self.turn.fetch_add(1, Ordering::Relaxed) % self.instances.len().max(1),
+        }
+    }
+
+    /// The instance for the next attempt: from `start` on (wrapping around), the first healthy
+    /// one not `tried` yet, else the first healthy one again; None when every instance is down.
+    pub fn pick(&self, start: usize, tried: &[bool]) -> Option<usize> {
         let healthy: Vec<bool> = self.instances.iter().map(|instance| instance.health.is_healthy()).collect();
-        choose(&healthy, tried)
+        choose(&healthy, start, tried)
     }
 }
 
-/// The choice of [`Issuer::pick`] over plain flags: configuration order, healthy only, untried
-/// first.
-fn choose(healthy: &[bool], tried: &[bool]) -> Option<usize> {
+/// The choice of [`Issuer::pick`] over plain flags: in order from `start` (wrapping around),
+/// healthy only, untried first.
+fn choose(healthy: &[bool], start: usize, tried: &[bool]) -> Option<usize> {
     let is_tried = |index: usize| tried.get(index).copied().unwrap_or(false);
-    let mut healthy_indexes = healthy.iter().enumerate().filter(|(_, up)| **up).map(|(index, _)| index);
+    let count = healthy.len();
+    let mut healthy_indexes =
+        (0..count).map(|offset| (start + offset) % count).filter(|index| healthy.get(*index).copied().unwrap_or(false));
     let first_healthy = healthy_indexes.next()?;
     if !is_tried(first_healthy) {
         return Some(first_healthy);
@@ -145,21 +164,37 @@ mod tests {
 
     #[test]
     fn the_first_healthy_untried_instance_is_chosen() {
-        assert_eq!(choose(&[true, true, true], &[false, false, false]), Some(0));
-        assert_eq!(choose(&[false, true, true], &[false, false, false]), Some(1));
-        assert_eq!(choose(&[true, true, true], &[true, false, false]), Some(1));
-        assert_eq!(choose(&[true, false, true], &[true, false, false]), Some(2));
+        assert_eq!(choose(&[true, true, true], 0, &[false, false, false]), Some(0));
+        assert_eq!(choose(&[false, true, true], 0, &[false, false, false]), Some(1));
+        assert_eq!(choose(&[true, true, true], 0, &[true, false, false]), Some(1));
+        assert_eq!(choose(&[true, false, true], 0, &[true, false, false]), Some(2));
     }
 
     #[test]
     fn when_every_healthy_instance_was_tried_the_first_healthy_one_is_tried_again() {
-        assert_eq!(choose(&[false, true, true], &[false, true, true]), Some(1));
+        assert_eq!(choose(&[false, true, true], 0, &[false, true, true]), Some(1));
     }
 
     #[test]
     fn a_down_instance_is_never_chosen() {
-        assert_eq!(choose(&[false, false], &[false, false]), None);
-        assert_eq!(choose(&[], &[]), None);
-        assert_eq!(choose(&[false, true], &[false, true]), Some(1));
+        assert_eq!(choose(&[false, false], 0, &[false, false]), None);
+        assert_eq!(choose(&[], 0, &[]), None);
+        assert_eq!(choose(&[false, true], 0, &[false, true]), Some(1));
+        assert_eq!(choose(&[false, false], 1, &[false, false]), None);
+    }
+
+    #[test]
+    fn round_robin_starts_at_its_turn_and_fails_over_in_the_same_order() {
+        let up = [true, true, true];
+        assert_eq!(choose(&up, 1, &[false, false, false]), Some(1));
+        assert_eq!(choose(&up, 2, &[false, false, false]), Some(2));
+        // After the start failed, the next in turn, wrapping around.
+        assert_eq!(choose(&up, 2, &[false, false, true]), Some(0));
+        assert_eq!(choose(&up, 2, &[true, false, true]), Some(1));
+        // A down instance is skipped from any start; every one tried: the start's first healthy.
+        assert_eq!(choose(&[true, false, true], 1, &[false, false, false]), Some(2));
+        assert_eq!(choose(&[true, false, true], 1, &[true, false, true]), Some(2));
+        // Any start wraps: a turn counter past the end never indexes out of range.
+        assert_eq!(choose(&up, 7, &[false, false, false]), Some(1));
     }
 }

@@ -1,4 +1,5 @@
-//! Forwarding one body to its issuer: attempts at the first healthy instance, and on a timeout,
+//! Forwarding one body to its issuer: attempts at the first healthy instance (from the request's
+//! turn under round robin), and on a timeout,
 //! a connection error or a 503, the identical bytes again at the next healthy one, at most
 //! `attempts_max` attempts within `deadline_ms`. The issuer answers a retransmission with its
 //! stored answer, so a retry never books twice. The gateway never makes up an answer: when it
@@ -36,6 +37,7 @@ pub enum Outcome {
 pub async fn forward(issuer: &Issuer, outgoing: &Outgoing, metrics: &Metrics, answer_bytes_max: usize) -> Outcome {
     let started = Instant::now();
     let mut tried = vec![false; issuer.instances.len()];
+    let start = issuer.start();
     let mut maybe_delivered = false;
     let mut last_unavailable: Option<Answer> = None;
     let mut attempts = 0;
@@ -44,7 +46,7 @@ pub async fn forward(issuer: &Issuer, outgoing: &Outgoing, metrics: &Metrics, an
         if remaining.is_zero() {
             break;
         }
-        let Some(index) = issuer.pick(&tried) else {
+        let Some(index) = issuer.pick(start, &tried) else {
             tracing::warn!(issuer = %issuer.iin, "no healthy instance");
             break;
         };
