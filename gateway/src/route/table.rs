@@ -160,7 +160,46 @@ impl Instance {
 
 #[cfg(test)]
 mod tests {
-    use super::choose;
+    use super::*;
+
+    fn issuer(instances: usize, balance: Balance) -> Issuer {
+        // reqwest's client needs the process's crypto provider (the gateway installs it at start).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let iin = Iin::new("400012").unwrap();
+        let instances = (0..instances)
+            .map(|n| {
+                Arc::new(Instance {
+                    iin,
+                    url: Url::parse(&format!("https://127.0.0.1:{}", 8443 + n)).unwrap(),
+                    health_url: Url::parse(&format!("http://127.0.0.1:{}/readyz", 9464 + n)).unwrap(),
+                    health: Health::new(prometheus::IntGauge::new("healthy", "test").unwrap()),
+                    client: reqwest::Client::new(),
+                })
+            })
+            .collect();
+        Issuer {
+            iin,
+            instances,
+            request_timeout: Duration::from_secs(1),
+            attempts_max: 3,
+            deadline: Duration::from_secs(3),
+            balance,
+            turn: AtomicUsize::new(0),
+        }
+    }
+
+    #[test]
+    fn requests_start_at_the_first_instance_or_at_each_in_turn() {
+        let first = issuer(3, Balance::First);
+        assert_eq!((0..4).map(|_| first.start()).collect::<Vec<_>>(), vec![0, 0, 0, 0]);
+        let turns = issuer(3, Balance::RoundRobin);
+        let starts: Vec<usize> = (0..7).map(|_| turns.start()).collect();
+        assert_eq!(starts, vec![0, 1, 2, 0, 1, 2, 0]);
+        // Each request's first pick follows its start, and skips a down instance.
+        turns.instances[1].mark_down("test");
+        assert_eq!(turns.pick(1, &[false; 3]), Some(2));
+        assert_eq!(turns.pick(0, &[false; 3]), Some(0));
+    }
 
     #[test]
     fn the_first_healthy_untried_instance_is_chosen() {
