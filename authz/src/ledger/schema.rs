@@ -144,6 +144,25 @@ pub(crate) fn latest_version() -> i64 {
     MIGRATIONS.last().map_or(0, |m| m.version)
 }
 
+/// Checks what a database has applied (`applied`, in version order) against this build's
+/// `migrations`, and returns the highest applied version. A newer version is
+/// [`MigrationError::NewerSchema`], an applied migration whose name is not this build's
+/// [`MigrationError::Mismatch`]. Both backends' migrations go through it.
+pub(crate) fn check_applied(applied: &[(i64, String)], migrations: &[Migration]) -> Result<i64, LedgerError> {
+    let found = applied.last().map_or(0, |(version, _)| *version);
+    let supported = migrations.last().map_or(0, |m| m.version);
+    if found > supported {
+        return Err(LedgerError::Migration(MigrationError::NewerSchema { found, supported }));
+    }
+    for (version, name) in applied {
+        let known = migrations.iter().find(|m| m.version == *version);
+        if known.is_none_or(|m| m.name != name) {
+            return Err(LedgerError::Migration(MigrationError::Mismatch { version: *version }));
+        }
+    }
+    Ok(found)
+}
+
 const MIGRATION_1: &str = r#"
 CREATE TABLE accounts (
     account TEXT PRIMARY KEY NOT NULL CHECK (length(account) BETWEEN 12 AND 19),
@@ -317,16 +336,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
 /// whose applied migrations are not this build's, and a foreign SQLite database.
 pub(crate) fn migrate_to(conn: &mut Connection, target: i64) -> Result<(), LedgerError> {
     let applied = applied_migrations(conn)?;
-    let found = applied.last().map_or(0, |(version, _)| *version);
-    if found > latest_version() {
-        return Err(LedgerError::Migration(MigrationError::NewerSchema { found, supported: latest_version() }));
-    }
-    for (version, name) in &applied {
-        let known = MIGRATIONS.iter().find(|m| m.version == *version);
-        if known.is_none_or(|m| m.name != name) {
-            return Err(LedgerError::Migration(MigrationError::Mismatch { version: *version }));
-        }
-    }
+    let found = check_applied(&applied, MIGRATIONS)?;
     for migration in MIGRATIONS.iter().filter(|m| m.version > found && m.version <= target) {
         apply(conn, migration)?;
         tracing::info!(version = migration.version, name = migration.name, "ledger schema migrated");

@@ -12,7 +12,7 @@
 
 use super::error::{LedgerError, MigrationError};
 use super::postgres::{Isolation, PgConnection, PgTransaction};
-use super::schema::Migration;
+use super::schema::{Migration, check_applied};
 use super::sql::{Sql, args};
 
 /// Key of the advisory lock every migration transaction takes first ("MPSL", as SQLite's
@@ -280,18 +280,7 @@ pub(crate) fn migrate_to(conn: &mut PgConnection, target: i64) -> Result<(), Led
 /// The highest applied version, after checking that every applied migration is this build's;
 /// creates the bookkeeping table in an empty schema.
 fn checked_version(tx: &PgTransaction<'_>) -> Result<i64, LedgerError> {
-    let applied = applied_migrations(tx)?;
-    let found = applied.last().map_or(0, |(version, _)| *version);
-    if found > latest_version() {
-        return Err(LedgerError::Migration(MigrationError::NewerSchema { found, supported: latest_version() }));
-    }
-    for (version, name) in &applied {
-        let known = MIGRATIONS.iter().find(|m| m.version == *version);
-        if known.is_none_or(|m| m.name != name) {
-            return Err(LedgerError::Migration(MigrationError::Mismatch { version: *version }));
-        }
-    }
-    Ok(found)
+    check_applied(&applied_migrations(tx)?, MIGRATIONS)
 }
 
 /// The applied migrations in version order. An empty schema gets the marked bookkeeping table;
