@@ -99,6 +99,7 @@ pub fn parts_with_hsm(config: &AuthzConfig, hsm: Hsm) -> Result<Parts, AppError>
         Arc::new(move |report: &crate::ledger::BatchReport| observer_metrics.observe_ledger_batch(report));
     let store = config.ledger.store()?;
     let ledger = Ledger::open_store(&store, config.ledger.tuning.clone(), Some(observer))?;
+    metrics.register_ledger(ledger.clone())?;
     Ok(Parts { hsm, ledger, metrics, clock: crate::decision::clock::Clock::system() })
 }
 

@@ -35,6 +35,11 @@ pub struct LedgerConfig {
     pub statement_lines_max: usize,
     /// Most bytes of a stored answer (HTTP body plus signature header) kept for retransmission.
     pub stored_answer_bytes_max: usize,
+    /// SQLite: how often the checkpoint thread copies the WAL into the database file, off the
+    /// commit path (`checkpoint.rs`); 0 leaves checkpoints to SQLite, inside a COMMIT.
+    pub checkpoint_interval_ms: u64,
+    /// SQLite: the WAL size at which the checkpoint thread starts it over (RESTART).
+    pub wal_restart_bytes: u64,
 }
 
 impl Default for LedgerConfig {
@@ -50,6 +55,8 @@ impl Default for LedgerConfig {
             health_timeout_ms: 2_000,
             statement_lines_max: 1_000,
             stored_answer_bytes_max: 64 * 1024,
+            checkpoint_interval_ms: 100,
+            wal_restart_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -62,7 +69,7 @@ impl LedgerConfig {
 
     /// Refuses zero sizes, zero timeouts and absurd batch or pool sizes.
     pub fn validate(&self) -> Result<(), LedgerError> {
-        let checks: [(bool, &'static str); 10] = [
+        let checks: [(bool, &'static str); 12] = [
             (self.queue_capacity >= 1, "ledger.queue_capacity must be at least 1"),
             ((1..=Self::BATCH_MAX_LIMIT).contains(&self.batch_max), "ledger.batch_max must be 1 to 4096"),
             (
@@ -76,6 +83,11 @@ impl LedgerConfig {
             (self.health_timeout_ms >= 1, "ledger.health_timeout_ms must be at least 1"),
             (self.statement_lines_max >= 1, "ledger.statement_lines_max must be at least 1"),
             (self.stored_answer_bytes_max >= 1024, "ledger.stored_answer_bytes_max must be at least 1024"),
+            (self.checkpoint_interval_ms <= 60_000, "ledger.checkpoint_interval_ms must be 0 to 60000"),
+            (
+                (1024 * 1024..=1024 * 1024 * 1024).contains(&self.wal_restart_bytes),
+                "ledger.wal_restart_bytes must be 1 MiB to 1 GiB",
+            ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, what)) => Err(LedgerError::InvalidInput(what)),

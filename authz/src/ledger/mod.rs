@@ -15,6 +15,7 @@
 //! IMMEDIATE on SQLite, SERIALIZABLE with retry on PostgreSQL, in `postgres_writer`). Which
 //! backend a ledger uses is its [`Store`].
 
+mod checkpoint;
 mod clearing;
 mod config;
 mod custody;
@@ -140,6 +141,7 @@ struct Inner {
     config: LedgerConfig,
     counters: Arc<Counters>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 impl fmt::Debug for Ledger {
@@ -183,7 +185,8 @@ impl Ledger {
             Store::Postgres(postgres) => {
                 config.validate()?;
                 let (groups, readers) = postgres_writer::open(postgres, &config)?;
-                Self::start(Box::new(groups), Readers::Postgres(readers), config, observer)
+                let counters = Arc::new(Counters::default());
+                Self::start(Box::new(groups), Readers::Postgres(readers), config, observer, counters, None)
             }
         }
     }
@@ -194,11 +197,16 @@ impl Ledger {
         let mut conn = Connection::open_with_flags(path, flags)?;
         schema::configure_writer(&conn, config.busy_timeout())?;
         schema::migrate(&mut conn)?;
+        checkpoint::configure_writer(&conn, &config)?;
         if let Some(pages) = options.max_page_count {
             conn.pragma_update(None, "max_page_count", pages)?;
         }
         let readers = Readers::Sqlite(ReadPool::open_sqlite(path, &config)?);
-        Self::start(Box::new(SqliteGroups { conn }), readers, config, options.observer)
+        let counters = Arc::new(Counters::default());
+        let wal = Arc::new(checkpoint::WalState::default());
+        let checkpointer = checkpoint::Checkpointer::start(path, &config, Arc::clone(&counters), Arc::clone(&wal))?;
+        let groups = SqliteGroups { conn, wal, counters: Arc::clone(&counters) };
+        Self::start(Box::new(groups), readers, config, options.observer, counters, checkpointer)
     }
 
     /// Starts the writer thread on `store`'s write connection.
@@ -207,9 +215,10 @@ impl Ledger {
         readers: Readers,
         config: LedgerConfig,
         observer: Option<BatchObserver>,
+        counters: Arc<Counters>,
+        checkpointer: Option<checkpoint::Checkpointer>,
     ) -> Result<Self, LedgerError> {
         let (sender, receiver) = crossbeam_channel::bounded(config.queue_capacity);
-        let counters = Arc::new(Counters::default());
         let writer = Writer {
             store,
             receiver,
@@ -222,7 +231,8 @@ impl Ledger {
             .name("ledger-writer".to_owned())
             .spawn(move || writer.run())
             .map_err(|e| LedgerError::Unavailable(Unavailable::Spawn(e)))?;
-        Ok(Self { inner: Arc::new(Inner { sender, readers, config, counters, writer: Mutex::new(Some(handle)) }) })
+        let writer = Mutex::new(Some(handle));
+        Ok(Self { inner: Arc::new(Inner { sender, readers, config, counters, writer, checkpointer }) })
     }
 
     // ---- reads (snapshots on the read pool) ----
@@ -430,6 +440,17 @@ impl Ledger {
             match tokio::task::spawn_blocking(move || handle.join()).await {
                 Ok(Ok(())) => {}
                 _ => tracing::error!("the ledger writer thread ended abnormally"),
+            }
+        }
+        if self.inner.checkpointer.is_some() {
+            let inner = Arc::clone(&self.inner);
+            let stopped = tokio::task::spawn_blocking(move || {
+                if let Some(checkpointer) = &inner.checkpointer {
+                    checkpointer.stop_and_join();
+                }
+            });
+            if stopped.await.is_err() {
+                tracing::error!("stopping the ledger checkpoint thread failed");
             }
         }
     }

@@ -201,7 +201,7 @@ pub(crate) fn approval(sim: u64, counter: u64, acct: u64, amount: u64) -> Sessio
         },
         outcome: SessionOutcome::Approved { auth_code: AuthCode(*b"A1B2C3") },
         wrapped_next_chain_key: mps_hsm::WrappedChainKey { kek_version: 1, bytes: [counter as u8; 40] },
-        next_rsn: Rsn([counter as u8 + 1; 8]),
+        next_rsn: Rsn([(counter as u8).wrapping_add(1); 8]),
         packet,
         response_body: format!("{{\"response_code\":\"00\",\"counter\":{counter}}}").into_bytes(),
         response_signature: format!("eyJhbGciOiJFUzI1NiJ9..sig{counter}"),

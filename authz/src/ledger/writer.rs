@@ -100,6 +100,12 @@ pub struct LedgerStats {
     pub batch_size_max: u64,
     /// Group transactions run again after losing a race with another instance (PostgreSQL).
     pub group_retries: u64,
+    /// WAL checkpoints run off the commit path (SQLite).
+    pub checkpoints: u64,
+    /// Of those, the ones that started the WAL over.
+    pub checkpoint_restarts: u64,
+    /// Frames (pages) in the WAL at the last checkpoint.
+    pub wal_frames: u64,
 }
 
 /// The writer's counters, shared with the handle.
@@ -112,6 +118,9 @@ pub(crate) struct Counters {
     batches_failed: AtomicU64,
     batch_size_max: AtomicU64,
     group_retries: AtomicU64,
+    pub(crate) checkpoints: AtomicU64,
+    pub(crate) checkpoint_restarts: AtomicU64,
+    pub(crate) wal_frames: AtomicU64,
 }
 
 impl Counters {
@@ -124,6 +133,9 @@ impl Counters {
             batches_failed: self.batches_failed.load(Ordering::Relaxed),
             batch_size_max: self.batch_size_max.load(Ordering::Relaxed),
             group_retries: self.group_retries.load(Ordering::Relaxed),
+            checkpoints: self.checkpoints.load(Ordering::Relaxed),
+            checkpoint_restarts: self.checkpoint_restarts.load(Ordering::Relaxed),
+            wal_frames: self.wal_frames.load(Ordering::Relaxed),
         }
     }
 
@@ -159,6 +171,9 @@ impl GroupOutcome {
 /// the group failed).
 pub(crate) trait GroupStore: Send {
     fn execute(&mut self, commands: &[Command], stored_answer_bytes_max: usize) -> GroupOutcome;
+
+    /// Upkeep between two groups, after the answers of the last one are out.
+    fn between_groups(&mut self) {}
 }
 
 /// The writer thread's state: the only read-write connection, in its backend.
@@ -230,12 +245,16 @@ impl Writer {
             // The caller may have timed out and gone; its outcome is stored either way.
             let _ = reply.send(result);
         }
+        self.store.between_groups();
     }
 }
 
 /// SQLite's group commit: the only read-write connection of the file.
 pub(crate) struct SqliteGroups {
     pub conn: Connection,
+    /// Where the checkpoint thread asks for the WAL to start over.
+    pub wal: Arc<super::checkpoint::WalState>,
+    pub counters: Arc<Counters>,
 }
 
 impl GroupStore for SqliteGroups {
@@ -243,6 +262,12 @@ impl GroupStore for SqliteGroups {
     fn execute(&mut self, commands: &[Command], stored_answer_bytes_max: usize) -> GroupOutcome {
         let (results, committed) = self.run(commands, stored_answer_bytes_max);
         GroupOutcome::once(results, committed)
+    }
+
+    fn between_groups(&mut self) {
+        if self.wal.restart_wanted.swap(false, Ordering::Relaxed) {
+            super::checkpoint::restart(&self.conn, &self.counters);
+        }
     }
 }
 

@@ -176,6 +176,12 @@ impl Metrics {
         self.ledger_group_retries.inc_by(u64::from(report.attempts.saturating_sub(1)));
     }
 
+    /// Exports the ledger's queue and checkpoint figures, read at every scrape.
+    pub fn register_ledger(&self, ledger: crate::ledger::Ledger) -> Result<(), MetricsError> {
+        self.registry.register(Box::new(LedgerCollector::new(ledger)?))?;
+        Ok(())
+    }
+
     /// Exports the HSM pool's figures, read at every scrape.
     pub fn register_hsm(&self, hsm: mps_hsm::Hsm) -> Result<(), MetricsError> {
         self.registry.register(Box::new(HsmCollector::new(hsm)?))?;
@@ -207,6 +213,54 @@ fn member_families(members: &[mps_hsm::MemberMetrics]) -> Vec<MetricFamily> {
         families.extend(gauges.collect());
     }
     families
+}
+
+/// Reads the ledger's queue and checkpoint counters at scrape time.
+struct LedgerCollector {
+    ledger: crate::ledger::Ledger,
+    descs: Vec<Desc>,
+}
+
+const LEDGER_FIGURES: [(&str, &str); 4] = [
+    ("ledger_queued_commands", "Commands waiting for the ledger's writer"),
+    ("ledger_wal_frames", "Pages in the SQLite WAL at the last checkpoint"),
+    ("ledger_checkpoints_total", "WAL checkpoints run off the commit path (SQLite)"),
+    ("ledger_checkpoint_restarts_total", "WAL checkpoints that started the WAL over (SQLite)"),
+];
+
+impl LedgerCollector {
+    fn new(ledger: crate::ledger::Ledger) -> Result<Self, MetricsError> {
+        let descs = LEDGER_FIGURES
+            .iter()
+            .map(|(name, help)| Desc::new((*name).to_owned(), (*help).to_owned(), vec![], Default::default()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { ledger, descs })
+    }
+}
+
+impl Collector for LedgerCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let stats = self.ledger.stats();
+        let values = [self.ledger.queue_len() as f64, stats.wal_frames as f64];
+        let mut families = Vec::new();
+        for ((name, help), value) in LEDGER_FIGURES.iter().zip(values) {
+            if let Ok(gauge) = Gauge::new(*name, *help) {
+                gauge.set(value);
+                families.extend(gauge.collect());
+            }
+        }
+        for ((name, help), count) in LEDGER_FIGURES[2..].iter().zip([stats.checkpoints, stats.checkpoint_restarts]) {
+            if let Ok(counter) = IntCounter::new(*name, *help) {
+                counter.inc_by(count);
+                families.extend(counter.collect());
+            }
+        }
+        families
+    }
 }
 
 /// Reads the HSM pool's counters at scrape time (names without the registry's prefix, which
