@@ -12,6 +12,9 @@ answer), with synchronous=FULL. Every 10,000 commits it prints the database size
 latency percentiles. Run both modes at the same time to compare them under the same load.
 """
 import sqlite3, os, sys, time, threading, random
+if len(sys.argv) < 4 or sys.argv[1] in ("-h", "--help") or sys.argv[2] not in ("auto", "bg"):
+    print(__doc__)
+    sys.exit(0 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else 2)
 mode = sys.argv[2]; total = int(sys.argv[3]); out = sys.argv[4] if len(sys.argv) > 4 else "/tmp"
 cache = 0
 path = os.path.join(out, f"wal-bench-{mode}.db")
