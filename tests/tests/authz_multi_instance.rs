@@ -517,7 +517,9 @@ async fn check_the_survivors(processes: &Processes) -> Survivors {
         let (a, b) = (healthy(&metrics, processes.listen_a), healthy(&metrics, processes.listen_b));
         if status == 200 && (a, b) == (0, 1) {
             let gateway_retries = samples_sum(&metrics, "mps_gateway_upstream_retries_total{");
-            return Survivors { approved_by_b, group_retries_b, gateway_retries };
+            let gateway_log = std::fs::read_to_string(&processes.gateway.log).unwrap();
+            let probe_timeouts = gateway_log.matches("health probe timed out").count();
+            return Survivors { approved_by_b, group_retries_b, gateway_retries, probe_timeouts };
         }
         assert!(
             Instant::now() < deadline,
@@ -534,6 +536,8 @@ struct Survivors {
     group_retries_b: u64,
     /// The gateway's attempts after the first, over all requests.
     gateway_retries: u64,
+    /// Instances the gateway marked down because /readyz took longer than its health timeout.
+    probe_timeouts: usize,
 }
 
 /// The value of the sample that starts with `name` (a counter or gauge).
@@ -729,7 +733,7 @@ fn summary(payers: &[Payer], survivors: &Survivors, elapsed: Duration) -> String
          limit; {cut} cut by the kill of A; {} requests sent again through the gateway ({refused_by_dead_a} refused \
          by the dead A, {instance_503} answered 503 by an instance, {gateway_503} by the gateway); B approved {}; \
          B's ledger ran {} groups again after a lost serialization race; the gateway made {} attempts after a \
-         request's first",
+         request's first, and marked a live instance down {} times for a slow /readyz",
         payments.len(),
         elapsed.as_secs_f64(),
         count(ResponseCode::Approved),
@@ -739,6 +743,7 @@ fn summary(payers: &[Payer], survivors: &Survivors, elapsed: Duration) -> String
         survivors.approved_by_b,
         survivors.group_retries_b,
         survivors.gateway_retries,
+        survivors.probe_timeouts,
     )
 }
 
