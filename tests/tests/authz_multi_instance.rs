@@ -318,6 +318,7 @@ impl Payer {
             answer.code()
         );
         let auth_code = outcome.approved().then(|| plain.auth_code.as_str().to_owned());
+        assert_eq!(answer.json["auth_code"].as_str(), auth_code.as_deref(), "{what}: auth codes differ");
         (plain.response_code, auth_code, plain.txn_id)
     }
 
