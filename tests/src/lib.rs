@@ -109,6 +109,19 @@ impl Pki {
     pub fn trust_store(&self) -> TrustStore {
         TrustStore::from_pem_files(&[&self.root_file()], &[&self.crls_file()]).unwrap()
     }
+
+    /// An mTLS client (HTTP/2 or HTTP/1.1) of servers with a `server` certificate of this CA,
+    /// presenting `leaf` (None: no client certificate): the gateway's client of authz
+    /// (`Role::AuthzServer`, a gateway-client leaf), or a merchant's of the gateway
+    /// (`Role::GatewayServer`, a merchant leaf).
+    pub fn client(&self, server: Role, leaf: Option<&Leaf>) -> reqwest::Client {
+        let trust = self.trust_store();
+        let verifier = mps_pki::tls::server_cert_verifier(&trust, server).unwrap();
+        let identity = leaf.map(|leaf| (leaf.chain_file.as_path(), leaf.key_file.as_path()));
+        let mut tls = mps_pki::tls::client_config(verifier, identity).unwrap();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        reqwest::Client::builder().use_preconfigured_tls(tls).build().unwrap()
+    }
 }
 
 /// The bank signing certificate request of bank `iin`.
@@ -309,6 +322,7 @@ pub struct BankBuilder {
     pool_changes: Vec<Change<mps_hsm::HsmConfig>>,
     clock: mps_authz::decision::clock::Clock,
     iin: Option<Iin>,
+    postgres_ledger: Option<String>,
 }
 
 impl BankBuilder {
@@ -336,6 +350,16 @@ impl BankBuilder {
     /// (for tests with two banks).
     pub fn with_iin(mut self, iin: &str) -> Self {
         self.iin = Some(Iin::new(iin).unwrap());
+        self
+    }
+
+    /// The ledger in PostgreSQL instead of an SQLite file of the bank's dir: `connection` is
+    /// the libpq string of `[ledger.postgres]` (for a test cluster,
+    /// `mps_authz::ledger::postgres_testing::PgCluster::connection_string`). It goes into the
+    /// configuration text, so the in-process server and the `authz` binary
+    /// ([`BankFiles::binary_config_text`]) both open that database.
+    pub fn with_postgres_ledger(mut self, connection: impl Into<String>) -> Self {
+        self.postgres_ledger = Some(connection.into());
         self
     }
 
@@ -383,7 +407,11 @@ impl BankFiles {
             .await
             .unwrap()
         };
-        let config_text = authz_config_text(dir.path(), &pki, &server_leaf, &bank_cert, &token.config, iin);
+        let ledger = match &builder.postgres_ledger {
+            Some(connection) => LedgerText::Postgres(connection),
+            None => LedgerText::Sqlite(dir.path().join("authz.db")),
+        };
+        let config_text = authz_config_text(&pki, &server_leaf, &bank_cert, &token.config, iin, &ledger);
         let mut config = AuthzConfig::from_parts(&config_text, Vec::new()).unwrap();
         config.hsm = pool_config;
         for change in builder.config_changes {
@@ -502,12 +530,7 @@ impl Bank {
 
     /// A gateway client presenting `leaf` (None: no client certificate).
     pub fn client(&self, leaf: Option<&Leaf>) -> reqwest::Client {
-        let trust = self.pki.trust_store();
-        let verifier = mps_pki::tls::server_cert_verifier(&trust, Role::AuthzServer).unwrap();
-        let identity = leaf.map(|leaf| (leaf.chain_file.as_path(), leaf.key_file.as_path()));
-        let mut tls = mps_pki::tls::client_config(verifier, identity).unwrap();
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        reqwest::Client::builder().use_preconfigured_tls(tls).build().unwrap()
+        self.pki.client(Role::AuthzServer, leaf)
     }
 
     /// A client that offers only HTTP/1.1 in ALPN.
@@ -652,19 +675,7 @@ impl Bank {
         body: Vec<u8>,
         jws: Option<&str>,
     ) -> Result<Answer, reqwest::Error> {
-        let mut request =
-            client.post(format!("{}{path}", self.url)).header("content-type", "application/json").body(body);
-        if let Some(jws) = jws {
-            request = request.header("x-jws-signature", jws);
-        }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let jws = response.headers().get("x-jws-signature").map(|v| v.to_str().unwrap().to_owned());
-        let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
-        let header_names = response.headers().keys().map(|k| k.as_str().to_owned()).collect();
-        let body = response.bytes().await?.to_vec();
-        let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-        Ok(Answer { status, body, json, jws, content_type, header_names })
+        post_json(client, &format!("{}{path}", self.url), body, jws).await
     }
 
     /// The merchant signs and the gateway posts a reversal of `order_no`.
@@ -736,6 +747,28 @@ impl TestSim {
     }
 }
 
+/// Posts a JSON `body` to `url` through `client`, with the signature header when `jws` is
+/// given, and reads the whole answer: to an authz instance, or to a gateway as its merchant.
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+    jws: Option<&str>,
+) -> Result<Answer, reqwest::Error> {
+    let mut request = client.post(url).header("content-type", "application/json").body(body);
+    if let Some(jws) = jws {
+        request = request.header("x-jws-signature", jws);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let jws = response.headers().get("x-jws-signature").map(|v| v.to_str().unwrap().to_owned());
+    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+    let header_names = response.headers().keys().map(|k| k.as_str().to_owned()).collect();
+    let body = response.bytes().await?.to_vec();
+    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    Ok(Answer { status, body, json, jws, content_type, header_names })
+}
+
 fn rand_iv() -> [u8; 16] {
     rand_bytes()
 }
@@ -795,19 +828,81 @@ pub fn free_port() -> std::net::SocketAddr {
     panic!("no free TCP port of 127.0.0.1 below {high}")
 }
 
+/// A second HSM holding the bank's keys, for a second `authz` process: the test token's
+/// directory (`directories.tokendir` of its softhsm2.conf) copied into `<dir>/tokens`, and a
+/// softhsm2.conf naming the copy in `dir`. Returns that file, the process's `SOFTHSM2_CONF`.
+/// Copy while no process changes the token (SoftHSM rewrites `token.object` at a login, so
+/// before any other process logs in).
+pub fn copy_test_token(dir: &Path) -> PathBuf {
+    const TOKENDIR_KEY: &str = "directories.tokendir";
+    let conf = &TestToken::shared().unwrap().softhsm_conf;
+    let text = std::fs::read_to_string(conf).unwrap();
+    let tokens = dir.join("tokens");
+    let mut copied = String::new();
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some((key, value)) if key.trim() == TOKENDIR_KEY => {
+                copy_dir(Path::new(value.trim()), &tokens);
+                copied.push_str(&format!("{TOKENDIR_KEY} = {}\n", tokens.display()));
+            }
+            _ => copied.push_str(&format!("{line}\n")),
+        }
+    }
+    assert!(tokens.is_dir(), "{} names no {TOKENDIR_KEY}:\n{text}", conf.display());
+    let copy_conf = dir.join("softhsm2.conf");
+    std::fs::write(&copy_conf, copied).unwrap();
+    copy_conf
+}
+
+/// Copies directory `from` to `to` (created), with its subdirectories.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 pub fn transport_key() -> AesKey {
     AesKey::from_bytes(mps_hsm::testing::TRANSPORT_KEY_VALUE)
 }
 
+/// Where a test bank's configuration puts its ledger.
+enum LedgerText<'a> {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, by its libpq connection string.
+    Postgres(&'a str),
+}
+
+impl LedgerText<'_> {
+    /// The `[ledger]` table (and `[ledger.postgres]`), values quoted by the TOML writer.
+    fn toml(&self) -> String {
+        let quoted = |text: &str| toml::Value::from(text).to_string();
+        match self {
+            Self::Sqlite(path) => format!("[ledger]\npath = {}\n", quoted(&path.display().to_string())),
+            Self::Postgres(connection) => {
+                format!("[ledger]\nbackend = \"postgres\"\n\n[ledger.postgres]\nconnection = {}\n", quoted(connection))
+            }
+        }
+    }
+}
+
 fn authz_config_text(
-    dir: &Path,
     pki: &Pki,
     server: &Leaf,
     bank_cert: &Path,
     hsm: &mps_hsm::HsmConfig,
     iin: Iin,
+    ledger: &LedgerText<'_>,
 ) -> String {
     let hsm_toml = toml_of_hsm(hsm);
+    let ledger_toml = ledger.toml();
     format!(
         r#"
 [server]
@@ -831,8 +926,7 @@ crls = ["{crls}"]
 
 {hsm_toml}
 
-[ledger]
-path = "{ledger}"
+{ledger_toml}
 
 [log]
 level = "debug"
@@ -842,7 +936,6 @@ level = "debug"
         root = pki.root_file().display(),
         crls = pki.crls_file().display(),
         bank = bank_cert.display(),
-        ledger = dir.join("authz.db").display(),
     )
 }
 
