@@ -497,7 +497,15 @@ impl Authorizer {
 
     async fn ledger_call<T>(&self, call: impl Future<Output = Result<T, LedgerError>>) -> Early<T> {
         self.timed(Stage::Ledger, call).await.map_err(|e| {
-            tracing::error!(error = %e, "ledger failed");
+            if let LedgerError::Conflict(conflict) = &e {
+                // With one instance the decision's locks keep its premises; with several on one
+                // PostgreSQL ledger, another instance may book the same SIM or account between
+                // the decision's reads and this booking. Nothing was stored: 503, and the resent
+                // request is decided afresh (the gateway resends it to the next instance).
+                tracing::warn!(%conflict, "a premise of the decision moved before its booking: nothing booked, answered 503");
+            } else {
+                tracing::error!(error = %e, "ledger failed");
+            }
             Reply::Unavailable(Dependency::Ledger)
         })
     }

@@ -377,8 +377,10 @@ pub(crate) fn apply(conn: &dyn Sql, command: &Command, stored_answer_bytes_max: 
     }
 }
 
-/// Conflicts and broken invariants should never happen (the decision holds locks and checks
-/// first): they are logged loudly. Errors carry no account number or key.
+/// Broken invariants should never happen; nor should conflicts with one instance (the decision
+/// holds locks and checks first), though with several instances on one PostgreSQL ledger another
+/// instance's booking may move a premise. Both are logged as warnings; the caller says more.
+/// Errors carry no account number or key.
 fn log_failure(error: &LedgerError) {
     match error {
         LedgerError::Conflict(_)
