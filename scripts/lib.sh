@@ -1,6 +1,8 @@
 # shellcheck shell=bash
-# Shared helpers of scripts/test and scripts/demo: checks that the machine has what MPS needs,
-# installing Debian packages when running as root, and saying exactly what to install otherwise.
+# Shared helpers of the scripts: checks that the machine has what MPS needs (installing Debian
+# packages when running as root, and saying exactly what to install otherwise), free ports and
+# readiness, stopping a process, and what the two load-test scripts share (settings, build, the
+# demo network, the flags of a run against North Bank).
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -69,4 +71,97 @@ wait_ready() {
     done
     tail -n 20 "$log" >&2
     die "$url was not ready within ${4:-30} s (log: $log)"
+}
+
+# running PID: the process exists and has not exited (a process a previous `--keep` left has no
+# parent of ours to reap it, so it stays a zombie for a while after it exits).
+running() { [ -r "/proc/$1/stat" ] && [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]; }
+
+# stop_pid PID: SIGCONT (a stopped process cannot act on SIGTERM), SIGTERM, up to 10 s, SIGKILL.
+stop_pid() {
+    local pid=$1
+    kill -CONT "$pid" 2>/dev/null || true
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for _ in $(seq 1 100); do
+        running "$pid" || return 0
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+# ---------------------------------------------------------------------------------------------
+# The load tests of the demo network (scripts/loadtest, scripts/loadtest-instances).
+
+# loadtest_settings: reads the environment both load-test scripts share into $repo, $demo
+# (MPS_DEMO_DIR, default build/demo), $profile (MPS_PROFILE, default release), $payers
+# (LOADTEST_PAYERS, default 1000) and $bin (the profile's binaries under CARGO_TARGET_DIR).
+loadtest_settings() {
+    repo=$(pwd)
+    demo=${MPS_DEMO_DIR:-$repo/build/demo}
+    profile=${MPS_PROFILE:-release}
+    # shellcheck disable=SC2034 # read by the scripts that call this
+    payers=${LOADTEST_PAYERS:-1000}
+    # shellcheck disable=SC2034 # read by the scripts that call this
+    case "$profile" in
+        dev) bin=${CARGO_TARGET_DIR:-$repo/target}/debug ;;
+        release) bin=${CARGO_TARGET_DIR:-$repo/target}/release ;;
+        *) die "MPS_PROFILE is dev or release, not '$profile'" ;;
+    esac
+}
+
+# loadtest_build: builds the demo's binaries and loadtest in $profile.
+loadtest_build() {
+    need_toolchain
+    say "building the $profile binaries (the release profile takes a while: fat LTO)"
+    # The demo's own build command first, the same packages, so the demo finds it done: cargo
+    # unifies features over the packages of one command, and another set would build them all again.
+    cargo build --locked -q --profile "$profile" -p mps-hsm -p mps-pki -p mps-authz -p mps-gateway -p mps-merchant -p mps-sim -p mps-settlement --bins
+    cargo build --locked -q --profile "$profile" -p mps-loadtest --bins
+}
+
+# demo_pid_of NAME: the pid the demo recorded for NAME, if that process still runs from $demo.
+demo_pid_of() {
+    local name pid
+    [ -f "$demo/pids" ] || return 1
+    while read -r name pid; do
+        if [ "$name" = "$1" ] && [ -r "/proc/$pid/cmdline" ] && grep -qF "$demo/" <<<"$(tr '\0' ' ' < "/proc/$pid/cmdline")"; then
+            echo "$pid"
+            return 0
+        fi
+    done < "$demo/pids"
+    return 1
+}
+
+# listen_of FILE N: the Nth `listen = "..."` address of a configuration file.
+listen_of() { sed -n 's/^listen = "\(.*\)"/\1/p' "$1" | sed -n "${2}p"; }
+
+# loadtest_demo_up: the demo network under $demo, started (scripts/demo --keep) unless it runs.
+loadtest_demo_up() {
+    if demo_pid_of authz-A > /dev/null && demo_pid_of gateway > /dev/null; then
+        say "reusing the demo running under $demo"
+    else
+        say "starting the demo under $demo (scripts/demo --keep)"
+        mkdir -p "$(dirname "$demo")"
+        MPS_PROFILE=$profile MPS_DEMO_DIR=$demo scripts/demo --keep > "$demo.loadtest-demo.log" 2>&1 ||
+            { tail -n 20 "$demo.loadtest-demo.log" >&2; die "the demo did not start (log: $demo.loadtest-demo.log)"; }
+    fi
+}
+
+# loadtest_bank_flags AUTHZ_CONFIG: sets the array bank_flags, the flags of every run against
+# North Bank (bank A): payers registered through AUTHZ_CONFIG, the scheme's trust, the merchant
+# Corner Coffee who signs every request.
+loadtest_bank_flags() {
+    # shellcheck disable=SC2034 # read by the scripts that call this
+    bank_flags=(--authz-config "$1" --transport-key-file "$demo/bank-A/vendor-transport.key"
+        --payers "$payers" --scheme-ca "$demo/pki/root.crt" --crl "$demo/pki/crls.pem"
+        --merchant-id COFFEE-SHOP-01
+        --merchant-cert "$demo/pki/merchant-coffee.crt" --merchant-key "$demo/pki/merchant-coffee.key")
+}
+
+# loadtest_authz_flags: sets the array authz_flags, the shape of the run straight to authz
+# acting as the gateway: closed loop, 16 connections, 10 s, the mix.
+loadtest_authz_flags() {
+    # shellcheck disable=SC2034,SC2054 # read by the scripts that call this; the mix's commas are its own
+    authz_flags=(--target authz --cert "$demo/pki/gateway-client.crt" --key "$demo/pki/gateway-client.key"
+        --connections 16 --duration 10 --mix wrong-password=2,retransmit=2,bad-mac=2)
 }

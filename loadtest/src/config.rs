@@ -103,8 +103,10 @@ pub enum TargetKind {
 pub struct TargetSection {
     /// `authz` or `gateway`.
     pub kind: TargetKind,
-    /// Base URL, for example `https://127.0.0.1:8443`.
-    pub url: String,
+    /// Base URL, for example `https://127.0.0.1:8443`; or a list of them (several authz
+    /// instances on one ledger), over which the connections are spread round-robin.
+    #[serde(deserialize_with = "one_or_many")]
+    pub url: Vec<String>,
     /// The scheme CA's root certificate(s): the server's chain and the bank's signature are
     /// checked against them.
     pub scheme_ca: Vec<PathBuf>,
@@ -129,7 +131,7 @@ impl Default for TargetSection {
     fn default() -> Self {
         Self {
             kind: TargetKind::Authz,
-            url: "https://127.0.0.1:8443".to_owned(),
+            url: vec!["https://127.0.0.1:8443".to_owned()],
             scheme_ca: Vec::new(),
             crls: Vec::new(),
             certificate: None,
@@ -140,6 +142,20 @@ impl Default for TargetSection {
             server_pid_file: None,
         }
     }
+}
+
+/// `url = "https://..."` or `url = ["https://...", "https://..."]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(url) => vec![url],
+        OneOrMany::Many(urls) => urls,
+    })
 }
 
 /// `[merchant]`.
@@ -305,6 +321,18 @@ mod tests {
         let config = LoadtestConfig::from_parts(&text, vars).unwrap();
         assert_eq!(config.run.connections, 3);
         assert_eq!(config.provision.payers, 10_000);
+    }
+
+    #[test]
+    fn the_target_takes_one_url_or_a_list() {
+        let one = LoadtestConfig::from_parts("[target]\nurl = \"https://a:1\"\n", Vec::new()).unwrap();
+        assert_eq!(one.target.url, ["https://a:1"]);
+        let two =
+            LoadtestConfig::from_parts("[target]\nurl = [\"https://a:1\", \"https://b:2\"]\n", Vec::new()).unwrap();
+        assert_eq!(two.target.url, ["https://a:1", "https://b:2"]);
+        let vars = vec![("MPS_LOADTEST__TARGET__URL".to_owned(), "[\"https://c:3\", \"https://d:4\"]".to_owned())];
+        assert_eq!(LoadtestConfig::from_parts("", vars).unwrap().target.url, ["https://c:3", "https://d:4"]);
+        assert_eq!(LoadtestConfig::default().target.url, ["https://127.0.0.1:8443"]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use clap::Parser;
 use mps_authz::config::AuthzConfig;
 use mps_loadtest::bounds::{self, BoundsReport};
 use mps_loadtest::config::{LoadtestConfig, TargetKind};
-use mps_loadtest::drive::client::{Merchant, Target};
+use mps_loadtest::drive::client::{self, Connection, Merchant, Target};
 use mps_loadtest::drive::exchange::{Context, random_order_prefix, wrong_password_for};
 use mps_loadtest::drive::{self, Mix, Mode, Settings, Stop};
 use mps_loadtest::provision::{self, Bank, Payer, PayerPlan};
@@ -53,9 +53,10 @@ struct Cli {
     /// authz (act as the gateway) or gateway (act as the merchant) ([target] kind).
     #[arg(long, value_enum)]
     target: Option<TargetKind>,
-    /// Base URL of authz or the gateway ([target] url).
+    /// Base URL of authz or the gateway; repeat for several authz instances on one ledger, and
+    /// the connections are spread over them round-robin ([target] url).
     #[arg(long)]
-    url: Option<String>,
+    url: Vec<String>,
     /// The scheme CA's root certificate; repeat for several ([target] scheme_ca).
     #[arg(long)]
     scheme_ca: Vec<PathBuf>,
@@ -204,8 +205,8 @@ fn apply_flags(mut config: LoadtestConfig, cli: &Cli) -> Result<LoadtestConfig, 
     config.provision.payers = cli.payers.unwrap_or(config.provision.payers);
     config.provision.concurrency = cli.provision_concurrency.unwrap_or(config.provision.concurrency);
     config.target.kind = cli.target.unwrap_or(config.target.kind);
-    if let Some(url) = &cli.url {
-        config.target.url.clone_from(url);
+    if !cli.url.is_empty() {
+        config.target.url.clone_from(&cli.url);
     }
     if !cli.scheme_ca.is_empty() {
         config.target.scheme_ca.clone_from(&cli.scheme_ca);
@@ -281,7 +282,7 @@ async fn run(cli: &Cli, config: LoadtestConfig, authz_config: AuthzConfig) -> Re
     let password =
         Password::new(&config.provision.password).map_err(|e| Failure(format!("[provision] password: {e}")))?;
     // Everything about the target is checked before a single payer is registered.
-    let (context, clients) = connect(&config, currency, &password)?;
+    let (context, connections) = connect(&config, currency, &password)?;
     let soak = soak_settings(&config, &authz_config, !cli.quiet)?;
     let transport_key =
         provision::read_transport_key(required(&config.provision.transport_key_file, "--transport-key-file")?)?;
@@ -340,7 +341,7 @@ async fn run(cli: &Cli, config: LoadtestConfig, authz_config: AuthzConfig) -> Re
                 eprintln!("warming up for {} s (checked, not measured)", config.run.warmup_s);
             }
             let (payers, warm_report) =
-                drive::run(std::sync::Arc::clone(&context), clients.clone(), payers, warm, stop.clone()).await?;
+                drive::run(std::sync::Arc::clone(&context), connections.clone(), payers, warm, stop.clone()).await?;
             (payers, Some(Warmup::from(&warm_report, config.run.warmup_s)))
         }
         None => (payers, None),
@@ -349,7 +350,7 @@ async fn run(cli: &Cli, config: LoadtestConfig, authz_config: AuthzConfig) -> Re
     let before = probe.snapshot().await?;
     let sampler_probe = std::sync::Arc::new(server_probe(&config, &context.trust)?);
     let (_payers, mut report, soak_report) =
-        drive::run_observed(context, clients, payers, settings, stop, move |recorder, finished| async move {
+        drive::run_observed(context, connections, payers, settings, stop, move |recorder, finished| async move {
             match soak {
                 Some(soak) => Some(mps_loadtest::soak::sample(recorder, finished, sampler_probe, soak).await),
                 None => None,
@@ -436,7 +437,7 @@ fn write_soak(directory: &Path, config: &LoadtestConfig, soak: &mps_loadtest::so
     write("soak.json", &serde_json::to_vec_pretty(soak)?)?;
     let title = format!(
         "soak: {} at {}, {} payers",
-        config.target.url,
+        config.target.url.join(", "),
         if config.run.rate_per_second > 0.0 {
             format!("{}/s", config.run.rate_per_second)
         } else {
@@ -468,7 +469,7 @@ fn write_outputs(cli: &Cli, config: &LoadtestConfig, report: &Report) -> Result<
                 TargetKind::Authz => "authz",
                 TargetKind::Gateway => "gateway",
             },
-            config.target.url,
+            config.target.url.join(", "),
             config.provision.payers,
             config.run.wrong_password_percent,
             config.run.retransmit_percent,
@@ -555,7 +556,7 @@ async fn mtls_bound(
                 .to_owned(),
         ));
     }
-    let (context, _clients) = connect(config, currency, password)?;
+    let (context, _connections) = connect(config, currency, password)?;
     let identity = (required(&config.target.certificate, "--cert")?, required(&config.target.private_key, "--key")?);
     let client_side = bounds::tls::TlsClientSide { trust: &context.trust, identity };
     Ok(bounds::tls::measure(authz_config, &client_side, &context, connections, time).await?)
@@ -565,7 +566,7 @@ fn connect(
     config: &LoadtestConfig,
     currency: Currency,
     password: &Password,
-) -> Result<(Context, Vec<reqwest::Client>), Failure> {
+) -> Result<(Context, Vec<Connection>), Failure> {
     if config.target.scheme_ca.is_empty() {
         return Err(Failure("no scheme CA: give --scheme-ca (the scheme's root.crt)".to_owned()));
     }
@@ -573,11 +574,11 @@ fn connect(
     let crls: Vec<&Path> = config.target.crls.iter().map(PathBuf::as_path).collect();
     let trust = TrustStore::from_pem_files(&anchors, &crls)
         .map_err(|e| Failure(format!("scheme CA: {e} (check --scheme-ca and --crl)")))?;
-    let target = Target::new(config.target.kind, &config.target.url);
+    let targets: Vec<Target> = config.target.url.iter().map(|url| Target::new(config.target.kind, url)).collect();
     let identity = (required(&config.target.certificate, "--cert")?, required(&config.target.private_key, "--key")?);
     let timeout = Duration::from_millis(config.target.request_timeout_ms);
     let connections = config.run.connections.clamp(1, drive::CONNECTIONS_MAX);
-    let clients = (0..connections).map(|_| target.client(&trust, identity, timeout)).collect::<Result<Vec<_>, _>>()?;
+    let connections = client::spread(&targets, connections, &trust, identity, timeout)?;
     let merchant = Merchant::from_files(
         &config.merchant.merchant_id,
         &config.merchant.acquirer_iin,
@@ -586,7 +587,6 @@ fn connect(
         required(&config.merchant.private_key, "--merchant-key")?,
     )?;
     let context = Context {
-        target,
         merchant,
         trust,
         amount: Amount::from_minor(config.run.amount_minor),
@@ -595,7 +595,7 @@ fn connect(
         password: password.clone(),
         order_prefix: random_order_prefix(),
     };
-    Ok((context, clients))
+    Ok((context, connections))
 }
 
 /// The warm-up's shape: the run's load for `warmup_s` seconds, without a count bound or

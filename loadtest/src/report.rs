@@ -297,6 +297,7 @@ impl Recorder {
             wrong_passwords: kind(RequestKind::WrongPassword),
             retransmissions: kind(RequestKind::Retransmission),
             bad_macs: kind(RequestKind::BadMac),
+            endpoints: Vec::new(),
             server: None,
             warmup: None,
             bounds: None,
@@ -331,6 +332,17 @@ pub struct Latency {
     pub max: u64,
     /// Mean.
     pub mean: f64,
+}
+
+/// What one of several targets answered (a run against several authz instances).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EndpointCount {
+    /// The target's authorization URL.
+    pub url: String,
+    /// Requests completed there (answered or failed).
+    pub completed: u64,
+    /// Of those, requests that failed a check.
+    pub errors: u64,
 }
 
 /// What a run measured.
@@ -373,6 +385,9 @@ pub struct Report {
     pub retransmissions: KindCount,
     /// Packets with a corrupted MAC (expect 63, no payer answer, the SIM not advanced).
     pub bad_macs: KindCount,
+    /// Per target, when the run spread its connections over several (empty with one).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointCount>,
     /// The server's side: per-stage latency and CPU time, when `[target] metrics_url` or
     /// `server_pid` is set.
     pub server: Option<crate::server::ServerReport>,
@@ -418,6 +433,12 @@ impl Report {
         line("wrong passwords (55)", kind(&self.wrong_passwords));
         line("retransmissions", kind(&self.retransmissions));
         line("bad MACs (63)", kind(&self.bad_macs));
+        for (index, endpoint) in self.endpoints.iter().enumerate() {
+            line(
+                &format!("target {}", index + 1),
+                format!("{}: {} completed, {} errors", endpoint.url, endpoint.completed, endpoint.errors),
+            );
+        }
         if let Some(server) = &self.server {
             out.push_str(&server.table());
         }

@@ -59,12 +59,14 @@ async fn the_binary_runs_verifies_observes_the_server_and_writes_json_and_svg() 
     assert!(output.status.success(), "loadtest failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
     // The table in the test's log, for whoever reads a CI run.
     println!("{stdout}");
+    assert!(!stdout.contains("target 1"), "one URL: no per-URL lines:\n{stdout}");
     for line in ["throughput", "bad MACs (63)", "server: stage hsm", "server: CPU", "bound: HSM", "bound: smallest"] {
         assert!(stdout.contains(line), "the table has `{line}`:\n{stdout}");
     }
 
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(report["completed"], 60);
+    assert!(report.get("endpoints").is_none(), "one URL: no per-URL counts, the report as it was: {report:#}");
     assert_eq!(report["errors_total"], 0, "{report:#}");
     assert!(report["bad_macs"]["sent"].as_u64().unwrap() > 0 || report["payments"]["sent"].as_u64().unwrap() > 0);
     assert_eq!(report["bad_macs"]["sent"], report["bad_macs"]["checked"]);

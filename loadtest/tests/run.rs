@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mps_hsm::testing::TestToken;
 use mps_loadtest::config::TargetKind;
-use mps_loadtest::drive::client::{Merchant, Target};
+use mps_loadtest::drive::client::{self, Connection, Merchant, Target};
 use mps_loadtest::drive::exchange::{Context, random_order_prefix, wrong_password_for};
 use mps_loadtest::drive::{self, Mix, Mode, Settings, Stop};
 use mps_loadtest::provision::{self, Payer, PayerPlan};
@@ -56,11 +56,11 @@ async fn provision_payers(bank: &Bank, count: usize) -> Vec<Payer> {
 }
 
 /// The context and connections for a run against the bank's authz, acting as the gateway.
-fn connect(bank: &Bank, connections: usize) -> (Context, Vec<reqwest::Client>) {
+fn connect(bank: &Bank, connections: usize) -> (Context, Vec<Connection>) {
     let trust = bank.pki.trust_store();
-    let target = Target::new(TargetKind::Authz, &bank.url);
+    let targets = [Target::new(TargetKind::Authz, &bank.url)];
     let identity = (bank.gateway_leaf.chain_file.as_path(), bank.gateway_leaf.key_file.as_path());
-    let clients = (0..connections).map(|_| target.client(&trust, identity, Duration::from_secs(20)).unwrap()).collect();
+    let clients = client::spread(&targets, connections, &trust, identity, Duration::from_secs(20)).unwrap();
     let merchant = Merchant::from_files(
         MERCHANT_ID,
         ACQUIRER_IIN,
@@ -71,7 +71,6 @@ fn connect(bank: &Bank, connections: usize) -> (Context, Vec<reqwest::Client>) {
     .unwrap();
     let password = Password::new("2468").unwrap();
     let context = Context {
-        target,
         merchant,
         trust,
         amount: Amount::from_minor(AMOUNT_MINOR),

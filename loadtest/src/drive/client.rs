@@ -18,6 +18,8 @@ use crate::drive::exchange::Answer;
 pub const AUTHORIZATIONS_PATH: &str = "/v1/authorizations";
 /// Answers larger than this are not read (a 79-byte answer in JSON is well under 1 KiB).
 pub const ANSWER_BYTES_MAX: usize = 64 * 1024;
+/// At most this many base URLs in one run (several authz instances behind one ledger).
+pub const TARGETS_MAX: usize = 64;
 
 /// Why the client or the merchant could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,17 @@ pub enum ClientError {
     /// A file is missing from the configuration.
     #[error("{0} is not set: give it in the configuration file or with its flag")]
     Missing(&'static str),
+    /// No base URL, or more than [`TARGETS_MAX`].
+    #[error("give 1 to {TARGETS_MAX} URLs with --url (or [target] url), not {0}")]
+    TargetCount(usize),
+    /// Fewer connections than targets: some target would get no request.
+    #[error("{connections} connection(s) for {targets} URLs: give at least one connection per URL (--connections)")]
+    TooFewConnections {
+        /// Connections asked for.
+        connections: usize,
+        /// Targets given.
+        targets: usize,
+    },
 }
 
 /// Where requests go.
@@ -99,6 +112,51 @@ impl Target {
             .http2_keep_alive_interval(Duration::from_secs(20))
             .build()?)
     }
+}
+
+/// One connection of a run (one HTTP/2 client), bound to one of the run's targets.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Where this connection's requests go.
+    pub target: Target,
+    /// Index of `target` among the run's targets, for the per-URL counts.
+    pub endpoint: usize,
+    /// The HTTP/2 client (one connection, kept alive).
+    pub client: reqwest::Client,
+}
+
+impl Connection {
+    /// Posts a signed body to this connection's target; an answer of any status is Ok.
+    pub async fn post(&self, body: &[u8], jws: &str) -> Result<Answer, reqwest::Error> {
+        self.target.post(&self.client, body, jws).await
+    }
+}
+
+/// `count` connections spread over `targets` round-robin: connection i goes to target
+/// i mod n, so each target gets `count / n` connections, the first `count mod n` one more.
+/// The closed loop's worker i and the open loop's request i use connection i mod `count`,
+/// so the load follows the same split.
+pub fn spread(
+    targets: &[Target],
+    count: usize,
+    trust: &TrustStore,
+    identity: (&Path, &Path),
+    timeout: Duration,
+) -> Result<Vec<Connection>, ClientError> {
+    if targets.is_empty() || targets.len() > TARGETS_MAX {
+        return Err(ClientError::TargetCount(targets.len()));
+    }
+    if count < targets.len() {
+        return Err(ClientError::TooFewConnections { connections: count, targets: targets.len() });
+    }
+    (0..count)
+        .map(|index| {
+            let endpoint = index % targets.len();
+            let target = targets[endpoint].clone();
+            let client = target.client(trust, identity, timeout)?;
+            Ok(Connection { target, endpoint, client })
+        })
+        .collect()
 }
 
 /// The merchant: its identity and its software key.

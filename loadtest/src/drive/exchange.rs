@@ -14,7 +14,7 @@ use mps_sim::PaymentRequest;
 use rustls_pki_types::UnixTime;
 use serde::Serialize;
 
-use crate::drive::client::{Merchant, Target};
+use crate::drive::client::{Connection, Merchant};
 use crate::provision::Payer;
 
 /// What a request is meant to test.
@@ -87,8 +87,6 @@ pub(crate) struct InDoubt {
 
 /// Everything an exchange needs besides the SIM and the connection.
 pub struct Context {
-    /// Where requests go.
-    pub target: Target,
     /// Who signs them.
     pub merchant: Merchant,
     /// The scheme CA, for the bank's signature.
@@ -132,15 +130,15 @@ pub fn choose_kind(drawn: RequestKind, payer: &Payer) -> RequestKind {
 /// One exchange of `kind` (from [`choose_kind`]) with order number sequence `sequence`.
 pub async fn exchange(
     context: &Context,
-    client: &reqwest::Client,
+    connection: &Connection,
     payer: &mut Payer,
     kind: RequestKind,
     sequence: u64,
 ) -> Exchanged {
     match kind {
-        RequestKind::Retransmission => retransmit(context, client, payer).await,
-        RequestKind::BadMac => bad_mac(context, client, payer, sequence).await,
-        RequestKind::Payment | RequestKind::WrongPassword => pay(context, client, payer, kind, sequence).await,
+        RequestKind::Retransmission => retransmit(context, connection, payer).await,
+        RequestKind::BadMac => bad_mac(context, connection, payer, sequence).await,
+        RequestKind::Payment | RequestKind::WrongPassword => pay(context, connection, payer, kind, sequence).await,
     }
 }
 
@@ -150,7 +148,7 @@ const CORRUPTED_BYTE: usize = mps_protocol::wire::PACKET_LEN - 1;
 /// Sends the SIM's next packet with a corrupted MAC. Whatever the answer, the intact packet
 /// stays pending and goes out next time, as a [`RequestKind::Payment`] that must be approved
 /// with the same session keys: proof that the bad MAC moved nothing at the bank.
-async fn bad_mac(context: &Context, client: &reqwest::Client, payer: &mut Payer, sequence: u64) -> Exchanged {
+async fn bad_mac(context: &Context, connection: &Connection, payer: &mut Payer, sequence: u64) -> Exchanged {
     let kind = RequestKind::BadMac;
     let failed = |error, status, code| Exchanged { kind, status, code, error: Some(error) };
     let (packet, order_no) = match prepare(context, payer, kind, sequence) {
@@ -166,7 +164,7 @@ async fn bad_mac(context: &Context, client: &reqwest::Client, payer: &mut Payer,
         (Err(error), _) | (_, Err(error)) => return failed(error, None, None),
     };
     payer.in_doubt = Some(InDoubt { body, jws, kind: RequestKind::Payment });
-    let answer = match post_signed(context, client, payer, &bad_body, &bad_jws).await {
+    let answer = match post_signed(context, connection, payer, &bad_body, &bad_jws).await {
         Ok(answer) => answer,
         Err((error, status)) => return failed(error, status, None),
     };
@@ -184,7 +182,7 @@ async fn bad_mac(context: &Context, client: &reqwest::Client, payer: &mut Payer,
 
 async fn pay(
     context: &Context,
-    client: &reqwest::Client,
+    connection: &Connection,
     payer: &mut Payer,
     kind: RequestKind,
     sequence: u64,
@@ -197,7 +195,7 @@ async fn pay(
             Err(error) => return failed(error, None, None),
         },
     };
-    let answer = match context.target.post(client, &body, &jws).await {
+    let answer = match connection.post(&body, &jws).await {
         Ok(answer) => answer,
         Err(_) => {
             payer.in_doubt = Some(InDoubt { body, jws, kind });
@@ -280,13 +278,13 @@ fn wrap(context: &Context, packet: &[u8], order_no: OrderNo) -> Result<(Vec<u8>,
     Ok((body, jws))
 }
 
-async fn retransmit(context: &Context, client: &reqwest::Client, payer: &mut Payer) -> Exchanged {
+async fn retransmit(context: &Context, connection: &Connection, payer: &mut Payer) -> Exchanged {
     let kind = RequestKind::Retransmission;
     let failed = |error, status, code| Exchanged { kind, status, code, error: Some(error) };
     let Some(last) = payer.last.as_ref() else {
         return failed(ErrorKind::SimRefused, None, None);
     };
-    let answer = match post_signed(context, client, payer, &last.body, &last.jws).await {
+    let answer = match post_signed(context, connection, payer, &last.body, &last.jws).await {
         Ok(answer) => answer,
         Err((error, status)) => return failed(error, status, None),
     };
@@ -303,12 +301,12 @@ async fn retransmit(context: &Context, client: &reqwest::Client, payer: &mut Pay
 /// and the HTTP status if one came.
 async fn post_signed(
     context: &Context,
-    client: &reqwest::Client,
+    connection: &Connection,
     payer: &Payer,
     body: &[u8],
     jws: &str,
 ) -> Result<Answer, (ErrorKind, Option<u16>)> {
-    let answer = context.target.post(client, body, jws).await.map_err(|_| (ErrorKind::Transport, None))?;
+    let answer = connection.post(body, jws).await.map_err(|_| (ErrorKind::Transport, None))?;
     let status = Some(answer.status);
     if answer.status != 200 {
         return Err((ErrorKind::HttpStatus, status));

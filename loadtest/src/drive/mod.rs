@@ -10,13 +10,15 @@ pub mod pool;
 pub mod schedule;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::provision::Payer;
-use crate::report::{Recorder, Report};
+use crate::report::{EndpointCount, Recorder, Report};
+use client::Connection;
 use exchange::{Context, RequestKind};
 use pool::SimPool;
 use schedule::Schedule;
@@ -141,10 +143,40 @@ impl Stop {
     }
 }
 
+/// Requests completed and failed at one target, counted as they complete.
+struct EndpointTally {
+    url: String,
+    completed: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl EndpointTally {
+    /// One tally per target of `connections`, in the order of their endpoint index.
+    fn for_connections(connections: &[Connection]) -> Vec<Self> {
+        let mut tallies: Vec<Self> = Vec::new();
+        for connection in connections {
+            if connection.endpoint == tallies.len() {
+                let url = connection.target.url.clone();
+                tallies.push(Self { url, completed: AtomicU64::new(0), errors: AtomicU64::new(0) });
+            }
+        }
+        tallies
+    }
+
+    fn count(&self) -> EndpointCount {
+        EndpointCount {
+            url: self.url.clone(),
+            completed: self.completed.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// A run's state shared by its tasks.
 struct Run {
     context: Arc<Context>,
-    clients: Vec<reqwest::Client>,
+    connections: Vec<Connection>,
+    endpoints: Vec<EndpointTally>,
     pool: SimPool,
     recorder: Arc<Recorder>,
     settings: Settings,
@@ -161,26 +193,31 @@ impl Run {
     async fn one(&self, client_index: usize, sequence: u64, started: Instant) -> Option<Instant> {
         let mut payer = self.pool.take().await?;
         let kind = exchange::choose_kind(self.settings.mix.draw(), &payer);
-        let client = &self.clients[client_index % self.clients.len()];
+        let connection = &self.connections[client_index % self.connections.len()];
         let sequence = sequence.saturating_add(self.settings.first_sequence);
-        let exchanged = exchange::exchange(&self.context, client, &mut payer, kind, sequence).await;
+        let exchanged = exchange::exchange(&self.context, connection, &mut payer, kind, sequence).await;
         self.pool.put(payer);
         let done = Instant::now();
+        if let Some(tally) = self.endpoints.get(connection.endpoint) {
+            tally.completed.fetch_add(1, Ordering::Relaxed);
+            tally.errors.fetch_add(u64::from(exchanged.error.is_some()), Ordering::Relaxed);
+        }
         self.recorder.record(Schedule::latency(started, done), &exchanged);
         Some(done)
     }
 }
 
-/// Runs `payers` against the target; returns the payers (their SIMs advanced) and the report.
-/// `clients` are the HTTP/2 connections (closed loop: one per worker).
+/// Runs `payers` against the targets of `connections`; returns the payers (their SIMs
+/// advanced) and the report. `connections` are the HTTP/2 connections (closed loop: one per
+/// worker; [`client::spread`] spreads them over several targets).
 pub async fn run(
     context: Arc<Context>,
-    clients: Vec<reqwest::Client>,
+    connections: Vec<Connection>,
     payers: Vec<Payer>,
     settings: Settings,
     stop: Stop,
 ) -> Result<(Vec<Payer>, Report), DriveError> {
-    let (payers, report, ()) = run_observed(context, clients, payers, settings, stop, |_, _| async {}).await?;
+    let (payers, report, ()) = run_observed(context, connections, payers, settings, stop, |_, _| async {}).await?;
     Ok((payers, report))
 }
 
@@ -189,7 +226,7 @@ pub async fn run(
 /// runs on its own task, and the run waits for its result after the last request.
 pub async fn run_observed<O, F>(
     context: Arc<Context>,
-    clients: Vec<reqwest::Client>,
+    connections: Vec<Connection>,
     payers: Vec<Payer>,
     settings: Settings,
     stop: Stop,
@@ -200,12 +237,14 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    check_bounds(&settings, clients.len(), payers.len())?;
+    check_bounds(&settings, connections.len(), payers.len())?;
     let recorder = Arc::new(Recorder::new()?);
     let finished = Stop::default();
     let observer = tokio::spawn(observe(Arc::clone(&recorder), finished.clone()));
     let deadline = settings.duration.map(|duration| Instant::now() + duration);
-    let run = Arc::new(Run { context, clients, pool: SimPool::new(payers), recorder, settings, deadline, stop });
+    let endpoints = EndpointTally::for_connections(&connections);
+    let pool = SimPool::new(payers);
+    let run = Arc::new(Run { context, connections, endpoints, pool, recorder, settings, deadline, stop });
     let ticker = run.settings.progress.then(|| tokio::spawn(progress_lines(Arc::clone(&run))));
     let mode = match run.settings.mode {
         Mode::Closed { connections } => {
@@ -214,7 +253,7 @@ where
         }
         Mode::Open { rate_per_second, in_flight_max } => {
             open_loop(&run, rate_per_second, in_flight_max).await;
-            format!("open loop, {rate_per_second}/s over {} connections", run.clients.len())
+            format!("open loop, {rate_per_second}/s over {} connections", run.connections.len())
         }
     };
     if let Some(ticker) = ticker {
@@ -224,7 +263,11 @@ where
     }
     finished.stop();
     let observed = observer.await.map_err(|_| DriveError::Bounds("the run's observer failed"))?;
-    let report = run.recorder.report(mode, run.stop.is_stopped());
+    let mut report = run.recorder.report(mode, run.stop.is_stopped());
+    // One target: the report stays as it always was; several: what each one answered.
+    if run.endpoints.len() > 1 {
+        report.endpoints = run.endpoints.iter().map(EndpointTally::count).collect();
+    }
     // Every task has ended, so this is the only reference left.
     let run = Arc::into_inner(run).ok_or(DriveError::Bounds("a request task outlived the run"))?;
     Ok((run.pool.into_payers(), report, observed))
