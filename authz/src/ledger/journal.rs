@@ -27,7 +27,9 @@ pub(crate) struct Posting<'a> {
     pub currency: Currency,
 }
 
-/// The id of an internal account, created on first use.
+/// The id of an internal account, created on first use. Looked up first: the row never changes
+/// once made, so the lookup of every approval takes no part in a race between instances; only
+/// the first use inserts.
 pub(crate) fn internal_account_id(
     conn: &dyn Sql,
     account: InternalAccount,
@@ -39,21 +41,20 @@ pub(crate) fn internal_account_id(
         InternalAccount::SettlementPayable { ref acquirer_iin } => ("settlement_payable", acquirer_iin.as_str()),
     };
     let code = i64::from(currency.code());
+    let lookup = "SELECT id FROM internal_accounts WHERE kind = ?1 AND acquirer_iin = ?2 AND currency = ?3";
+    if let Some(row) = conn.query_opt(lookup, args![kind, acquirer_iin, code])? {
+        return row.get(0, "internal_accounts.id");
+    }
     conn.execute(
-        "INSERT INTO internal_accounts (kind, acquirer_iin, currency, balance, created_at)
-         VALUES (?1, ?2, ?3, 0, ?4) ON CONFLICT (kind, acquirer_iin, currency) DO NOTHING",
+        "INSERT INTO internal_accounts (kind, acquirer_iin, currency, created_at)
+         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (kind, acquirer_iin, currency) DO NOTHING",
         args![kind, acquirer_iin, code, now],
     )?;
-    conn.query_one(
-        "SELECT id FROM internal_accounts WHERE kind = ?1 AND acquirer_iin = ?2 AND currency = ?3",
-        args![kind, acquirer_iin, code],
-        "internal_accounts.id",
-    )?
-    .get(0, "internal_accounts.id")
+    conn.query_one(lookup, args![kind, acquirer_iin, code], "internal_accounts.id")?.get(0, "internal_accounts.id")
 }
 
-/// Writes one balanced journal entry and moves the balances of its accounts. Returns the
-/// entry's id.
+/// Writes one balanced journal entry and moves the balances of its customer accounts (internal
+/// accounts keep none: their postings are their balance). Returns the entry's id.
 pub(crate) fn post_entry(
     conn: &dyn Sql,
     kind: EntryKind,
@@ -112,10 +113,9 @@ fn write_posting(conn: &dyn Sql, entry_id: i64, posting: &Posting<'_>) -> Result
             "UPDATE accounts SET balance = balance + ?1 WHERE account = ?2 AND currency = ?3",
             args![posting.amount, account.expose(), code],
         )?,
-        PostingTarget::Internal(id) => conn.execute(
-            "UPDATE internal_accounts SET balance = balance + ?1 WHERE id = ?2 AND currency = ?3",
-            args![posting.amount, id, code],
-        )?,
+        // The id was looked up by its currency in this transaction (`internal_account_id`), and
+        // the foreign key refuses a missing one; the audit checks every posting's currency.
+        PostingTarget::Internal(_) => 1,
     };
     if changed != 1 {
         return Err(LedgerError::Invariant("a posting to a missing account or one of another currency"));

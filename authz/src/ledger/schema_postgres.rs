@@ -32,6 +32,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration { version: 4, name: "reversals", sql: MIGRATION_4 },
     Migration { version: 5, name: "clearing files and settlements", sql: MIGRATION_5 },
     Migration { version: 6, name: "daily totals from an index", sql: MIGRATION_6 },
+    Migration { version: 7, name: "internal balances from their postings", sql: MIGRATION_7 },
 ];
 
 const BOOKKEEPING: &str = r#"
@@ -240,6 +241,11 @@ const MIGRATION_6: &str = r#"
 CREATE INDEX transactions_approved_by_account_day ON transactions (account, business_day, amount)
     WHERE response_code = '00' AND reversal_id IS NULL;
 DROP INDEX transactions_by_account_day;
+"#;
+
+/// Internal accounts keep no running balance: their postings are the books.
+const MIGRATION_7: &str = r#"
+ALTER TABLE internal_accounts DROP COLUMN balance;
 "#;
 
 /// The schema version this build writes.
