@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::path::Path;
-use std::process::Command;
 
 use mps_hsm::testing::TestToken;
 use mps_tests::Bank;
@@ -49,16 +48,7 @@ async fn the_binary_runs_verifies_observes_the_server_and_writes_json_and_svg() 
         path(&svg),
         "--quiet".into(),
     ]);
-    // The bank serves on this runtime: the binary runs on a blocking thread.
-    let output =
-        tokio::task::spawn_blocking(move || Command::new(env!("CARGO_BIN_EXE_loadtest")).args(&args).output().unwrap())
-            .await
-            .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "loadtest failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    // The table in the test's log, for whoever reads a CI run.
-    println!("{stdout}");
+    let stdout = common::run_loadtest(args).await;
     assert!(!stdout.contains("target 1"), "one URL: no per-URL lines:\n{stdout}");
     for line in ["throughput", "bad MACs (63)", "server: stage hsm", "server: CPU", "bound: HSM", "bound: smallest"] {
         assert!(stdout.contains(line), "the table has `{line}`:\n{stdout}");

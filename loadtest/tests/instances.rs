@@ -5,7 +5,6 @@
 //! sent there, so a spread that silently sent everything to one URL fails here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::process::Command;
 use std::sync::Arc;
 
 use mps_authz::app::{self, Parts, RunningServer};
@@ -71,15 +70,7 @@ async fn two_urls_share_the_connections_and_each_server_answers_its_share() {
         json.display().to_string(),
         "--quiet".into(),
     ]);
-    // Both servers run on this runtime: the binary runs on a blocking thread.
-    let output =
-        tokio::task::spawn_blocking(move || Command::new(env!("CARGO_BIN_EXE_loadtest")).args(&args).output().unwrap())
-            .await
-            .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "loadtest failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    println!("{stdout}");
+    let stdout = common::run_loadtest(args).await;
 
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(report["completed"], 80);

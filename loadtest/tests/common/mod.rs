@@ -58,3 +58,20 @@ pub fn bank_args(
         path(&dir.join("merchant.key")),
     ]
 }
+
+/// Runs the `loadtest` binary with `args` on a blocking thread (the servers it loads run on the
+/// test's runtime), asserts that it succeeded, and returns its standard output, printed too for
+/// whoever reads a CI run.
+#[allow(dead_code, reason = "not every test binary that includes this module runs loadtest so")]
+pub async fn run_loadtest(args: Vec<String>) -> String {
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_loadtest")).args(&args).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "loadtest failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    println!("{stdout}");
+    stdout
+}
