@@ -3,6 +3,7 @@
 //! merchant that signs requests; SIMs from the sim library. Tests in `tests/tests/` use it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+pub mod booked;
 pub mod browser;
 pub mod openapi;
 pub mod process;

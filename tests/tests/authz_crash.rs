@@ -26,7 +26,6 @@
 //! (`mps_tests::process::build_binary`): `cargo test -p mps-tests` alone would not.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -38,6 +37,7 @@ use std::time::{Duration, Instant};
 use mps_authz::ledger::Ledger;
 use mps_hsm::testing::{TestToken, USER_PIN};
 use mps_protocol::{Account, Currency, ResponseCode, TxnId};
+use mps_tests::booked::{BookedAnswer, SimAnswers, check_answers_are_booked};
 use mps_tests::process::{Service, build_binary};
 use mps_tests::{AccountSpec, Answer, Bank, TestSim, free_port};
 use rand::rngs::StdRng;
@@ -290,34 +290,22 @@ async fn register_payers(bank: &Bank, accounts: &[Account], seed: u64) -> Vec<Pa
     payers
 }
 
-/// Every answer a SIM read is booked once, as it said, in its SIM's order of sessions.
-async fn check_answers_are_booked(ledger: &Ledger, payers: &[Payer]) {
-    let mut txn_ids = BTreeSet::new();
-    for payer in payers {
-        for (session, payment) in sessions(payer) {
-            let what = format!("SIM {} order {} (txn {})", payer.index, payment.order_no, payment.txn_id.to_hex());
-            assert!(txn_ids.insert(payment.txn_id), "{what}: a second answer with this txn id");
-            let record = ledger
-                .transaction(&payment.txn_id)
-                .await
-                .unwrap()
-                .unwrap_or_else(|| panic!("{what}: the SIM read this answer, the ledger has no such transaction"));
-            assert_eq!(record.outcome.response_code(), payment.code, "{what}");
-            assert_eq!(record.outcome.auth_code().map(|c| c.as_str().to_owned()), payment.auth_code, "{what}");
-            assert_eq!(record.transaction.sim_id, payer.sim.sim_id, "{what}");
-            assert_eq!(record.transaction.counter.value(), session, "{what}: booked under another session");
-            assert_eq!(record.transaction.order_no.as_str(), payment.order_no, "{what}");
-            assert_eq!(record.transaction.amount.minor(), payment.amount, "{what}");
-            assert_eq!(record.transaction.account, payer.account, "{what}");
-        }
-        let stored = ledger.sim(&payer.sim.sim_id).await.unwrap().unwrap();
-        assert_eq!(stored.counter.value(), payer.payments.len() as u64, "SIM {}: sessions booked", payer.index);
-    }
-}
-
-/// A SIM's payments with their session counters n = 1, 2, ...
-fn sessions(payer: &Payer) -> impl Iterator<Item = (u64, &Payment)> {
-    (1..).zip(&payer.payments)
+/// What each SIM read, for `mps_tests::booked::check_answers_are_booked`.
+fn answers_read(payers: &[Payer]) -> Vec<SimAnswers> {
+    let answer = |payment: &Payment| BookedAnswer {
+        txn_id: payment.txn_id,
+        code: payment.code,
+        auth_code: payment.auth_code.clone(),
+        order_no: payment.order_no.clone(),
+        amount: payment.amount,
+    };
+    let sim = |payer: &Payer| SimAnswers {
+        index: payer.index,
+        sim_id: payer.sim.sim_id.clone(),
+        account: payer.account.clone(),
+        answers: payer.payments.iter().map(answer).collect(),
+    };
+    payers.iter().map(sim).collect()
 }
 
 /// Nothing is booked that no SIM learned of, and nothing twice.
@@ -433,7 +421,7 @@ async fn sigkilled_authz_loses_no_approval_and_books_none_twice() {
     let killed_before_ready = (1 + kills as usize).saturating_sub(ready_lines(&authz.log));
     let ledger_path = bank.config.ledger.path.clone();
     let ledger = Ledger::open(&ledger_path, bank.config.ledger.tuning.clone()).unwrap();
-    check_answers_are_booked(&ledger, &payers).await;
+    check_answers_are_booked(&ledger, &answers_read(&payers)).await;
     check_nothing_else_is_booked(&ledger_path, &payers);
     check_money(&ledger, &payers, &accounts).await;
     ledger.close().await;

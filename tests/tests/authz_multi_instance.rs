@@ -17,7 +17,7 @@
 //! day's approvals exceed the daily limit; postings sum to zero per currency and
 //! `Ledger::audit` passes; neither instance logged a broken ledger invariant (the ledger's own
 //! checks refuse, with a 503, a booking that a race between instances got past the database:
-//! READ COMMITTED in place of SERIALIZABLE fails here). Before that, B answers /readyz and the
+//! READ COMMITTED in place of the writer's REPEATABLE READ fails here). Before that, B answers /readyz and the
 //! gateway reports A down and B healthy.
 //!
 //! The test builds the `authz` and `gateway` binaries into its own target directory first
@@ -26,7 +26,6 @@
 //! declines, resends, the ledger's retried groups) goes to stdout past the harness's capture.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -40,6 +39,7 @@ use mps_authz::ledger::{AccountKind, Ledger};
 use mps_hsm::testing::{TestToken, USER_PIN};
 use mps_pki::Role;
 use mps_protocol::{Account, Currency, ResponseCode, TxnId};
+use mps_tests::booked::{BookedAnswer, SimAnswers, check_answers_are_booked};
 use mps_tests::process::{Service, build_binary};
 use mps_tests::{AccountSpec, Answer, Bank, IIN, Leaf, TestSim, copy_test_token, free_port, post_json, request};
 use rand::rngs::StdRng;
@@ -557,30 +557,22 @@ fn samples_sum(text: &str, prefix: &str) -> u64 {
         .sum()
 }
 
-/// Every answer a SIM read is booked once, as it said, under its session, whichever instance
-/// decided it.
-async fn check_answers_are_booked(ledger: &Ledger, payers: &[Payer]) {
-    let mut txn_ids = BTreeSet::new();
-    for payer in payers {
-        for (session, payment) in (1..).zip(&payer.payments) {
-            let what = format!("SIM {} order {} (txn {})", payer.index, payment.order_no, payment.txn_id.to_hex());
-            assert!(txn_ids.insert(payment.txn_id), "{what}: a second answer with this txn id");
-            let record = ledger
-                .transaction(&payment.txn_id)
-                .await
-                .unwrap()
-                .unwrap_or_else(|| panic!("{what}: the SIM read this answer, the ledger has no such transaction"));
-            assert_eq!(record.outcome.response_code(), payment.code, "{what}");
-            assert_eq!(record.outcome.auth_code().map(|c| c.as_str().to_owned()), payment.auth_code, "{what}");
-            assert_eq!(record.transaction.sim_id, payer.sim.sim_id, "{what}");
-            assert_eq!(record.transaction.counter.value(), session, "{what}: booked under another session");
-            assert_eq!(record.transaction.order_no.as_str(), payment.order_no, "{what}");
-            assert_eq!(record.transaction.amount.minor(), payment.amount, "{what}");
-            assert_eq!(record.transaction.account, payer.account, "{what}");
-        }
-        let stored = ledger.sim(&payer.sim.sim_id).await.unwrap().unwrap();
-        assert_eq!(stored.counter.value(), payer.payments.len() as u64, "SIM {}: sessions booked", payer.index);
-    }
+/// What each SIM read, for `mps_tests::booked::check_answers_are_booked`.
+fn answers_read(payers: &[Payer]) -> Vec<SimAnswers> {
+    let answer = |payment: &Payment| BookedAnswer {
+        txn_id: payment.txn_id,
+        code: payment.code,
+        auth_code: payment.auth_code.clone(),
+        order_no: payment.order_no.clone(),
+        amount: payment.amount,
+    };
+    let sim = |payer: &Payer| SimAnswers {
+        index: payer.index,
+        sim_id: payer.sim.sim_id.clone(),
+        account: payer.account.clone(),
+        answers: payer.payments.iter().map(answer).collect(),
+    };
+    payers.iter().map(sim).collect()
 }
 
 /// Nothing is booked that no SIM learned of, and nothing twice: counted in the database.
@@ -769,7 +761,7 @@ async fn two_instances_on_one_postgres_ledger_lose_nothing_when_one_is_killed() 
     processes.authz_b.kill();
     let config = &network.bank.config.ledger;
     let ledger = Ledger::open_store(&config.store().unwrap(), config.tuning.clone(), None).unwrap();
-    check_answers_are_booked(&ledger, &payers).await;
+    check_answers_are_booked(&ledger, &answers_read(&payers)).await;
     let (client, connection) = cluster.config().connect(tokio_postgres::NoTls).await.unwrap();
     let connection = tokio::spawn(connection);
     check_nothing_else_is_booked(&client, &payers).await;
