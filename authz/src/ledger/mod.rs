@@ -12,7 +12,7 @@
 //! (`sql`); `sqlite` implements it for rusqlite connections and `postgres` for PostgreSQL. Each
 //! backend has its own schema file with the same migrations (`schema`, `schema_postgres`), its
 //! own read pool and its own transaction around a group (`writer`'s `GroupStore`: BEGIN
-//! IMMEDIATE on SQLite, SERIALIZABLE with retry on PostgreSQL, in `postgres_writer`). Which
+//! IMMEDIATE on SQLite, REPEATABLE READ with retry on PostgreSQL, in `postgres_writer`). Which
 //! backend a ledger uses is its [`Store`].
 
 mod checkpoint;

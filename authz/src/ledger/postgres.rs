@@ -11,7 +11,7 @@
 //! converted by their type. Errors are sorted like SQLite's (`error.rs`), and the server's message
 //! text is never kept, since it may quote a value (an account number in a unique violation).
 //! A serialization failure or a deadlock is [`PostgresError::MustRetry`]: the server rolled the
-//! whole transaction back, and [`serializable`] runs it again, a bounded number of times.
+//! whole transaction back, and [`write_transaction`] runs it again, a bounded number of times.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -33,11 +33,17 @@ use super::sql::{Arg, Dialect, Row, Sql, Value};
 /// the connection and of its server backend without end.
 pub(crate) const STATEMENTS_MAX: usize = 512;
 
-/// Attempts of one serializable transaction (the first run included) before its serialization
-/// failure goes to the caller, who answers 503 and approves nothing.
-pub(crate) const SERIALIZABLE_ATTEMPTS_MAX: u32 = 8;
+/// Attempts of one write transaction (the first run included) before its lost race goes to
+/// the caller, who answers 503 and approves nothing.
+pub(crate) const WRITE_ATTEMPTS_MAX: u32 = 8;
 
-/// The longest pause between two attempts of a serializable transaction; the pause is drawn at
+/// What a unique violation (SQLSTATE 23505) becomes: an invariant the code should have checked
+/// first, unless a concurrent transaction stored the key after this one's snapshot was taken,
+/// which a REPEATABLE READ transaction cannot tell from the error ([`write_transaction`] runs
+/// it again on a fresh snapshot to find out).
+pub(crate) const UNIQUE_REFUSED: &str = "a unique key of the database refused the write";
+
+/// The longest pause between two attempts of a write transaction; the pause is drawn at
 /// random below a bound that doubles per attempt, so that two instances that collided once do
 /// not collide again in lock step.
 const RETRY_PAUSE_MS_MAX: u64 = 64;
@@ -49,7 +55,7 @@ const RETRY_PAUSE_MS_MAX: u64 = 64;
 pub enum PostgresError {
     /// The transaction lost a race with a concurrent one (SQLSTATE 40001 serialization failure
     /// or 40P01 deadlock). The server rolled it back whole: nothing of it was stored, and it may
-    /// be run again from its BEGIN ([`serializable`] does, a bounded number of times).
+    /// be run again from its BEGIN ([`write_transaction`] does, a bounded number of times).
     #[error("the transaction must be run again ({0})")]
     MustRetry(ServerError),
     /// The server refused the statement for another reason (syntax, a missing table, resources,
@@ -118,6 +124,7 @@ pub(crate) fn postgres_error(error: tokio_postgres::Error) -> LedgerError {
     tracing::debug!(error = %server, "PostgreSQL refused a statement");
     match server.code.as_str() {
         "40001" | "40P01" => unavailable(PostgresError::MustRetry(server)),
+        "23505" => LedgerError::Invariant(UNIQUE_REFUSED),
         code if code.starts_with("23") => LedgerError::Invariant("a database constraint refused the write"),
         code if code.starts_with("22") => LedgerError::InvalidInput("the database refused a value (data exception)"),
         "XX001" | "XX002" => LedgerError::Corrupt("the database reports damaged data or a damaged index"),
@@ -147,6 +154,33 @@ pub(crate) fn must_retry(error: &LedgerError) -> bool {
     matches!(error, LedgerError::Unavailable(Unavailable::Postgres(PostgresError::MustRetry(_))))
 }
 
+/// Whether `error` is a unique violation: a key stored by a concurrent transaction, or a bug.
+pub(crate) fn is_unique_refusal(error: &LedgerError) -> bool {
+    matches!(error, LedgerError::Invariant(message) if *message == UNIQUE_REFUSED)
+}
+
+/// One run of a [`write_transaction`]'s body, the first being number 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Attempt(u32);
+
+impl Attempt {
+    /// Whether no attempt follows this one.
+    pub(crate) fn is_last(self) -> bool {
+        self.0 >= WRITE_ATTEMPTS_MAX
+    }
+
+    /// Whether `error` ends this attempt and calls for another: a lost race, always; a unique
+    /// violation, unless this is the last attempt. A REPEATABLE READ transaction does not see
+    /// a key that another transaction committed after its snapshot was taken, so its own check
+    /// (`SELECT` before `INSERT`) passes and the `INSERT` is refused: a lost race that the
+    /// server reports as a violation. The next attempt's snapshot shows the key, and the check
+    /// refuses properly (`AlreadyExists`, a conflict). A violation on every attempt is a key
+    /// the code failed to check: the last attempt reports it as the invariant it is.
+    pub(crate) fn ends_on(self, error: &LedgerError) -> bool {
+        must_retry(error) || (is_unique_refusal(error) && !self.is_last())
+    }
+}
+
 /// What a connection is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -161,11 +195,11 @@ pub(crate) enum Role {
 pub(crate) enum Isolation {
     /// PostgreSQL's default; for migrations, which serialize on an advisory lock instead.
     ReadCommitted,
-    /// One snapshot for every statement of a read.
+    /// One snapshot for every statement of a read, and the writer's: a write to a row that
+    /// another transaction changed after the snapshot was taken fails as a lost race
+    /// ([`PostgresError::MustRetry`]), so two instances that book the same SIM or account at
+    /// once never both stand (docs/LEDGER.md, "Several instances on PostgreSQL").
     RepeatableRead,
-    /// The writer's: per-SIM state and balances stay correct when two instances book the
-    /// same SIM or account at once; a lost race is [`PostgresError::MustRetry`].
-    Serializable,
 }
 
 impl Isolation {
@@ -173,7 +207,6 @@ impl Isolation {
         match self {
             Self::ReadCommitted => "BEGIN ISOLATION LEVEL READ COMMITTED",
             Self::RepeatableRead => "BEGIN ISOLATION LEVEL REPEATABLE READ",
-            Self::Serializable => "BEGIN ISOLATION LEVEL SERIALIZABLE",
         }
     }
 }
@@ -444,44 +477,52 @@ impl Sql for PgTransaction<'_> {
     }
 }
 
-/// Runs `body` in a SERIALIZABLE transaction and commits it; when the server reports a lost
-/// race ([`must_retry`]) at any statement or at COMMIT, the whole transaction was rolled back
-/// and runs again, at most [`SERIALIZABLE_ATTEMPTS_MAX`] times in all, after a short random
-/// pause. Returns the value and the attempts it took. `body` must derive everything from what
-/// it reads in the transaction: a rolled-back attempt leaves nothing behind but what `body`
-/// kept outside it. After the last attempt the error goes to the caller: it is
-/// [`LedgerError::Unavailable`], so an authorization is answered 503, never approved.
-pub(crate) fn serializable<T>(
+/// Runs `body` in a REPEATABLE READ transaction and commits it. `lock`, when given, is a
+/// `LOCK TABLE` statement run first, before anything takes the transaction's snapshot, so that
+/// the snapshot sees everything committed by the transactions the lock waited for. When an
+/// attempt ends on a lost race ([`Attempt::ends_on`]) at any statement or at COMMIT, the whole
+/// transaction is rolled back and runs again, at most [`WRITE_ATTEMPTS_MAX`] times in all,
+/// after a short random pause. Returns the value and the attempts it took. `body` must derive
+/// everything from what it reads in the transaction: a rolled-back attempt leaves nothing
+/// behind but what `body` kept outside it. After the last attempt the error goes to the
+/// caller: a lost race is [`LedgerError::Unavailable`], so an authorization is answered 503,
+/// never approved.
+pub(crate) fn write_transaction<T>(
     conn: &mut PgConnection,
-    mut body: impl FnMut(&PgTransaction<'_>) -> Result<T, LedgerError>,
+    lock: Option<&str>,
+    mut body: impl FnMut(&PgTransaction<'_>, Attempt) -> Result<T, LedgerError>,
 ) -> Result<(T, u32), LedgerError> {
-    let mut attempt = 1;
+    let mut attempt = Attempt(1);
     loop {
-        let error = match attempt_once(conn, &mut body) {
-            Ok(value) => return Ok((value, attempt)),
+        let error = match attempt_once(conn, lock, attempt, &mut body) {
+            Ok(value) => return Ok((value, attempt.0)),
             Err(error) => error,
         };
-        if !must_retry(&error) || attempt >= SERIALIZABLE_ATTEMPTS_MAX {
+        if attempt.is_last() || !attempt.ends_on(&error) {
             return Err(error);
         }
-        let bound_ms = (1u64 << attempt.min(6)).min(RETRY_PAUSE_MS_MAX);
+        let bound_ms = (1u64 << attempt.0.min(6)).min(RETRY_PAUSE_MS_MAX);
         std::thread::sleep(Duration::from_millis(rand::thread_rng().gen_range(0..=bound_ms)));
-        attempt += 1;
+        attempt = Attempt(attempt.0 + 1);
     }
 }
 
 fn attempt_once<T>(
     conn: &mut PgConnection,
-    body: &mut impl FnMut(&PgTransaction<'_>) -> Result<T, LedgerError>,
+    lock: Option<&str>,
+    attempt: Attempt,
+    body: &mut impl FnMut(&PgTransaction<'_>, Attempt) -> Result<T, LedgerError>,
 ) -> Result<T, LedgerError> {
-    let tx = conn.begin(Isolation::Serializable)?;
-    match body(&tx) {
+    let tx = conn.begin(Isolation::RepeatableRead)?;
+    let locked = lock.map_or(Ok(()), |lock| tx.batch_execute(lock));
+    match locked.and_then(|()| body(&tx, attempt)) {
         Ok(value) => {
             tx.commit()?;
             Ok(value)
         }
         Err(error) => {
-            // A failed rollback abandons the connection (Drop); the body's error is the news.
+            // A failed rollback abandons the connection (Drop); the lock's or body's error is
+            // the news.
             let _ = tx.rollback();
             Err(error)
         }
@@ -817,7 +858,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_serialization_race_is_retryable_and_retried() {
+    fn a_lost_race_is_retryable_and_retried() {
         let cluster = PgCluster::start().unwrap();
         let runtime = runtime();
         let mut first = connect(&cluster, &runtime);
@@ -825,31 +866,26 @@ mod tests {
         first.batch_execute("CREATE TABLE t (id BIGINT PRIMARY KEY, v BIGINT NOT NULL)").unwrap();
         first.execute("INSERT INTO t VALUES (1, 0), (2, 0)", args![]).unwrap();
 
-        // Write skew: each reads both rows, then writes the row the other did not.
-        let tx = first.begin(Isolation::Serializable).unwrap();
-        tx.query("SELECT CAST(SUM(v) AS BIGINT) FROM t", args![]).unwrap();
+        // A lost update: both read the row, the other writes it and commits first.
+        let tx = first.begin(Isolation::RepeatableRead).unwrap();
+        tx.query("SELECT v FROM t WHERE id = 1", args![]).unwrap();
         {
             let mut second = second;
-            let other = second.begin(Isolation::Serializable).unwrap();
-            other.query("SELECT CAST(SUM(v) AS BIGINT) FROM t", args![]).unwrap();
-            other.execute("UPDATE t SET v = 1 WHERE id = 2", args![]).unwrap();
+            let other = second.begin(Isolation::RepeatableRead).unwrap();
+            other.query("SELECT v FROM t WHERE id = 1", args![]).unwrap();
+            other.execute("UPDATE t SET v = 1 WHERE id = 1", args![]).unwrap();
             other.commit().unwrap();
         }
-        let error = match tx.execute("UPDATE t SET v = 1 WHERE id = 1", args![]) {
-            Ok(_) => tx.commit().unwrap_err(),
-            Err(error) => {
-                drop(tx);
-                error
-            }
-        };
+        let error = tx.execute("UPDATE t SET v = 1 WHERE id = 1", args![]).unwrap_err();
+        drop(tx);
         assert!(must_retry(&error), "{error:?}");
         assert!(error.is_unavailable(), "an exhausted retry fails closed: {error:?}");
         assert!(first.is_reusable());
 
-        // The same race inside `serializable`: the first attempt loses, the second commits.
+        // The same race inside `write_transaction`: the first attempt loses, the second commits.
         let racer = connect(&cluster, &runtime);
         let mut attempts_seen = 0;
-        let (balance, attempts) = serializable(&mut first, |tx| {
+        let (balance, attempts) = write_transaction(&mut first, None, |tx, _| {
             attempts_seen += 1;
             let read = tx.query_one("SELECT v FROM t WHERE id = 1", args![], "t.v")?.get::<i64>(0, "t.v")?;
             if attempts_seen == 1 {
@@ -860,13 +896,13 @@ mod tests {
         })
         .unwrap();
         assert_eq!((attempts, attempts_seen), (2, 2));
-        assert_eq!(balance, 11, "the retry read the racer's write: no update was lost");
+        assert_eq!(balance, 12, "the retry read the racer's write: no update was lost");
         let stored = first.query_one("SELECT v FROM t WHERE id = 1", args![], "t.v").unwrap();
-        assert_eq!(stored.get::<i64>(0, "t.v").unwrap(), 11);
+        assert_eq!(stored.get::<i64>(0, "t.v").unwrap(), 12);
 
         // A race lost on every attempt ends as the retryable error, after the bound.
         let mut attempts_seen = 0;
-        let error = serializable(&mut first, |tx| {
+        let error = write_transaction(&mut first, None, |tx, _| {
             attempts_seen += 1;
             tx.query("SELECT v FROM t WHERE id = 2", args![])?;
             racer.execute("UPDATE t SET v = v + 1 WHERE id = 2", args![])?;
@@ -875,8 +911,100 @@ mod tests {
         })
         .unwrap_err();
         assert!(must_retry(&error), "{error:?}");
-        assert_eq!(attempts_seen, SERIALIZABLE_ATTEMPTS_MAX);
+        assert_eq!(attempts_seen, WRITE_ATTEMPTS_MAX);
         assert!(first.is_reusable());
+    }
+
+    /// A key another transaction stored after this one's snapshot: the check before the INSERT
+    /// passes, the INSERT is refused, and the next attempt's check sees the key. A key refused
+    /// on every attempt is reported, on the last, as the invariant error it is.
+    #[test]
+    fn a_unique_violation_is_run_again_and_reported_only_when_it_persists() {
+        let cluster = PgCluster::start().unwrap();
+        let runtime = runtime();
+        let mut first = connect(&cluster, &runtime);
+        let racer = connect(&cluster, &runtime);
+        first.batch_execute("CREATE TABLE t (id BIGINT PRIMARY KEY)").unwrap();
+
+        let mut seen = Vec::new();
+        let (inserted, attempts) = write_transaction(&mut first, None, |tx, attempt| {
+            let exists = tx.query_opt("SELECT 1 FROM t WHERE id = 1", args![])?.is_some();
+            seen.push((attempt, exists));
+            if exists {
+                return Ok(false);
+            }
+            if !attempt.is_last() && seen.len() == 1 {
+                racer.execute("INSERT INTO t VALUES (1)", args![])?;
+            }
+            tx.execute("INSERT INTO t VALUES (1)", args![])?;
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!((inserted, attempts), (false, 2), "the second attempt saw the racer's key: {seen:?}");
+
+        let mut attempts_seen = 0;
+        let error = write_transaction(&mut first, None, |tx, _| {
+            attempts_seen += 1;
+            tx.execute("INSERT INTO t VALUES (1)", args![])?;
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(is_unique_refusal(&error) && !error.is_unavailable(), "{error:?}");
+        assert_eq!(attempts_seen, WRITE_ATTEMPTS_MAX);
+        // Other constraints are the code's own business: never run again.
+        first.batch_execute("CREATE TABLE c (v BIGINT CHECK (v >= 0))").unwrap();
+        let mut attempts_seen = 0;
+        let error = write_transaction(&mut first, None, |tx, _| {
+            attempts_seen += 1;
+            tx.execute("INSERT INTO c VALUES (-1)", args![])?;
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(matches!(error, LedgerError::Invariant(_)) && !is_unique_refusal(&error), "{error:?}");
+        assert_eq!(attempts_seen, 1);
+    }
+
+    /// The lock is taken before the snapshot: a transaction that waited for it sees what the
+    /// holder committed. (Taken after a first read, the snapshot would predate the holder's
+    /// commit and the write below would build on a value no longer there.)
+    #[test]
+    fn a_write_transaction_takes_its_lock_before_its_snapshot() {
+        let cluster = PgCluster::start().unwrap();
+        let runtime = runtime();
+        let mut first = connect(&cluster, &runtime);
+        let mut holder = connect(&cluster, &runtime);
+        first
+            .batch_execute("CREATE TABLE t (id BIGINT PRIMARY KEY, v BIGINT NOT NULL); CREATE TABLE u (v BIGINT)")
+            .unwrap();
+        first.execute("INSERT INTO t VALUES (1, 0)", args![]).unwrap();
+        let observer = connect(&cluster, &runtime);
+
+        let held = holder.begin(Isolation::ReadCommitted).unwrap();
+        held.batch_execute("LOCK TABLE t IN EXCLUSIVE MODE").unwrap();
+        let copied = std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| {
+                write_transaction(&mut first, Some("LOCK TABLE t IN SHARE MODE"), |tx, _| {
+                    let v = tx.query_one("SELECT v FROM t WHERE id = 1", args![], "t.v")?.get::<i64>(0, "t.v")?;
+                    tx.execute("INSERT INTO u VALUES (?1)", args![v])?;
+                    Ok(v)
+                })
+            });
+            let waiting = "SELECT count(*) FROM pg_locks WHERE relation = 't'::regclass AND NOT granted";
+            let mut blocked = false;
+            for _ in 0..1_000 {
+                let row = observer.query_one(waiting, args![], "count").unwrap();
+                if row.get::<i64>(0, "count").unwrap() == 1 {
+                    blocked = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert!(blocked, "the write transaction did not wait for the lock");
+            held.execute("UPDATE t SET v = 7 WHERE id = 1", args![]).unwrap();
+            held.commit().unwrap();
+            waiter.join().unwrap()
+        });
+        assert_eq!(copied.unwrap(), (7, 1), "the snapshot was taken after the lock was granted");
     }
 
     #[test]
@@ -921,7 +1049,7 @@ mod tests {
         let mut conn = connect(&cluster, &runtime);
         conn.batch_execute("CREATE TABLE t (id BIGINT PRIMARY KEY)").unwrap();
 
-        let tx = conn.begin(Isolation::Serializable).unwrap();
+        let tx = conn.begin(Isolation::RepeatableRead).unwrap();
         tx.execute("INSERT INTO t VALUES (1)", args![]).unwrap();
         tx.savepoint(Savepoint("command")).unwrap();
         assert!(tx.execute("INSERT INTO t VALUES (1)", args![]).is_err());
@@ -930,7 +1058,7 @@ mod tests {
         tx.execute("INSERT INTO t VALUES (2)", args![]).unwrap();
         tx.commit().unwrap();
 
-        let tx = conn.begin(Isolation::Serializable).unwrap();
+        let tx = conn.begin(Isolation::RepeatableRead).unwrap();
         tx.execute("INSERT INTO t VALUES (3)", args![]).unwrap();
         assert!(tx.execute("INSERT INTO t VALUES (1)", args![]).is_err());
         let error = tx.commit().unwrap_err();

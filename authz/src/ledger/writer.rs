@@ -6,7 +6,7 @@
 //!
 //! The transaction around the commands is the backend's ([`GroupStore`]): on SQLite a
 //! `BEGIN IMMEDIATE` transaction with `synchronous=FULL` ([`SqliteGroups`], here); on
-//! PostgreSQL a SERIALIZABLE one, run again whole when it loses a race with another instance
+//! PostgreSQL a REPEATABLE READ one, run again whole when it loses a race with another instance
 //! (`postgres_writer.rs`).
 
 use std::sync::Arc;
