@@ -59,10 +59,10 @@ pub use config::LedgerConfig;
 pub use custody::StoredChainKey;
 pub use error::{Conflict, LedgerError, MigrationError, Unavailable};
 pub use model::{
-    AccountKind, AccountRecord, AccountStatus, DeclineCode, EntryKind, HOLDER_NAME_CHARS_MAX, InternalAccount,
-    InternalBalance, MERCHANT_ACCOUNT_CHARS_MAX, NewAccount, Outcome, PASSWORD_VERIFICATION_VALUE_LEN, PasswordEffect,
-    SessionCommit, SessionOutcome, SimRecord, SimStatus, StatementLine, StoredAnswer, Transaction, TransactionRecord,
-    WRAPPED_CHAIN_KEY_LEN,
+    AccountKind, AccountRecord, AccountStatus, DailyApproved, DeclineCode, EntryKind, HOLDER_NAME_CHARS_MAX,
+    InternalAccount, InternalBalance, MERCHANT_ACCOUNT_CHARS_MAX, NewAccount, Outcome, PASSWORD_VERIFICATION_VALUE_LEN,
+    PasswordEffect, SessionCommit, SessionOutcome, SimRecord, SimStatus, StatementLine, StoredAnswer, Transaction,
+    TransactionRecord, WRAPPED_CHAIN_KEY_LEN,
 };
 pub use postgres_writer::PostgresStore;
 pub use queries::AuditReport;
