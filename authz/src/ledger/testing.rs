@@ -14,7 +14,7 @@ use time::macros::{date, datetime};
 use super::sql::{Sql, args};
 use super::{
     AccountKind, AccountRecord, AccountStatus, DailyApproved, DeclineCode, Ledger, LedgerConfig, NewAccount,
-    PasswordEffect, SessionCommit, SessionOutcome, Transaction,
+    PasswordEffect, ReversalCommit, ReversalOutcome, ReversalReason, SessionCommit, SessionOutcome, Transaction,
 };
 
 /// The business day of every test commit.
@@ -58,6 +58,24 @@ impl TestStore {
     /// Opens a ledger on this store (another one on the same store is a second instance).
     pub(crate) fn open(&self, config: LedgerConfig) -> Ledger {
         Ledger::open_store(&self.store(), config, None).unwrap()
+    }
+
+    /// Runs `sql` on the books behind the ledger's back, as damage or an operator's hand would.
+    pub(crate) async fn execute_behind_the_ledger(&self, sql: &str) {
+        match self {
+            Self::Sqlite(dir) => {
+                let conn = Connection::open(dir.path().join("ledger.db")).unwrap();
+                conn.busy_timeout(Duration::from_secs(5)).unwrap();
+                conn.execute_batch(sql).unwrap();
+            }
+            Self::Postgres(cluster) => {
+                let (client, connection) = cluster.config().connect(tokio_postgres::NoTls).await.unwrap();
+                let connection = tokio::spawn(connection);
+                client.batch_execute(sql).await.unwrap();
+                drop(client);
+                connection.await.unwrap().unwrap();
+            }
+        }
     }
 }
 
@@ -215,6 +233,24 @@ pub(crate) fn approval(sim: u64, counter: u64, acct: u64, amount: u64) -> Sessio
 /// A running daily total of `total` on `business_day`.
 pub(crate) fn approved_total(business_day: time::Date, total: u64) -> Option<DailyApproved> {
     Some(DailyApproved { business_day, total: Amount::from_minor(total) })
+}
+
+/// The merchant's reversal (number `n`, on `business_day`) of the approval `commit` booked.
+pub(crate) fn reversal_of(commit: &SessionCommit, n: u8, business_day: time::Date) -> ReversalCommit {
+    ReversalCommit {
+        reversal_id: TxnId([0xEE, n, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        request_digest: [n; 32],
+        merchant_id: commit.transaction.merchant_id,
+        order_no: commit.transaction.order_no,
+        amount: commit.transaction.amount,
+        currency: commit.transaction.currency,
+        reason: ReversalReason::Cancelled,
+        outcome: ReversalOutcome::Reversed { original: commit.transaction.txn_id },
+        business_day,
+        created_at: datetime!(2025-03-07 11:00 UTC),
+        response_body: format!("{{\"response_code\":\"00\",\"reversal\":{n}}}").into_bytes(),
+        response_signature: format!("eyJhbGciOiJFUzI1NiJ9..rev{n}"),
+    }
 }
 
 /// `commit` with its transaction row changed by `change`.
@@ -382,10 +418,12 @@ pub(crate) fn check_version_7_backfill(conn: &dyn Sql) {
         let mut day = DAY.previous_day().unwrap().previous_day().unwrap();
         while day <= NEXT_DAY.next_day().unwrap() {
             let summed = queries::daily_approved_total(conn, &account(n), day).unwrap();
+            assert_eq!(queries::approved_total(conn, &account(n), day).unwrap(), summed, "account {n} on {day}");
             if record.approved.is_none_or(|approved| day >= approved.business_day) {
                 assert_eq!(record.approved_on(day), Some(summed), "account {n} on {day}: from the row");
             }
             day = day.next_day().unwrap();
         }
     }
+    queries::audit(conn).unwrap();
 }
