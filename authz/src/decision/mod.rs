@@ -427,7 +427,8 @@ impl Authorizer {
             return Ok(Decision { code, password_effect: password.effect });
         }
         let verified = |code| Decision { code, password_effect: password.effect };
-        let approved_today = self.ledger_call(self.ledger.daily_approved_total(&opened.account, business_day)).await?;
+        // The account row just read carries the day's running total: no sum, no second read.
+        let approved_today = self.ledger_call(self.ledger.approved_on(account, business_day)).await?;
         let seen = self.ledger_call(self.ledger.order_authorized(&request.merchant_id, &request.order_no)).await?;
         match rules::after_password(account, request.amount, approved_today, seen) {
             Ok(()) => Ok(verified(ResponseCode::Approved)),

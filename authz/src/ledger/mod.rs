@@ -59,10 +59,10 @@ pub use config::LedgerConfig;
 pub use custody::StoredChainKey;
 pub use error::{Conflict, LedgerError, MigrationError, Unavailable};
 pub use model::{
-    AccountKind, AccountRecord, AccountStatus, DeclineCode, EntryKind, HOLDER_NAME_CHARS_MAX, InternalAccount,
-    InternalBalance, MERCHANT_ACCOUNT_CHARS_MAX, NewAccount, Outcome, PASSWORD_VERIFICATION_VALUE_LEN, PasswordEffect,
-    SessionCommit, SessionOutcome, SimRecord, SimStatus, StatementLine, StoredAnswer, Transaction, TransactionRecord,
-    WRAPPED_CHAIN_KEY_LEN,
+    AccountKind, AccountRecord, AccountStatus, DailyApproved, DeclineCode, EntryKind, HOLDER_NAME_CHARS_MAX,
+    InternalAccount, InternalBalance, MERCHANT_ACCOUNT_CHARS_MAX, NewAccount, Outcome, PASSWORD_VERIFICATION_VALUE_LEN,
+    PasswordEffect, SessionCommit, SessionOutcome, SimRecord, SimStatus, StatementLine, StoredAnswer, Transaction,
+    TransactionRecord, WRAPPED_CHAIN_KEY_LEN,
 };
 pub use postgres_writer::PostgresStore;
 pub use queries::AuditReport;
@@ -274,10 +274,22 @@ impl Ledger {
         self.inner.readers.read(move |conn| queries::account(conn, &account)).await
     }
 
-    /// The sum of the account's approvals on one business day.
+    /// The sum of the account's approvals on one business day that stand (not reversed): read
+    /// from the account's running daily total when that is of this day or an earlier one,
+    /// summed otherwise.
     pub async fn daily_approved_total(&self, account: &Account, business_day: Date) -> Result<Amount, LedgerError> {
         let account = account.clone();
-        self.inner.readers.read(move |conn| queries::daily_approved_total(conn, &account, business_day)).await
+        self.inner.readers.read(move |conn| queries::approved_total(conn, &account, business_day)).await
+    }
+
+    /// The account's approvals of `business_day` that stand, as the decision needs them for the
+    /// daily limit: from `record` (an account row it read) without a read when its running
+    /// total answers for the day, else [`Ledger::daily_approved_total`].
+    pub async fn approved_on(&self, record: &AccountRecord, business_day: Date) -> Result<Amount, LedgerError> {
+        match record.approved_on(business_day) {
+            Some(total) => Ok(total),
+            None => self.daily_approved_total(&record.account, business_day).await,
+        }
     }
 
     /// Whether this merchant order has been approved already (DESIGN.md section 7 step 11).

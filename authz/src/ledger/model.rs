@@ -341,11 +341,39 @@ pub struct AccountRecord {
     pub per_txn_limit: Amount,
     /// Most approved per business day.
     pub daily_limit: Amount,
+    /// The running total of the account's standing approvals of its latest business day with
+    /// an approval (migration 8); none before its first approval. Read through
+    /// [`AccountRecord::approved_on`].
+    pub approved: Option<DailyApproved>,
     /// When the account was opened.
     pub created_at: OffsetDateTime,
 }
 
+/// An account's standing approvals (approved, not reversed) of one business day, summed as they
+/// are booked: the daily limit reads this instead of summing the day's approvals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DailyApproved {
+    /// The business day: the latest of the account's approvals so far.
+    pub business_day: Date,
+    /// Its standing approvals, summed.
+    pub total: Amount,
+}
+
 impl AccountRecord {
+    /// The account's standing approvals of `business_day` as the running total knows them:
+    /// the total on its day, zero on a later day (nothing approved yet), and `None` on an
+    /// earlier day, which the running total has moved past (a late approval from an instance
+    /// whose clock is behind at midnight): the caller sums that day's approvals instead
+    /// (`queries::daily_approved_total`, the definition).
+    pub fn approved_on(&self, business_day: Date) -> Option<Amount> {
+        match self.approved {
+            None => Some(Amount::from_minor(0)),
+            Some(approved) if business_day == approved.business_day => Some(approved.total),
+            Some(approved) if business_day > approved.business_day => Some(Amount::from_minor(0)),
+            Some(_) => None,
+        }
+    }
+
     /// Spendable now, as an amount (see [`AccountRecord::available`]).
     pub(crate) fn available_amount(&self) -> Amount {
         available_funds(self.kind, self.balance, self.credit_limit).unwrap_or(Amount::from_minor(0))
@@ -491,6 +519,7 @@ mod tests {
             password_locked: false,
             per_txn_limit: Amount::from_minor(5),
             daily_limit: Amount::from_minor(5),
+            approved: None,
             created_at: OffsetDateTime::UNIX_EPOCH,
         };
         let printed = format!("{account:?}");
@@ -513,6 +542,25 @@ mod tests {
         let printed = format!("{sim:?}");
         assert!(!printed.contains("205"), "{printed}");
         assert!(!printed.contains("4000123412341234"), "{printed}");
+    }
+
+    /// The running total answers for its day and the days after it; an earlier day it cannot
+    /// know (it has moved on), so the caller sums that day.
+    #[test]
+    fn the_running_daily_total_answers_its_day_and_later_days_only() {
+        let day = time::macros::date!(2025 - 03 - 07);
+        let (before, after) = (day.previous_day().unwrap(), day.next_day().unwrap());
+        let fresh = crate::ledger::testing::account_record(1_000);
+        for asked in [before, day, after] {
+            assert_eq!(fresh.approved_on(asked), Some(Amount::from_minor(0)), "nothing approved yet");
+        }
+        let spent = AccountRecord {
+            approved: Some(DailyApproved { business_day: day, total: Amount::from_minor(70) }),
+            ..fresh
+        };
+        assert_eq!(spent.approved_on(day), Some(Amount::from_minor(70)));
+        assert_eq!(spent.approved_on(after), Some(Amount::from_minor(0)));
+        assert_eq!(spent.approved_on(before), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use time::{Date, OffsetDateTime};
 
 use super::error::{Conflict, LedgerError};
 use super::journal::{self, Posting, PostingTarget};
-use super::model::{EntryKind, InternalAccount, signed};
+use super::model::{EntryKind, InternalAccount, Transaction, signed};
 use super::queries;
 use super::rows::{day_text, time_text};
 use super::sql::{Sql, args};
@@ -211,5 +211,20 @@ fn undo_approval(
         Posting { target: PostingTarget::Internal(payable_id), amount: -amount, currency: transaction.currency },
     ];
     journal::post_entry(conn, EntryKind::Reversal, Some(original), created_at, &postings)?;
+    subtract_from_daily_total(conn, transaction, amount)
+}
+
+/// The reversed approval no longer counts towards its day: taken off the account's running daily
+/// total (migration 8) when that total is of the approval's day. One of an earlier day was
+/// never in it (the total has moved on), so nothing changes; the CHECK `approved_today >= 0`
+/// refuses a total that would go below zero.
+fn subtract_from_daily_total(conn: &dyn Sql, approval: &Transaction, amount: i64) -> Result<(), LedgerError> {
+    let changed = conn.execute(
+        "UPDATE accounts SET approved_today = approved_today - ?3 WHERE account = ?1 AND approved_day = ?2",
+        args![approval.account.expose(), &day_text(approval.business_day)?, amount],
+    )?;
+    if changed > 1 {
+        return Err(LedgerError::Invariant("a reversal changed more than one account's daily total"));
+    }
     Ok(())
 }

@@ -12,8 +12,9 @@ use time::{Date, OffsetDateTime, UtcOffset};
 
 use super::error::LedgerError;
 use super::model::{
-    AccountKind, AccountRecord, AccountStatus, DeclineCode, EntryKind, Outcome, SimStatus, StatementLine, StoredAnswer,
-    Transaction, TransactionRecord, WRAPPED_CHAIN_KEY_LEN, available_funds, merchant_account_is_valid,
+    AccountKind, AccountRecord, AccountStatus, DailyApproved, DeclineCode, EntryKind, Outcome, SimStatus,
+    StatementLine, StoredAnswer, Transaction, TransactionRecord, WRAPPED_CHAIN_KEY_LEN, available_funds,
+    merchant_account_is_valid,
 };
 use super::sql::Row;
 
@@ -133,7 +134,8 @@ pub(crate) fn parse_merchant_account(what: &'static str, text: String) -> Result
 
 /// The columns of `accounts`, in [`RawAccount::from_row`]'s order.
 pub(crate) const ACCOUNT_COLUMNS: &str = "account, holder_name, kind, currency, credit_limit, balance, status, \
-     password_verification_value, password_failures, password_locked, per_txn_limit, daily_limit, created_at";
+     password_verification_value, password_failures, password_locked, per_txn_limit, daily_limit, created_at, \
+     approved_day, approved_today";
 
 /// An `accounts` row before parsing.
 pub(crate) struct RawAccount {
@@ -150,6 +152,8 @@ pub(crate) struct RawAccount {
     per_txn_limit: i64,
     daily_limit: i64,
     created_at: String,
+    approved_day: Option<String>,
+    approved_today: i64,
 }
 
 impl RawAccount {
@@ -169,6 +173,8 @@ impl RawAccount {
             per_txn_limit: row.get(10, "accounts.per_txn_limit")?,
             daily_limit: row.get(11, "accounts.daily_limit")?,
             created_at: row.get(12, "accounts.created_at")?,
+            approved_day: row.get(13, "accounts.approved_day")?,
+            approved_today: row.get(14, "accounts.approved_today")?,
         })
     }
 
@@ -199,8 +205,20 @@ impl RawAccount {
             },
             per_txn_limit: parse_amount("accounts.per_txn_limit", self.per_txn_limit)?,
             daily_limit: parse_amount("accounts.daily_limit", self.daily_limit)?,
+            approved: parse_daily_approved(self.approved_day.as_deref(), self.approved_today)?,
             created_at: parse_time("accounts.created_at", &self.created_at)?,
         })
+    }
+}
+
+/// An account's running daily total: a day and its total, or no day and a total of zero (an
+/// account that has approved nothing since migration 8's backfill).
+fn parse_daily_approved(day: Option<&str>, total: i64) -> Result<Option<DailyApproved>, LedgerError> {
+    let total = parse_amount("accounts.approved_today", total)?;
+    match day {
+        Some(day) => Ok(Some(DailyApproved { business_day: parse_day("accounts.approved_day", day)?, total })),
+        None if total.minor() == 0 => Ok(None),
+        None => Err(LedgerError::Corrupt("accounts.approved_today")),
     }
 }
 

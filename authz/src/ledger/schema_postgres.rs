@@ -33,6 +33,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration { version: 5, name: "clearing files and settlements", sql: MIGRATION_5 },
     Migration { version: 6, name: "daily totals from an index", sql: MIGRATION_6 },
     Migration { version: 7, name: "internal balances from their postings", sql: MIGRATION_7 },
+    Migration { version: 8, name: "running daily approved total", sql: MIGRATION_8 },
 ];
 
 const BOOKKEEPING: &str = r#"
@@ -246,6 +247,23 @@ DROP INDEX transactions_by_account_day;
 /// Internal accounts keep no running balance: their postings are the books.
 const MIGRATION_7: &str = r#"
 ALTER TABLE internal_accounts DROP COLUMN balance;
+"#;
+
+/// Each account's running total of its standing approvals of one business day, backfilled from
+/// its latest day with a standing approval (see `schema.rs`).
+const MIGRATION_8: &str = r#"
+ALTER TABLE accounts
+    ADD COLUMN approved_day TEXT CHECK (approved_day IS NULL OR length(approved_day) = 10),
+    ADD COLUMN approved_today BIGINT NOT NULL DEFAULT 0 CHECK (approved_today >= 0);
+UPDATE accounts SET approved_day = (
+    SELECT MAX(t.business_day) FROM transactions t
+    WHERE t.account = accounts.account AND t.response_code = '00' AND t.reversal_id IS NULL
+);
+UPDATE accounts SET approved_today = (
+    SELECT CAST(COALESCE(SUM(t.amount), 0) AS BIGINT) FROM transactions t
+    WHERE t.account = accounts.account AND t.business_day = accounts.approved_day
+      AND t.response_code = '00' AND t.reversal_id IS NULL
+) WHERE approved_day IS NOT NULL;
 "#;
 
 /// The schema version this build writes.
@@ -487,6 +505,19 @@ mod tests {
         other.batch_execute("DROP TABLE photos; CREATE TABLE schema_migrations (version TEXT)").unwrap();
         let err = migrate(&mut other).unwrap_err();
         assert!(matches!(err, LedgerError::Migration(MigrationError::ForeignDatabase)), "{err:?}");
+    }
+
+    /// Migration 8 on a ledger made at version 7, as in SQLite (`schema::tests`).
+    #[test]
+    fn the_running_daily_totals_are_backfilled_from_the_approvals() {
+        let cluster = PgCluster::start().unwrap();
+        let runtime = runtime();
+        let mut conn = connect(&cluster.config(), &runtime);
+        migrate_to(&mut conn, 7).unwrap();
+        crate::ledger::testing::fill_version_7(&conn);
+        migrate(&mut conn).unwrap();
+        assert_eq!(current_version(&conn).unwrap(), 8);
+        crate::ledger::testing::check_version_7_backfill(&conn);
     }
 
     #[test]

@@ -7,13 +7,15 @@
 //! bound, limits, duplicate order, funds), and a premise that moved is a
 //! [`LedgerError::Conflict`] that rolls back this command only.
 
+use mps_protocol::Amount;
+use mps_protocol::wire::PACKET_LEN;
+use time::Date;
+
 use super::error::{Conflict, LedgerError};
 use super::journal::{self, Posting, PostingTarget};
-use mps_protocol::wire::PACKET_LEN;
-
 use super::model::{
-    AccountRecord, EntryKind, InternalAccount, PasswordEffect, SessionCommit, SessionOutcome, SimStatus, Transaction,
-    merchant_account_is_valid, signed,
+    AccountRecord, DailyApproved, EntryKind, InternalAccount, PasswordEffect, SessionCommit, SessionOutcome, SimStatus,
+    Transaction, merchant_account_is_valid, signed,
 };
 use super::queries;
 use super::rows::{auth_code_is_valid, counter_value, day_text, parse_counter, parse_sim_status, time_text};
@@ -102,7 +104,8 @@ fn check_approval(conn: &dyn Sql, commit: &SessionCommit, account: &AccountRecor
         "SELECT 1 FROM sim_accounts WHERE sim_id = ?1 AND account = ?2",
         args![transaction.sim_id.as_str(), transaction.account.expose()],
     )?;
-    let approved_today = || queries::daily_approved_total(conn, &transaction.account, transaction.business_day);
+    // The account row read in this transaction carries the day's running total.
+    let approved_today = || queries::approved_on(conn, account, transaction.business_day);
     let order_authorized = || queries::order_authorized(conn, &transaction.merchant_id, &transaction.order_no);
     rules::recheck_approval(
         bound.is_some(),
@@ -161,13 +164,52 @@ fn book_approval(
         Posting { target: PostingTarget::Internal(payable_id), amount, currency: commit.transaction.currency },
     ];
     journal::post_entry(conn, EntryKind::Authorization, Some(&commit.transaction.txn_id), created_at, &postings)?;
+    add_to_daily_total(conn, commit, amount)?;
     let after = queries::account(conn, &commit.transaction.account)
         .map_err(|_| LedgerError::Invariant("the account breaks its balance invariant after the approval"))?
         .ok_or(LedgerError::Invariant("the account vanished during the approval"))?;
     if Some(after.balance) != account.balance.checked_sub(amount) {
         return Err(LedgerError::Invariant("the balance did not move by the amount"));
     }
+    if after.approved != daily_total_after(account, commit.transaction.business_day, commit.transaction.amount) {
+        return Err(LedgerError::Invariant("the running daily total did not move by the amount"));
+    }
     Ok(())
+}
+
+/// Keeps the account's running daily total (migration 8): an approval of its day adds to it, one
+/// of a later day starts the day afresh, and one of an earlier day (a late approval from an
+/// instance whose clock is behind at midnight) leaves it alone: that day is summed when asked.
+/// Written relative to the stored row, as the balance is; [`daily_total_after`] is the same
+/// rule on the row read before, checked against the row read after.
+fn add_to_daily_total(conn: &dyn Sql, commit: &SessionCommit, amount: i64) -> Result<(), LedgerError> {
+    let changed = conn.execute(
+        "UPDATE accounts SET
+             approved_today = CASE
+                 WHEN approved_day = ?2 THEN approved_today + ?3
+                 WHEN approved_day IS NULL OR approved_day < ?2 THEN ?3
+                 ELSE approved_today END,
+             approved_day = CASE WHEN approved_day IS NULL OR approved_day < ?2 THEN ?2 ELSE approved_day END
+         WHERE account = ?1",
+        args![commit.transaction.account.expose(), &day_text(commit.transaction.business_day)?, amount],
+    )?;
+    if changed != 1 {
+        return Err(LedgerError::Invariant("the running daily total changed no single account"));
+    }
+    Ok(())
+}
+
+/// What the running daily total of `account` should be after an approval of `amount` on `day`.
+fn daily_total_after(account: &AccountRecord, day: Date, amount: Amount) -> Option<DailyApproved> {
+    match account.approved {
+        Some(approved) if day < approved.business_day => Some(approved),
+        Some(approved) if day == approved.business_day => approved
+            .total
+            .minor()
+            .checked_add(amount.minor())
+            .map(|total| DailyApproved { business_day: day, total: Amount::from_minor(total) }),
+        _ => Some(DailyApproved { business_day: day, total: amount }),
+    }
 }
 
 fn apply_password_effect(
@@ -246,8 +288,8 @@ mod tests {
     use mps_protocol::{AuthCode, ResponseCode};
 
     use crate::ledger::testing::{
-        account, approval, changed, debit, decline, declined_with, on_both_backends, open_ledger, register, sim_id,
-        txn_id,
+        DAY, NEXT_DAY, account, approval, approved_total, changed, debit, decline, declined_with, on_both_backends,
+        open_ledger, register, reversal_of, sim_id, txn_id,
     };
     use crate::ledger::{
         Conflict, LedgerConfig, LedgerError, PasswordEffect, SessionCommit, SessionOutcome, SimStatus,
@@ -326,6 +368,142 @@ mod tests {
             ledger.commit_session(approval(1, 4, 1, 40)).await.unwrap();
             let today = crate::ledger::testing::DAY;
             assert_eq!(ledger.daily_approved_total(&account(1), today).await.unwrap().minor(), 100);
+        }
+
+        /// The account row's running total (migration 8) follows the bookings: approvals of its
+        /// day add, a decline does not, the next day starts afresh, and a late approval of an
+        /// earlier day leaves it alone while the sum of that day counts it.
+        async fn the_running_daily_total_follows_the_bookings(backend) {
+            let (_store, ledger) = backend.open(LedgerConfig::default());
+            ledger.create_account(debit(1, 10_000)).await.unwrap();
+            register(&ledger, 1, &[1]).await;
+            let books = &ledger;
+            let approved = || async move { books.account(&account(1)).await.unwrap().unwrap().approved };
+            assert_eq!(approved().await, None, "nothing approved yet");
+
+            ledger.commit_session(approval(1, 1, 1, 60)).await.unwrap();
+            assert_eq!(approved().await, approved_total(DAY, 60));
+            ledger.commit_session(approval(1, 2, 1, 40)).await.unwrap();
+            assert_eq!(approved().await, approved_total(DAY, 100), "approvals of the day add");
+            ledger.commit_session(decline(1, 3, 1, 500, ResponseCode::InsufficientFunds)).await.unwrap();
+            assert_eq!(approved().await, approved_total(DAY, 100), "a decline does not");
+
+            let next_day = changed(approval(1, 4, 1, 25), |t| t.business_day = NEXT_DAY);
+            ledger.commit_session(next_day).await.unwrap();
+            assert_eq!(approved().await, approved_total(NEXT_DAY, 25), "the next day starts from its approval");
+
+            // An instance whose clock is still on the day before books a late approval of it.
+            ledger.commit_session(approval(1, 5, 1, 7)).await.unwrap();
+            assert_eq!(approved().await, approved_total(NEXT_DAY, 25), "today's total is not disturbed");
+            let total_on = |day| async move { books.daily_approved_total(&account(1), day).await.unwrap().minor() };
+            assert_eq!(total_on(DAY).await, 107, "the earlier day's sum counts the late approval");
+            assert_eq!(total_on(NEXT_DAY).await, 25);
+            assert_eq!(total_on(NEXT_DAY.next_day().unwrap()).await, 0);
+            let record = ledger.account(&account(1)).await.unwrap().unwrap();
+            assert_eq!(record.approved_on(DAY), None, "an earlier day is summed, not read from the row");
+            assert_eq!(ledger.approved_on(&record, DAY).await.unwrap().minor(), 107);
+            ledger.audit().await.unwrap();
+        }
+
+        /// A reversal takes its approval off the running total of the approval's day; one of an
+        /// earlier day's approval leaves today's total alone.
+        async fn a_reversal_takes_its_approval_off_its_days_total(backend) {
+            let (_store, ledger) = backend.open(LedgerConfig::default());
+            ledger.create_account(debit(1, 10_000)).await.unwrap();
+            register(&ledger, 1, &[1]).await;
+            let books = &ledger;
+            let approved = || async move { books.account(&account(1)).await.unwrap().unwrap().approved };
+            let yesterday = approval(1, 1, 1, 30);
+            ledger.commit_session(yesterday.clone()).await.unwrap();
+            let first = changed(approval(1, 2, 1, 60), |t| t.business_day = NEXT_DAY);
+            ledger.commit_session(first.clone()).await.unwrap();
+            ledger.commit_session(changed(approval(1, 3, 1, 15), |t| t.business_day = NEXT_DAY)).await.unwrap();
+            assert_eq!(approved().await, approved_total(NEXT_DAY, 75));
+
+            ledger.commit_reversal(reversal_of(&first, 1, NEXT_DAY)).await.unwrap();
+            assert_eq!(approved().await, approved_total(NEXT_DAY, 15), "the reversal subtracts");
+            ledger.commit_reversal(reversal_of(&yesterday, 2, NEXT_DAY)).await.unwrap();
+            assert_eq!(approved().await, approved_total(NEXT_DAY, 15), "an earlier day's reversal does not");
+            assert_eq!(ledger.daily_approved_total(&account(1), DAY).await.unwrap().minor(), 0);
+            assert_eq!(ledger.daily_approved_total(&account(1), NEXT_DAY).await.unwrap().minor(), 15);
+            ledger.audit().await.unwrap();
+        }
+
+        /// The daily limit at its boundary, on the running total: the decision's view (the account
+        /// record it read, through `Ledger::approved_on`) and the writer's re-check agree on an
+        /// approval that fills the limit exactly and refuse one minor unit more, on the running
+        /// total's day, on a later day, and on an earlier day (summed).
+        async fn the_daily_limit_holds_at_its_boundary_on_the_running_total(backend) {
+            let (_store, ledger) = backend.open(LedgerConfig::default());
+            let tight = crate::ledger::NewAccount { daily_limit: mps_protocol::Amount::from_minor(100), ..debit(1, 1_000) };
+            ledger.create_account(tight).await.unwrap();
+            register(&ledger, 1, &[1]).await;
+            let decide = |amount: u64, day| {
+                let ledger = ledger.clone();
+                async move {
+                    let record = ledger.account(&account(1)).await.unwrap().unwrap();
+                    let today = ledger.approved_on(&record, day).await.unwrap();
+                    crate::decision::rules::after_password(&record, mps_protocol::Amount::from_minor(amount), today, false)
+                }
+            };
+            let on = |commit: SessionCommit, day| changed(commit, |t| t.business_day = day);
+
+            ledger.commit_session(approval(1, 1, 1, 60)).await.unwrap();
+            assert_eq!(decide(41, DAY).await, Err(ResponseCode::ExceedsDailyLimit));
+            let over = ledger.commit_session(approval(1, 2, 1, 41)).await.unwrap_err();
+            assert!(matches!(over, LedgerError::Conflict(Conflict::LimitExceeded)), "{over:?}");
+            assert_eq!(decide(40, DAY).await, Ok(()));
+            ledger.commit_session(approval(1, 2, 1, 40)).await.unwrap();
+            assert_eq!(decide(1, DAY).await, Err(ResponseCode::ExceedsDailyLimit), "the limit is full");
+            let over = ledger.commit_session(approval(1, 3, 1, 1)).await.unwrap_err();
+            assert!(matches!(over, LedgerError::Conflict(Conflict::LimitExceeded)), "{over:?}");
+
+            // A later day starts from zero: the whole limit, not one unit more.
+            assert_eq!(decide(100, NEXT_DAY).await, Ok(()));
+            let over = ledger.commit_session(on(approval(1, 3, 1, 101), NEXT_DAY)).await.unwrap_err();
+            assert!(matches!(over, LedgerError::Conflict(Conflict::LimitExceeded)), "{over:?}");
+            ledger.commit_session(on(approval(1, 3, 1, 100), NEXT_DAY)).await.unwrap();
+
+            // The day before the running total's day is summed, and is full too.
+            assert_eq!(decide(1, DAY).await, Err(ResponseCode::ExceedsDailyLimit));
+            let late = ledger.commit_session(approval(1, 4, 1, 1)).await.unwrap_err();
+            assert!(matches!(late, LedgerError::Conflict(Conflict::LimitExceeded)), "{late:?}");
+            assert_eq!(decide(1, NEXT_DAY).await, Err(ResponseCode::ExceedsDailyLimit));
+        }
+
+        /// The audit compares every running total with the sum of its day's standing approvals:
+        /// a total, or a day, written behind the ledger's back is an invariant failure.
+        async fn the_audit_catches_a_running_total_that_differs_from_the_sum(backend) {
+            let (store, ledger) = backend.open(LedgerConfig::default());
+            ledger.create_account(debit(1, 1_000)).await.unwrap();
+            ledger.create_account(debit(2, 1_000)).await.unwrap();
+            register(&ledger, 1, &[1]).await;
+            ledger.commit_session(approval(1, 1, 1, 60)).await.unwrap();
+            ledger.audit().await.unwrap();
+            let tampered = [
+                "UPDATE accounts SET approved_today = approved_today + 1 WHERE account = '4000000000000001'",
+                "UPDATE accounts SET approved_today = 0 WHERE account = '4000000000000001'",
+                "UPDATE accounts SET approved_day = '2025-03-06' WHERE account = '4000000000000001'",
+                "UPDATE accounts SET approved_day = NULL, approved_today = 0 WHERE account = '4000000000000001'",
+                "UPDATE accounts SET approved_day = '2025-03-07', approved_today = 5 WHERE account = '4000000000000002'",
+            ];
+            let restore = "UPDATE accounts SET approved_day = '2025-03-07', approved_today = 60
+                 WHERE account = '4000000000000001';
+                 UPDATE accounts SET approved_day = NULL, approved_today = 0 WHERE account = '4000000000000002'";
+            for sql in tampered {
+                store.execute_behind_the_ledger(sql).await;
+                let err = ledger.audit().await.unwrap_err();
+                assert!(
+                    matches!(err, LedgerError::Corrupt("an account's running daily total differs from its approvals")),
+                    "{sql}: {err:?}"
+                );
+                store.execute_behind_the_ledger(restore).await;
+                ledger.audit().await.unwrap();
+            }
+            // A total without a day does not even parse.
+            store.execute_behind_the_ledger("UPDATE accounts SET approved_day = NULL WHERE account = '4000000000000001'").await;
+            let err = ledger.account(&account(1)).await.unwrap_err();
+            assert!(matches!(err, LedgerError::Corrupt("accounts.approved_today")), "{err:?}");
         }
 
         async fn wrong_passwords_count_lock_and_reset(backend) {

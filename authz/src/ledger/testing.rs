@@ -11,13 +11,16 @@ use mps_protocol::{
 use rusqlite::Connection;
 use time::macros::{date, datetime};
 
+use super::sql::{Sql, args};
 use super::{
-    AccountKind, AccountRecord, AccountStatus, DeclineCode, Ledger, LedgerConfig, NewAccount, PasswordEffect,
-    SessionCommit, SessionOutcome, Transaction,
+    AccountKind, AccountRecord, AccountStatus, DailyApproved, DeclineCode, Ledger, LedgerConfig, NewAccount,
+    PasswordEffect, ReversalCommit, ReversalOutcome, ReversalReason, SessionCommit, SessionOutcome, Transaction,
 };
 
 /// The business day of every test commit.
 pub(crate) const DAY: time::Date = date!(2025 - 03 - 07);
+/// The business day after [`DAY`].
+pub(crate) const NEXT_DAY: time::Date = date!(2025 - 03 - 08);
 
 /// The two backends, for tests that run on both (see [`on_both_backends`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +58,24 @@ impl TestStore {
     /// Opens a ledger on this store (another one on the same store is a second instance).
     pub(crate) fn open(&self, config: LedgerConfig) -> Ledger {
         Ledger::open_store(&self.store(), config, None).unwrap()
+    }
+
+    /// Runs `sql` on the books behind the ledger's back, as damage or an operator's hand would.
+    pub(crate) async fn execute_behind_the_ledger(&self, sql: &str) {
+        match self {
+            Self::Sqlite(dir) => {
+                let conn = Connection::open(dir.path().join("ledger.db")).unwrap();
+                conn.busy_timeout(Duration::from_secs(5)).unwrap();
+                conn.execute_batch(sql).unwrap();
+            }
+            Self::Postgres(cluster) => {
+                let (client, connection) = cluster.config().connect(tokio_postgres::NoTls).await.unwrap();
+                let connection = tokio::spawn(connection);
+                client.batch_execute(sql).await.unwrap();
+                drop(client);
+                connection.await.unwrap().unwrap();
+            }
+        }
     }
 }
 
@@ -145,6 +166,7 @@ pub(crate) fn account_record(balance: i64) -> AccountRecord {
         password_locked: false,
         per_txn_limit: Amount::from_minor(500),
         daily_limit: Amount::from_minor(1_000),
+        approved: None,
         created_at: time::OffsetDateTime::UNIX_EPOCH,
     }
 }
@@ -205,6 +227,29 @@ pub(crate) fn approval(sim: u64, counter: u64, acct: u64, amount: u64) -> Sessio
         packet,
         response_body: format!("{{\"response_code\":\"00\",\"counter\":{counter}}}").into_bytes(),
         response_signature: format!("eyJhbGciOiJFUzI1NiJ9..sig{counter}"),
+    }
+}
+
+/// A running daily total of `total` on `business_day`.
+pub(crate) fn approved_total(business_day: time::Date, total: u64) -> Option<DailyApproved> {
+    Some(DailyApproved { business_day, total: Amount::from_minor(total) })
+}
+
+/// The merchant's reversal (number `n`, on `business_day`) of the approval `commit` booked.
+pub(crate) fn reversal_of(commit: &SessionCommit, n: u8, business_day: time::Date) -> ReversalCommit {
+    ReversalCommit {
+        reversal_id: TxnId([0xEE, n, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        request_digest: [n; 32],
+        merchant_id: commit.transaction.merchant_id,
+        order_no: commit.transaction.order_no,
+        amount: commit.transaction.amount,
+        currency: commit.transaction.currency,
+        reason: ReversalReason::Cancelled,
+        outcome: ReversalOutcome::Reversed { original: commit.transaction.txn_id },
+        business_day,
+        created_at: datetime!(2025-03-07 11:00 UTC),
+        response_body: format!("{{\"response_code\":\"00\",\"reversal\":{n}}}").into_bytes(),
+        response_signature: format!("eyJhbGciOiJFUzI1NiJ9..rev{n}"),
     }
 }
 
@@ -270,4 +315,115 @@ pub(crate) async fn wait_for_queue(ledger: &Ledger, received: u64, queued: usize
         ledger.stats().commands_received,
         ledger.queue_len()
     );
+}
+
+/// The accounts of [`fill_version_7`]: (number, running daily total migration 8 must give it).
+pub(crate) const VERSION_7_ACCOUNTS: [(u64, Option<(time::Date, u64)>); 4] = [
+    // Approvals on three days, the latest day's partly reversed and with a decline.
+    (1, Some((NEXT_DAY, 5))),
+    // Its latest day's only approval is reversed: the day before is its latest standing one.
+    (2, Some((DAY, 50))),
+    // A decline only, and nothing at all.
+    (3, None),
+    (4, None),
+];
+
+/// Fills a ledger at schema version 7 by hand (that version's columns only): the accounts of
+/// [`VERSION_7_ACCOUNTS`], a SIM, and approvals, declines and reversals over three days.
+pub(crate) fn fill_version_7(conn: &dyn Sql) {
+    let text = |day: time::Date| super::rows::day_text(day).unwrap();
+    let (day_before, day, next_day) = (text(DAY.previous_day().unwrap()), text(DAY), text(NEXT_DAY));
+    for (n, _) in VERSION_7_ACCOUNTS {
+        conn.execute(
+            "INSERT INTO accounts (account, holder_name, kind, currency, credit_limit, balance, status,
+                 password_verification_value, password_failures, password_locked, per_txn_limit, daily_limit,
+                 created_at)
+             VALUES (?1, 'Holder', 'debit', 978, 0, 0, 'open', ?2, 0, 0, 1000000, 5000000, '2025-03-01T00:00:00Z')",
+            args![account(n).expose(), &[0u8; 32]],
+        )
+        .unwrap();
+    }
+    conn.execute(
+        "INSERT INTO sims (sim_id, iin, status, counter, wrapped_chain_key, next_rsn, created_at)
+         VALUES (?1, '400012', 'active', 0, ?2, ?3, '2025-03-01T00:00:00Z')",
+        args![sim_id(1).as_str(), &[0x10u8; 40], &[1u8; 8]],
+    )
+    .unwrap();
+    // (account, business day, amount, approved, reversed)
+    let rows: [(u64, &str, i64, bool, bool); 10] = [
+        (1, &day_before, 3, true, false),
+        (1, &day, 10, true, false),
+        (1, &day, 20, true, false),
+        (1, &next_day, 5, true, false),
+        (1, &next_day, 7, true, true),
+        (1, &next_day, 100, false, false),
+        (2, &day, 50, true, false),
+        (2, &next_day, 30, true, true),
+        (3, &next_day, 40, false, false),
+        (2, &day_before, 9, true, false),
+    ];
+    for (counter, (acct, business_day, amount, approved, reversed)) in (1..).zip(rows) {
+        let txn = txn_id(1, counter);
+        let (code, auth_code) = if approved { ("00", Some("A1B2C3")) } else { ("51", None) };
+        conn.execute(
+            "INSERT INTO transactions (txn_id, sim_id, counter, account, merchant_id, order_no, acquirer_iin,
+                 merchant_account, amount, currency, response_code, auth_code, business_day, created_at)
+             VALUES (?1, ?2, ?3, ?4, 'SHOP-001', ?5, '500001', 'DE89 3704', ?6, 978, ?7, ?8, ?9, ?10)",
+            args![
+                &txn.0,
+                sim_id(1).as_str(),
+                counter as i64,
+                account(acct).expose(),
+                &format!("O-{counter}"),
+                amount,
+                code,
+                auth_code,
+                business_day,
+                &format!("{business_day}T10:00:00Z"),
+            ],
+        )
+        .unwrap();
+        if reversed {
+            let reversal = [0xEE, counter as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            conn.execute(
+                "INSERT INTO reversals (reversal_id, request_digest, merchant_id, order_no, original_txn_id,
+                     response_code, amount, currency, reason, business_day, created_at, response_body,
+                     response_signature)
+                 VALUES (?1, ?2, 'SHOP-001', ?3, ?4, '00', ?5, 978, 'cancelled', ?6, ?7, ?8, 'sig')",
+                args![
+                    &reversal,
+                    &[counter as u8; 32],
+                    &format!("O-{counter}"),
+                    &txn.0,
+                    amount,
+                    business_day,
+                    &format!("{business_day}T11:00:00Z"),
+                    &b"{}".to_vec(),
+                ],
+            )
+            .unwrap();
+            conn.execute("UPDATE transactions SET reversal_id = ?1 WHERE txn_id = ?2", args![&reversal, &txn.0])
+                .unwrap();
+        }
+    }
+}
+
+/// After migration 8 on [`fill_version_7`]'s ledger: every account's running total is the one
+/// [`VERSION_7_ACCOUNTS`] names, answers every day as the sum does, and passes the audit.
+pub(crate) fn check_version_7_backfill(conn: &dyn Sql) {
+    use super::queries;
+    for (n, expected) in VERSION_7_ACCOUNTS {
+        let record = queries::account(conn, &account(n)).unwrap().unwrap();
+        assert_eq!(record.approved, expected.and_then(|(day, total)| approved_total(day, total)), "account {n}");
+        let mut day = DAY.previous_day().unwrap().previous_day().unwrap();
+        while day <= NEXT_DAY.next_day().unwrap() {
+            let summed = queries::daily_approved_total(conn, &account(n), day).unwrap();
+            assert_eq!(queries::approved_total(conn, &account(n), day).unwrap(), summed, "account {n} on {day}");
+            if record.approved.is_none_or(|approved| day >= approved.business_day) {
+                assert_eq!(record.approved_on(day), Some(summed), "account {n} on {day}: from the row");
+            }
+            day = day.next_day().unwrap();
+        }
+    }
+    queries::audit(conn).unwrap();
 }
