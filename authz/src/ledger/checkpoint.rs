@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -58,12 +58,23 @@ pub(crate) struct WalState {
 /// after which the next group writes the WAL from its start. The writer holds no transaction
 /// then, so it waits only for reads that still use the WAL (`busy_timeout`).
 pub(crate) fn restart(conn: &Connection, counters: &Counters) {
-    match checkpoint(conn, "RESTART") {
+    let started = Instant::now();
+    let result = checkpoint(conn, "RESTART");
+    add_micros(&counters.checkpoint_restart_micros, started);
+    match result {
         Ok(_) => {
             counters.checkpoint_restarts.fetch_add(1, Ordering::Relaxed);
         }
         Err(error) => tracing::warn!(%error, "a WAL restart checkpoint failed; the next one will try again"),
     }
+}
+
+/// Adds the time since `started` to a total of microseconds (the metrics'
+/// `ledger_checkpoint*_seconds_total`): how long checkpoints take, and how long the writer
+/// stood still for a restart, next to how many there were.
+fn add_micros(total: &std::sync::atomic::AtomicU64, started: Instant) {
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    total.fetch_add(micros, Ordering::Relaxed);
 }
 
 /// Tells the thread to stop, and wakes it.
@@ -143,7 +154,10 @@ impl Drop for Checkpointer {
 
 fn run(conn: &Connection, stop: &Stop, interval: Duration, restart_frames: u64, counters: &Counters, wal: &WalState) {
     while !stop.wait(interval) {
-        let frames = match checkpoint(conn, "PASSIVE") {
+        let started = Instant::now();
+        let checkpointed = checkpoint(conn, "PASSIVE");
+        add_micros(&counters.checkpoint_micros, started);
+        let frames = match checkpointed {
             Ok(frames) => frames,
             Err(error) => {
                 tracing::warn!(%error, "a WAL checkpoint failed; the writer's own checkpoint is the fallback");
@@ -196,6 +210,7 @@ mod tests {
         let stats = ledger.stats();
         assert!(stats.checkpoints > 0, "{stats:?}");
         assert!(stats.checkpoint_restarts > 0, "600 groups of several pages never filled 1 MiB of WAL: {stats:?}");
+        assert!(stats.checkpoint_micros > 0 && stats.checkpoint_restart_micros > 0, "checkpoints timed: {stats:?}");
         // Started over and trimmed to journal_size_limit: never the sum of every group's pages.
         let wal = wal_bytes(&path);
         assert!(wal <= 2 * 1024 * 1024, "the WAL grew to {wal} bytes");
@@ -212,7 +227,8 @@ mod tests {
         pay(&ledger, 600).await;
         let wal = wal_bytes(&path);
         assert!(wal > 1000 * PAGE_BYTES, "the WAL stayed at {wal} bytes: a commit checkpointed it");
-        assert_eq!(ledger.stats().checkpoints, 0);
+        let stats = ledger.stats();
+        assert_eq!((stats.checkpoints, stats.checkpoint_micros, stats.checkpoint_restart_micros), (0, 0, 0));
         ledger.close().await;
     }
 

@@ -106,6 +106,11 @@ pub struct LedgerStats {
     pub checkpoint_restarts: u64,
     /// Frames (pages) in the WAL at the last checkpoint.
     pub wal_frames: u64,
+    /// Time the checkpoint thread spent in its checkpoints, in microseconds.
+    pub checkpoint_micros: u64,
+    /// Time the writer spent starting the WAL over between groups, in microseconds: commands
+    /// queued meanwhile wait for it.
+    pub checkpoint_restart_micros: u64,
 }
 
 /// The writer's counters, shared with the handle.
@@ -121,6 +126,8 @@ pub(crate) struct Counters {
     pub(crate) checkpoints: AtomicU64,
     pub(crate) checkpoint_restarts: AtomicU64,
     pub(crate) wal_frames: AtomicU64,
+    pub(crate) checkpoint_micros: AtomicU64,
+    pub(crate) checkpoint_restart_micros: AtomicU64,
 }
 
 impl Counters {
@@ -136,6 +143,8 @@ impl Counters {
             checkpoints: self.checkpoints.load(Ordering::Relaxed),
             checkpoint_restarts: self.checkpoint_restarts.load(Ordering::Relaxed),
             wal_frames: self.wal_frames.load(Ordering::Relaxed),
+            checkpoint_micros: self.checkpoint_micros.load(Ordering::Relaxed),
+            checkpoint_restart_micros: self.checkpoint_restart_micros.load(Ordering::Relaxed),
         }
     }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Counter, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::ledger::BatchReport;
@@ -221,11 +221,16 @@ struct LedgerCollector {
     descs: Vec<Desc>,
 }
 
-const LEDGER_FIGURES: [(&str, &str); 4] = [
+const LEDGER_FIGURES: [(&str, &str); 6] = [
     ("ledger_queued_commands", "Commands waiting for the ledger's writer"),
     ("ledger_wal_frames", "Pages in the SQLite WAL at the last checkpoint"),
     ("ledger_checkpoints_total", "WAL checkpoints run off the commit path (SQLite)"),
     ("ledger_checkpoint_restarts_total", "WAL checkpoints that started the WAL over (SQLite)"),
+    ("ledger_checkpoint_seconds_total", "Time spent in WAL checkpoints off the commit path (SQLite)"),
+    (
+        "ledger_checkpoint_restart_seconds_total",
+        "Time the ledger's writer stood still starting the WAL over between groups (SQLite)",
+    ),
 ];
 
 impl LedgerCollector {
@@ -253,9 +258,16 @@ impl Collector for LedgerCollector {
                 families.extend(gauge.collect());
             }
         }
-        for ((name, help), count) in LEDGER_FIGURES[2..].iter().zip([stats.checkpoints, stats.checkpoint_restarts]) {
+        for ((name, help), count) in LEDGER_FIGURES[2..4].iter().zip([stats.checkpoints, stats.checkpoint_restarts]) {
             if let Ok(counter) = IntCounter::new(*name, *help) {
                 counter.inc_by(count);
+                families.extend(counter.collect());
+            }
+        }
+        let micros = [stats.checkpoint_micros, stats.checkpoint_restart_micros];
+        for ((name, help), micros) in LEDGER_FIGURES[4..].iter().zip(micros) {
+            if let Ok(counter) = Counter::new(*name, *help) {
+                counter.inc_by(Duration::from_micros(micros).as_secs_f64());
                 families.extend(counter.collect());
             }
         }
@@ -351,5 +363,47 @@ impl Collector for HsmCollector {
         }
         families.extend(member_families(&m.members));
         families
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::LedgerConfig;
+    use crate::ledger::testing::{approval, debit, open_ledger, register};
+
+    /// The ledger's figures are read at scrape time: checkpoints, restarts, and the time each
+    /// took, which is how long the writer stood still for them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_ledgers_checkpoints_and_their_time_are_exported() {
+        let config =
+            LedgerConfig { checkpoint_interval_ms: 5, wal_restart_bytes: 1024 * 1024, ..LedgerConfig::default() };
+        let (_dir, _path, ledger) = open_ledger(config);
+        ledger.create_account(debit(1, 1_000_000_000)).await.unwrap();
+        register(&ledger, 1, &[1]).await;
+        for n in 1..=600 {
+            ledger.commit_session(approval(1, n, 1, 10)).await.unwrap();
+        }
+        ledger.close().await;
+        let stats = ledger.stats();
+        let metrics = Metrics::new().unwrap();
+        metrics.register_ledger(ledger.clone()).unwrap();
+        let text = metrics.render();
+        let value = |name: &str| -> f64 {
+            let prefix = format!("mps_authz_{name} ");
+            let found = text.lines().find_map(|line| line.strip_prefix(prefix.as_str()));
+            found.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name} is missing:\n{text}"))
+        };
+        assert_eq!(value("ledger_checkpoints_total"), stats.checkpoints as f64);
+        assert_eq!(value("ledger_checkpoint_restarts_total"), stats.checkpoint_restarts as f64);
+        assert!(stats.checkpoint_restarts > 0, "{stats:?}");
+        for (name, micros) in [
+            ("ledger_checkpoint_seconds_total", stats.checkpoint_micros),
+            ("ledger_checkpoint_restart_seconds_total", stats.checkpoint_restart_micros),
+        ] {
+            let seconds = value(name);
+            assert!(seconds > 0.0, "{name}: {seconds}");
+            assert!((seconds - micros as f64 / 1e6).abs() < 1e-6, "{name}: {seconds} s for {micros} µs");
+        }
     }
 }
