@@ -39,8 +39,8 @@ pub struct LedgerConfig {
     /// commit path (`checkpoint.rs`); 0 leaves checkpoints to SQLite, inside a COMMIT.
     pub checkpoint_interval_ms: u64,
     /// SQLite: the WAL size at which the checkpoint thread starts it over (RESTART). Each
-    /// restart stops the writer for a few milliseconds, longer as the database grows, so the
-    /// default (64 MiB) makes them rare: about one every two seconds at 700 payments a second.
+    /// restart stops the writer for a few milliseconds, longer as the database grows
+    /// (`ledger_checkpoint_restart_seconds_total`; docs/LEDGER.md, "Checkpoints").
     pub wal_restart_bytes: u64,
 }
 
@@ -58,7 +58,7 @@ impl Default for LedgerConfig {
             statement_lines_max: 1_000,
             stored_answer_bytes_max: 64 * 1024,
             checkpoint_interval_ms: 100,
-            wal_restart_bytes: 64 * 1024 * 1024,
+            wal_restart_bytes: 16 * 1024 * 1024,
         }
     }
 }
