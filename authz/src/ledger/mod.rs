@@ -205,7 +205,7 @@ impl Ledger {
         let counters = Arc::new(Counters::default());
         let wal = Arc::new(checkpoint::WalState::default());
         let checkpointer = checkpoint::Checkpointer::start(path, &config, Arc::clone(&counters), Arc::clone(&wal))?;
-        let groups = SqliteGroups { conn, wal, counters: Arc::clone(&counters) };
+        let groups = SqliteGroups { conn, wal, counters: Arc::clone(&counters), busy_timeout: config.busy_timeout() };
         Self::start(Box::new(groups), readers, config, options.observer, counters, checkpointer)
     }
 

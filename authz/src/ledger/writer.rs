@@ -102,8 +102,11 @@ pub struct LedgerStats {
     pub group_retries: u64,
     /// WAL checkpoints run off the commit path (SQLite).
     pub checkpoints: u64,
-    /// Of those, the ones that started the WAL over.
+    /// WAL restarts run by the writer between groups that started the WAL over.
     pub checkpoint_restarts: u64,
+    /// WAL restarts that found a read still on the WAL and were put off to after the next
+    /// group, rather than have the writer wait for it.
+    pub checkpoint_restarts_deferred: u64,
     /// Frames (pages) in the WAL at the last checkpoint.
     pub wal_frames: u64,
     /// Time the checkpoint thread spent in its checkpoints, in microseconds.
@@ -125,6 +128,7 @@ pub(crate) struct Counters {
     group_retries: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
     pub(crate) checkpoint_restarts: AtomicU64,
+    pub(crate) checkpoint_restarts_deferred: AtomicU64,
     pub(crate) wal_frames: AtomicU64,
     pub(crate) checkpoint_micros: AtomicU64,
     pub(crate) checkpoint_restart_micros: AtomicU64,
@@ -142,6 +146,7 @@ impl Counters {
             group_retries: self.group_retries.load(Ordering::Relaxed),
             checkpoints: self.checkpoints.load(Ordering::Relaxed),
             checkpoint_restarts: self.checkpoint_restarts.load(Ordering::Relaxed),
+            checkpoint_restarts_deferred: self.checkpoint_restarts_deferred.load(Ordering::Relaxed),
             wal_frames: self.wal_frames.load(Ordering::Relaxed),
             checkpoint_micros: self.checkpoint_micros.load(Ordering::Relaxed),
             checkpoint_restart_micros: self.checkpoint_restart_micros.load(Ordering::Relaxed),
@@ -264,6 +269,8 @@ pub(crate) struct SqliteGroups {
     /// Where the checkpoint thread asks for the WAL to start over.
     pub wal: Arc<super::checkpoint::WalState>,
     pub counters: Arc<Counters>,
+    /// The connection's busy timeout, restored after a WAL restart that ran without one.
+    pub busy_timeout: Duration,
 }
 
 impl GroupStore for SqliteGroups {
@@ -274,8 +281,11 @@ impl GroupStore for SqliteGroups {
     }
 
     fn between_groups(&mut self) {
-        if self.wal.restart_wanted.swap(false, Ordering::Relaxed) {
-            super::checkpoint::restart(&self.conn, &self.counters);
+        if self.wal.restart_wanted.swap(false, Ordering::Relaxed)
+            && !super::checkpoint::restart(&self.conn, &self.counters, self.busy_timeout)
+        {
+            // A read was still on the WAL: try again after the next group.
+            self.wal.restart_wanted.store(true, Ordering::Relaxed);
         }
     }
 }

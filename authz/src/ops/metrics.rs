@@ -221,11 +221,15 @@ struct LedgerCollector {
     descs: Vec<Desc>,
 }
 
-const LEDGER_FIGURES: [(&str, &str); 6] = [
+const LEDGER_FIGURES: [(&str, &str); 7] = [
     ("ledger_queued_commands", "Commands waiting for the ledger's writer"),
     ("ledger_wal_frames", "Pages in the SQLite WAL at the last checkpoint"),
     ("ledger_checkpoints_total", "WAL checkpoints run off the commit path (SQLite)"),
     ("ledger_checkpoint_restarts_total", "WAL checkpoints that started the WAL over (SQLite)"),
+    (
+        "ledger_checkpoint_restarts_deferred_total",
+        "WAL restarts put off to after the next group because a read was still on the WAL (SQLite)",
+    ),
     ("ledger_checkpoint_seconds_total", "Time spent in WAL checkpoints off the commit path (SQLite)"),
     (
         "ledger_checkpoint_restart_seconds_total",
@@ -258,14 +262,15 @@ impl Collector for LedgerCollector {
                 families.extend(gauge.collect());
             }
         }
-        for ((name, help), count) in LEDGER_FIGURES[2..4].iter().zip([stats.checkpoints, stats.checkpoint_restarts]) {
+        let counts = [stats.checkpoints, stats.checkpoint_restarts, stats.checkpoint_restarts_deferred];
+        for ((name, help), count) in LEDGER_FIGURES[2..5].iter().zip(counts) {
             if let Ok(counter) = IntCounter::new(*name, *help) {
                 counter.inc_by(count);
                 families.extend(counter.collect());
             }
         }
         let micros = [stats.checkpoint_micros, stats.checkpoint_restart_micros];
-        for ((name, help), micros) in LEDGER_FIGURES[4..].iter().zip(micros) {
+        for ((name, help), micros) in LEDGER_FIGURES[5..].iter().zip(micros) {
             if let Ok(counter) = Counter::new(*name, *help) {
                 counter.inc_by(Duration::from_micros(micros).as_secs_f64());
                 families.extend(counter.collect());
@@ -396,6 +401,7 @@ mod tests {
         };
         assert_eq!(value("ledger_checkpoints_total"), stats.checkpoints as f64);
         assert_eq!(value("ledger_checkpoint_restarts_total"), stats.checkpoint_restarts as f64);
+        assert_eq!(value("ledger_checkpoint_restarts_deferred_total"), stats.checkpoint_restarts_deferred as f64);
         assert!(stats.checkpoint_restarts > 0, "{stats:?}");
         for (name, micros) in [
             ("ledger_checkpoint_seconds_total", stats.checkpoint_micros),
