@@ -231,7 +231,9 @@ pub struct HsmConfig {
     pub tickets_per_worker_max: usize,
     /// An opened session not sealed within this time is discarded (100 ms to 10 min).
     pub ticket_ttl_ms: u64,
-    /// How long a recycle waits for opened sessions to be sealed before it proceeds.
+    /// How long a recycle waits for opened sessions to be sealed before it proceeds (it goes
+    /// on as soon as they are). A session still open then fails its request with 503: the
+    /// default, 5 s, is the gateway's own request timeout, beyond which a request was given up.
     pub recycle_drain_ms: u64,
     /// Recycle automatically once this many session objects were created since the last
     /// (re-)initialisation; 0 turns it off. SoftHSM keeps about 240 bytes per object until
@@ -280,7 +282,7 @@ impl Default for HsmConfig {
             reconnect_backoff_max_ms: 10_000,
             tickets_per_worker_max: 1024,
             ticket_ttl_ms: 30_000,
-            recycle_drain_ms: 1_000,
+            recycle_drain_ms: 5_000,
             recycle_after_objects: 1_000_000,
             kek_refresh_ms: 5_000,
             keys: KeyLabels::default(),

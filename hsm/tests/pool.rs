@@ -1,6 +1,7 @@
 //! A pool over two HSMs (SoftHSM loaded twice, from two copies of its file, on one token):
 //! work is spread over both, a chain key wrapped on one unwraps on the other, and a member
-//! that holds other keys, or cannot be loaded, stops the pool at connect, named.
+//! that cannot be loaded stops the pool at connect, named. (A member with other keys is in
+//! `pool_other_token.rs`, a process of its own.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
@@ -74,31 +75,6 @@ async fn a_chain_key_wrapped_on_one_member_is_the_same_on_the_other() {
         authorize(&hsm, &on_second, &sim, [round; 16]).await;
     }
     assert!(hsm.metrics().members.iter().all(|m| m.operations_total >= 4), "{:?}", hsm.metrics().members);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_with_other_keys_is_refused_and_named() {
-    let token = token();
-    let other = token.other_token("mps-other").unwrap();
-    let mut config = token.config.clone();
-    config.additional = Some(vec![HsmMember {
-        module_path: other.module_path.clone(),
-        token_label: Some("mps-other".to_owned()),
-        pin_env: None,
-        pin_file: None,
-        pool_size: Some(1),
-    }]);
-    let err = Hsm::connect(config.clone()).await.unwrap_err();
-    assert!(
-        matches!(&err, HsmError::MemberKeysDiffer { member: 1, token_label, .. } if token_label == "mps-other"),
-        "{err:?}"
-    );
-    let text = err.to_string();
-    assert!(text.contains("HSM 1") && text.contains("mps-other") && text.contains("signing"), "{text}");
-
-    // The other token on its own is a valid pool: it is only refused beside the first.
-    let alone = Hsm::connect(other).await.unwrap();
-    assert!(alone.is_ready());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

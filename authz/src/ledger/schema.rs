@@ -314,9 +314,15 @@ CREATE TABLE health_checks (
 CREATE INDEX transactions_approved_by_day ON transactions (business_day) WHERE response_code = '00';
 "#;
 
+/// Prepared statements each connection keeps (`prepare_cached`). rusqlite keeps 16 unless told:
+/// fewer than the distinct statements of one booking, so that, used in a round, each evicted
+/// the next and every statement was compiled again at every booking.
+const STATEMENTS_CACHED: usize = 128;
+
 /// Settings of the writer connection: WAL, full fsync on commit, foreign keys, busy timeout.
 pub(crate) fn configure_writer(conn: &Connection, busy_timeout: std::time::Duration) -> Result<(), LedgerError> {
     conn.busy_timeout(busy_timeout)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED);
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(LedgerError::Migration(MigrationError::NotWal));
@@ -353,6 +359,7 @@ pub(crate) fn check_durable(conn: &Connection) -> Result<(), LedgerError> {
 /// timeout.
 pub(crate) fn configure_reader(conn: &Connection, busy_timeout: std::time::Duration) -> Result<(), LedgerError> {
     conn.busy_timeout(busy_timeout)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED);
     conn.pragma_update(None, "query_only", "ON")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "trusted_schema", "OFF")?;
