@@ -123,9 +123,12 @@ impl Supervisor {
             return Next::Continue;
         }
         self.shared.set_state(PoolState::Recycling);
-        let drain_until = Instant::now() + Duration::from_millis(self.shared.config.recycle_drain_ms);
+        let started = Instant::now();
+        let drain_until = started + Duration::from_millis(self.shared.config.recycle_drain_ms);
         match self.reconnect(Some(drain_until)) {
             Ok(()) => {
+                let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                tracing::info!(elapsed_ms, "HSM connection recycled: drained, finalised, logged in again");
                 self.shared.metrics.recycles.fetch_add(1, Ordering::Relaxed);
                 self.shared.set_state(PoolState::Up);
                 answer(reply, Ok(()));

@@ -28,6 +28,18 @@ pub struct SimAnswers {
     pub answers: Vec<BookedAnswer>,
 }
 
+impl SimAnswers {
+    /// SIM `index`'s answers, in the order it read them.
+    pub fn new<'a>(
+        index: usize,
+        sim_id: &SimId,
+        account: &Account,
+        answers: impl Iterator<Item = &'a BookedAnswer>,
+    ) -> Self {
+        Self { index, sim_id: sim_id.clone(), account: account.clone(), answers: answers.cloned().collect() }
+    }
+}
+
 /// Every answer a SIM read is booked once, as it said, under its session, whichever process
 /// decided it; each SIM has had exactly as many sessions booked as it read answers.
 pub async fn check_answers_are_booked(ledger: &Ledger, sims: &[SimAnswers]) {

@@ -105,12 +105,7 @@ impl Resends {
 /// A payment as its SIM learned it from the processed answer it finally read.
 #[derive(Debug)]
 struct Payment {
-    order_no: String,
-    amount: u64,
-    code: ResponseCode,
-    /// From the SIM's decrypted answer; None on a decline.
-    auth_code: Option<String>,
-    txn_id: TxnId,
+    answer: BookedAnswer,
     resends: Resends,
     /// The answer was decided before the request that got it was sent: the stored answer of a
     /// booking whose first answer was lost with its process.
@@ -157,11 +152,13 @@ impl Payer {
             assert_eq!(plain.balance, expected, "{what}: the answer's balance shows a payment booked twice or lost");
         }
         self.payments.push(Payment {
-            order_no,
-            amount,
-            code: plain.response_code,
-            auth_code: (!plain.auth_code.is_none()).then(|| plain.auth_code.as_str().to_owned()),
-            txn_id: plain.txn_id,
+            answer: BookedAnswer {
+                order_no,
+                amount,
+                code: plain.response_code,
+                auth_code: (!plain.auth_code.is_none()).then(|| plain.auth_code.as_str().to_owned()),
+                txn_id: plain.txn_id,
+            },
             resends,
             from_storage: issuer_time < last_sent,
         });
@@ -292,19 +289,7 @@ async fn register_payers(bank: &Bank, accounts: &[Account], seed: u64) -> Vec<Pa
 
 /// What each SIM read, for `mps_tests::booked::check_answers_are_booked`.
 fn answers_read(payers: &[Payer]) -> Vec<SimAnswers> {
-    let answer = |payment: &Payment| BookedAnswer {
-        txn_id: payment.txn_id,
-        code: payment.code,
-        auth_code: payment.auth_code.clone(),
-        order_no: payment.order_no.clone(),
-        amount: payment.amount,
-    };
-    let sim = |payer: &Payer| SimAnswers {
-        index: payer.index,
-        sim_id: payer.sim.sim_id.clone(),
-        account: payer.account.clone(),
-        answers: payer.payments.iter().map(answer).collect(),
-    };
+    let sim = |p: &Payer| SimAnswers::new(p.index, &p.sim.sim_id, &p.account, p.payments.iter().map(|x| &x.answer));
     payers.iter().map(sim).collect()
 }
 
@@ -316,7 +301,8 @@ fn check_nothing_else_is_booked(path: &Path, payers: &[Payer]) {
         u64::try_from(n).unwrap()
     };
     let answered = payers.iter().map(|p| p.payments.len() as u64).sum::<u64>();
-    let approved = payers.iter().flat_map(|p| &p.payments).filter(|p| p.code == ResponseCode::Approved).count() as u64;
+    let approved =
+        payers.iter().flat_map(|p| &p.payments).filter(|p| p.answer.code == ResponseCode::Approved).count() as u64;
     assert_eq!(count("SELECT count(*) FROM transactions"), answered, "sessions booked vs answers the SIMs read");
     assert_eq!(
         count("SELECT count(*) FROM transactions WHERE response_code = '00'"),
@@ -431,7 +417,7 @@ async fn sigkilled_authz_loses_no_approval_and_books_none_twice() {
     payments.iter().for_each(|p| resends.add(p.resends));
     let lost = payments.iter().filter(|p| p.resends.total() > 0).count();
     let from_storage = payments.iter().filter(|p| p.from_storage).count();
-    let approved = payments.iter().filter(|p| p.code == ResponseCode::Approved).count();
+    let approved = payments.iter().filter(|p| p.answer.code == ResponseCode::Approved).count();
     let restarts = &killed.restarts;
     let restart_ms_mean = restarts.iter().map(Duration::as_millis).sum::<u128>() / restarts.len().max(1) as u128;
     let restart_ms_max = restarts.iter().map(Duration::as_millis).max().unwrap_or(0);

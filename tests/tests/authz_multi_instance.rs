@@ -163,12 +163,7 @@ enum Lost {
 /// A payment as its SIM learned it from the processed answer it read.
 #[derive(Debug)]
 struct Payment {
-    order_no: String,
-    amount: u64,
-    code: ResponseCode,
-    /// From the SIM's decrypted answer; None on a decline.
-    auth_code: Option<String>,
-    txn_id: TxnId,
+    answer: BookedAnswer,
     /// Where the answer came from.
     answered_by: Route,
     /// Each attempt that got no processed answer.
@@ -282,11 +277,7 @@ impl Payer {
         let (code, auth_code, txn_id) = self.read(network, &what, &answer, amount);
         let after_the_kill = network.killed_before(started);
         self.payments.push(Payment {
-            order_no,
-            amount,
-            code,
-            auth_code,
-            txn_id,
+            answer: BookedAnswer { order_no, amount, code, auth_code, txn_id },
             answered_by: route,
             lost,
             after_the_kill,
@@ -323,7 +314,7 @@ impl Payer {
     }
 
     fn approved_total(&self) -> u64 {
-        self.payments.iter().filter(|p| p.code == ResponseCode::Approved).map(|p| p.amount).sum()
+        self.payments.iter().filter(|p| p.answer.code == ResponseCode::Approved).map(|p| p.answer.amount).sum()
     }
 }
 
@@ -559,19 +550,7 @@ fn samples_sum(text: &str, prefix: &str) -> u64 {
 
 /// What each SIM read, for `mps_tests::booked::check_answers_are_booked`.
 fn answers_read(payers: &[Payer]) -> Vec<SimAnswers> {
-    let answer = |payment: &Payment| BookedAnswer {
-        txn_id: payment.txn_id,
-        code: payment.code,
-        auth_code: payment.auth_code.clone(),
-        order_no: payment.order_no.clone(),
-        amount: payment.amount,
-    };
-    let sim = |payer: &Payer| SimAnswers {
-        index: payer.index,
-        sim_id: payer.sim.sim_id.clone(),
-        account: payer.account.clone(),
-        answers: payer.payments.iter().map(answer).collect(),
-    };
+    let sim = |p: &Payer| SimAnswers::new(p.index, &p.sim.sim_id, &p.account, p.payments.iter().map(|x| &x.answer));
     payers.iter().map(sim).collect()
 }
 
@@ -583,7 +562,7 @@ async fn check_nothing_else_is_booked(client: &tokio_postgres::Client, payers: &
     };
     let payments = payers.iter().flat_map(|p| &p.payments);
     let answered = payments.clone().count() as u64;
-    let approved = payments.filter(|p| p.code == ResponseCode::Approved).count() as u64;
+    let approved = payments.filter(|p| p.answer.code == ResponseCode::Approved).count() as u64;
     assert_eq!(count("SELECT count(*) FROM transactions").await, answered, "sessions booked vs answers the SIMs read");
     assert_eq!(
         count("SELECT count(*) FROM transactions WHERE response_code = '00'").await,
@@ -672,7 +651,7 @@ fn check_the_run_was_meaningful(payers: &[Payer]) {
         let codes: Vec<ResponseCode> = payers
             .iter()
             .filter(|p| SIM_ACCOUNT[p.index] == account_index)
-            .flat_map(|p| p.payments.iter().map(|payment| payment.code))
+            .flat_map(|p| p.payments.iter().map(|payment| payment.answer.code))
             .collect();
         assert!(codes.contains(&ResponseCode::Approved), "account {account_index}: no approval");
         let binding = plan.binding.as_str();
@@ -711,7 +690,7 @@ fn say(line: &str) {
 
 fn summary(payers: &[Payer], survivors: &Survivors, elapsed: Duration) -> String {
     let payments: Vec<&Payment> = payers.iter().flat_map(|p| &p.payments).collect();
-    let count = |code| payments.iter().filter(|p| p.code == code).count();
+    let count = |code| payments.iter().filter(|p| p.answer.code == code).count();
     let cut = payments.iter().filter(|p| p.cut_by_the_kill()).count();
     let lost: Vec<&LostAttempt> = payments.iter().flat_map(|p| &p.lost).collect();
     let lost_count = |route: Route, why: fn(&Lost) -> bool| {
