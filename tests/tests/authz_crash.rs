@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use mps_authz::ledger::Ledger;
 use mps_hsm::testing::{TestToken, USER_PIN};
-use mps_protocol::{Account, Currency, ResponseCode, TxnId};
+use mps_protocol::{Account, Currency, ResponseCode};
 use mps_tests::booked::{BookedAnswer, SimAnswers, check_answers_are_booked};
 use mps_tests::process::{Service, build_binary};
 use mps_tests::{AccountSpec, Answer, Bank, TestSim, free_port};
