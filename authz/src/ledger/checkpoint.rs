@@ -64,8 +64,9 @@ pub(crate) struct WalState {
 /// 5, 10, 15 ms and on: the writer stood still with commands queued behind it, longer as reads
 /// grew slower on a growing file (4 ms on a fresh ledger, 18 ms at 180 MB, 32 ms at 400 MB,
 /// which was the soak's p99). So the RESTART runs with no busy timeout at all: it copies what
-/// the reads allow and starts the WAL over if no read is on it at that instant; otherwise it
-/// answers busy at once and the writer tries again after its next group (SQLite itself also
+/// the reads allow and starts the WAL over if no read is on it at that instant; otherwise (or
+/// when the checkpoint thread is copying at that moment) it answers busy at once and the writer
+/// tries again after its next group (SQLite itself also
 /// starts the WAL over at the next write when every frame has been copied and no read is on
 /// it). Reads are short, so a later try finds a moment without one.
 pub(crate) fn restart(conn: &Connection, counters: &Counters, busy_timeout: Duration) -> bool {
@@ -74,7 +75,7 @@ pub(crate) fn restart(conn: &Connection, counters: &Counters, busy_timeout: Dura
         return false;
     }
     let started = Instant::now();
-    let result = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| row.get::<_, i64>(0));
+    let result = checkpoint(conn, "RESTART");
     add_micros(&counters.checkpoint_restart_micros, started);
     if let Err(error) = conn.busy_timeout(busy_timeout) {
         // The writer's next BEGIN IMMEDIATE would then fail at once on a lock instead of
@@ -82,11 +83,11 @@ pub(crate) fn restart(conn: &Connection, counters: &Counters, busy_timeout: Dura
         tracing::error!(%error, "the ledger's writer could not restore its busy timeout");
     }
     match result {
-        Ok(0) => {
+        Ok(Checkpointed { busy: false, .. }) => {
             counters.checkpoint_restarts.fetch_add(1, Ordering::Relaxed);
             true
         }
-        Ok(_) => {
+        Ok(Checkpointed { busy: true, .. }) => {
             counters.checkpoint_restarts_deferred.fetch_add(1, Ordering::Relaxed);
             false
         }
@@ -186,7 +187,7 @@ fn run(conn: &Connection, stop: &Stop, interval: Duration, restart_frames: u64, 
         let checkpointed = checkpoint(conn, "PASSIVE");
         add_micros(&counters.checkpoint_micros, started);
         let frames = match checkpointed {
-            Ok(frames) => frames,
+            Ok(Checkpointed { frames, .. }) => frames,
             Err(error) => {
                 tracing::warn!(%error, "a WAL checkpoint failed; the writer's own checkpoint is the fallback");
                 continue;
@@ -201,11 +202,20 @@ fn run(conn: &Connection, stop: &Stop, interval: Duration, restart_frames: u64, 
     tracing::debug!("ledger checkpoint thread stopped");
 }
 
-/// Runs one checkpoint; the frames in the WAL when it ran.
-fn checkpoint(conn: &Connection, mode: &'static str) -> Result<u64, LedgerError> {
-    let (_busy, frames): (i64, i64) =
+/// What one `PRAGMA wal_checkpoint` said.
+struct Checkpointed {
+    /// It could not finish: a read still on the WAL, or another connection's checkpoint, was
+    /// in the way (for RESTART: the WAL was not started over).
+    busy: bool,
+    /// Frames in the WAL when it ran.
+    frames: u64,
+}
+
+/// Runs one checkpoint.
+fn checkpoint(conn: &Connection, mode: &'static str) -> Result<Checkpointed, LedgerError> {
+    let (busy, frames): (i64, i64) =
         conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    Ok(u64::try_from(frames).unwrap_or(0))
+    Ok(Checkpointed { busy: busy != 0, frames: u64::try_from(frames).unwrap_or(0) })
 }
 
 #[cfg(test)]
@@ -278,7 +288,7 @@ mod tests {
         assert!(restart(&writer, &counters, busy_timeout));
         assert_eq!(counters.snapshot().checkpoint_restarts, 1);
         writer.execute("INSERT INTO t VALUES (3)", []).unwrap();
-        let frames = checkpoint(&writer, "PASSIVE").unwrap();
+        let frames = checkpoint(&writer, "PASSIVE").unwrap().frames;
         assert!(frames <= 2, "the write after the restart went to frame {frames}, not the WAL's start");
     }
 

@@ -104,8 +104,8 @@ pub struct LedgerStats {
     pub checkpoints: u64,
     /// WAL restarts run by the writer between groups that started the WAL over.
     pub checkpoint_restarts: u64,
-    /// WAL restarts that found a read still on the WAL and were put off to after the next
-    /// group, rather than have the writer wait for it.
+    /// WAL restarts that found a read still on the WAL, or the checkpoint thread copying, and
+    /// were put off to after the next group, rather than have the writer wait.
     pub checkpoint_restarts_deferred: u64,
     /// Frames (pages) in the WAL at the last checkpoint.
     pub wal_frames: u64,

@@ -228,7 +228,7 @@ const LEDGER_FIGURES: [(&str, &str); 7] = [
     ("ledger_checkpoint_restarts_total", "WAL checkpoints that started the WAL over (SQLite)"),
     (
         "ledger_checkpoint_restarts_deferred_total",
-        "WAL restarts put off to after the next group because a read was still on the WAL (SQLite)",
+        "WAL restarts put off to after the next group: a read on the WAL or a checkpoint was in the way (SQLite)",
     ),
     ("ledger_checkpoint_seconds_total", "Time spent in WAL checkpoints off the commit path (SQLite)"),
     (
