@@ -98,6 +98,39 @@ async fn retransmission_returns_the_stored_answer_and_replays_move_nothing() {
     bank.shutdown().await;
 }
 
+/// The same packet sent by eight callers at once: they all look at the SIM before the first
+/// booking, and all but one find it moved once they hold its lock. Those run steps 5 to 7
+/// again on the SIM as it is now, see a retransmission and answer with the stored answer: one
+/// booking, eight byte-identical answers, no 503 from a second booking of the same session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_packet_sent_at_once_is_booked_once_and_answered_alike() {
+    let mut bank = Bank::start().await;
+    let account = bank.create_account(&AccountSpec::debit("4000120000000003", "2468", 10_000)).await;
+    let mut sim = bank.new_sim("8949012300000000003", &[&account]).await;
+
+    let packet = sim.pay(&account, "AT-ONCE-1", 700, "2468");
+    let send = || bank.authorize(&packet, "AT-ONCE-1", 700);
+    let (a, b, c, d, e, f, g, h) = tokio::join!(send(), send(), send(), send(), send(), send(), send(), send());
+    let answers = [a, b, c, d, e, f, g, h];
+    for answer in &answers {
+        assert_eq!(answer.status, 200, "{:?}", answer.json);
+        assert_eq!(answer.code(), "00");
+        assert_eq!(answer.body, answers[0].body, "every caller gets the one stored answer");
+        assert_eq!(answer.jws, answers[0].jws);
+    }
+    assert_eq!(bank.available(&account).await, 9_300, "booked once");
+    let stored = bank.ledger.sim(&sim.sim_id).await.unwrap().unwrap();
+    assert_eq!(stored.counter.value(), 1, "one session");
+    let outcome = sim.read_answer(&answers[0]);
+    assert!(outcome.approved());
+
+    // The SIM goes on with the next keys.
+    let next = sim.pay(&account, "AT-ONCE-2", 300, "2468");
+    assert_eq!(bank.authorize(&next, "AT-ONCE-2", 300).await.code(), "00");
+    assert_eq!(bank.available(&account).await, 9_000);
+    bank.shutdown().await;
+}
+
 /// An amount the ledger cannot book (above i64::MAX minor units) is a format error at step 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_amount_beyond_what_the_ledger_books_is_a_format_error() {

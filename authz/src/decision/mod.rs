@@ -39,8 +39,8 @@ use mps_protocol::{Amount, AuthCode, Currency, ResponseCode};
 use time::OffsetDateTime;
 
 use crate::ledger::{
-    AccountRecord, DeclineCode, Ledger, LedgerError, PasswordEffect, SessionCommit, SessionOutcome, SimRecord,
-    Transaction,
+    AccountRecord, DecisionState, DeclineCode, Ledger, LedgerError, PasswordEffect, SessionCommit, SessionOutcome,
+    SimRecord, Transaction,
 };
 use crate::ops::metrics::{Metrics, Stage};
 
@@ -260,24 +260,47 @@ impl Authorizer {
             Ok(session) => session,
             Err(done) => return Ok(done),
         };
+        // Fixed order of the three tables (SIM, order, account) rules out deadlocks; the order
+        // lock keeps two SIMs from approving one merchant order at once (step 11). All three are
+        // held before the read under them, so the SIM, the account and the order it reads stay
+        // as read until the booking is durable.
         let _sim_guard = self.sim_locks.lock(sim_id.as_str()).await;
-        let current = self.ledger_call(self.ledger.sim(sim_id)).await?;
-        let (sim, opened) = if current.as_ref() == Some(&sim) {
+        let _order_guard = self.order_locks.lock(&(request.merchant_id, request.order_no)).await;
+        let mut account_guard = self.account_locks.lock(opened.account.expose()).await;
+        let mut state = self.state_under_locks(request, sim_id, &opened.account).await?;
+        let (sim, opened) = if state.sim.as_ref() == Some(&sim) {
             (sim, opened)
         } else {
+            let locked_account = opened.account.clone();
             drop(opened);
-            match self.steps_5_to_7(request, packet, current, &mut mac_check).await? {
+            let (sim, opened) = match self.steps_5_to_7(request, packet, state.sim.take(), &mut mac_check).await? {
                 Ok(session) => session,
                 Err(done) => return Ok(done),
+            };
+            // The same packet opens to the same account under a moved SIM; should it name
+            // another, that account is locked (still after the SIM and the order) and read.
+            if opened.account != locked_account {
+                drop(account_guard);
+                account_guard = self.account_locks.lock(opened.account.expose()).await;
+                state = self.state_under_locks(request, sim_id, &opened.account).await?;
             }
+            (sim, opened)
         };
         // The MAC verified: this check's place under the MAC-failure limit comes back.
         drop(mac_check);
-        // Fixed order of the three tables (SIM, order, account) rules out deadlocks; the order
-        // lock keeps two SIMs from approving one merchant order at once (step 11).
-        let _order_guard = self.order_locks.lock(&(request.merchant_id, request.order_no)).await;
-        let _account_guard = self.account_locks.lock(opened.account.expose()).await;
-        self.authenticated(request, packet, &sim, opened, attempt).await.map(Authentication::Reply)
+        let reply = self.authenticated(request, packet, &sim, opened, state, attempt).await;
+        drop(account_guard);
+        reply.map(Authentication::Reply)
+    }
+
+    /// The read under the locks: the SIM again, the account and the order, in one snapshot.
+    async fn state_under_locks(
+        &self,
+        request: &AuthorizationRequest,
+        sim_id: &mps_protocol::SimId,
+        account: &mps_protocol::Account,
+    ) -> Early<DecisionState> {
+        self.ledger_call(self.ledger.decision_state(sim_id, account, &request.merchant_id, &request.order_no)).await
     }
 
     /// Steps 5 and 6 on the SIM as read, then step 7 in the HSM; a failed MAC is counted in
@@ -342,12 +365,13 @@ impl Authorizer {
         packet: &PayerPacket,
         sim: &SimRecord,
         opened: OpenedSession,
+        state: DecisionState,
         attempt: &Attempt,
     ) -> Early<Reply> {
         let now = self.settings.clock.now();
         let business_day = self.settings.cutoff.business_day(now);
-        let account = self.ledger_call(self.ledger.account(&opened.account)).await?;
-        let decision = self.decide(request, sim, &opened, account.as_ref(), business_day).await?;
+        let DecisionState { account, order_authorized, .. } = state;
+        let decision = self.decide(request, sim, &opened, account.as_ref(), order_authorized, business_day).await?;
         let outcome = match DeclineCode::new(decision.code) {
             None => SessionOutcome::Approved { auth_code: approve::new_auth_code() },
             Some(code) => SessionOutcome::Declined { code, password_effect: decision.password_effect },
@@ -414,6 +438,7 @@ impl Authorizer {
         sim: &SimRecord,
         opened: &OpenedSession,
         account: Option<&AccountRecord>,
+        order_authorized: bool,
         business_day: time::Date,
     ) -> Early<Decision> {
         let refuse = |code| Ok(Decision { code, password_effect: PasswordEffect::None });
@@ -429,8 +454,7 @@ impl Authorizer {
         let verified = |code| Decision { code, password_effect: password.effect };
         // The account row just read carries the day's running total: no sum, no second read.
         let approved_today = self.ledger_call(self.ledger.approved_on(account, business_day)).await?;
-        let seen = self.ledger_call(self.ledger.order_authorized(&request.merchant_id, &request.order_no)).await?;
-        match rules::after_password(account, request.amount, approved_today, seen) {
+        match rules::after_password(account, request.amount, approved_today, order_authorized) {
             Ok(()) => Ok(verified(ResponseCode::Approved)),
             Err(code) => Ok(verified(code)),
         }

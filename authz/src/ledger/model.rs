@@ -314,6 +314,17 @@ pub struct SimRecord {
     pub created_at: OffsetDateTime,
 }
 
+/// What the decision reads under its locks, from one snapshot ([`super::Ledger::decision_state`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionState {
+    /// The SIM, read again under its lock.
+    pub sim: Option<SimRecord>,
+    /// The account the packet names.
+    pub account: Option<AccountRecord>,
+    /// Whether the merchant order has an approval that stands (step 11).
+    pub order_authorized: bool,
+}
+
 /// An account as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountRecord {
