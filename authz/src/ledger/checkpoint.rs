@@ -295,7 +295,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_writer_no_longer_checkpoints_inside_its_commits() {
         // The thread asleep for a minute: only the writer could checkpoint, and its automatic
-        // checkpoint now waits for 4 × 16 MiB, far above SQLite's 1000 pages.
+        // checkpoint now waits for 4 × 64 MiB, far above SQLite's 1000 pages.
         let config = LedgerConfig { checkpoint_interval_ms: 60_000, ..LedgerConfig::default() };
         let (_dir, path, ledger) = open_ledger(config);
         pay(&ledger, 600).await;

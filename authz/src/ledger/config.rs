@@ -58,7 +58,7 @@ impl Default for LedgerConfig {
             statement_lines_max: 1_000,
             stored_answer_bytes_max: 64 * 1024,
             checkpoint_interval_ms: 100,
-            wal_restart_bytes: 16 * 1024 * 1024,
+            wal_restart_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -330,6 +330,12 @@ pub(crate) fn configure_writer(conn: &Connection, busy_timeout: std::time::Durat
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "trusted_schema", "OFF")?;
+    // A group runs each command under a savepoint, so that a failed one is undone alone; the
+    // savepoint keeps the original of every page its command changes. SQLite keeps that
+    // journal in memory up to 64 KiB and then spills it into a temporary file, and one booking
+    // changes more than fifteen pages: every group created, wrote (two calls per page) and
+    // deleted a file. In memory, the journal is a copy. Its size is bounded by the group's.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     check_durable(conn)
 }
 
@@ -453,6 +459,8 @@ mod tests {
         assert_eq!(synchronous, 2, "FULL");
         let mode: String = conn.pragma_query_value(None, "journal_mode", |row| row.get(0)).unwrap();
         assert_eq!(mode, "wal");
+        let temp_store: i64 = conn.pragma_query_value(None, "temp_store", |row| row.get(0)).unwrap();
+        assert_eq!(temp_store, 2, "savepoint journals in memory, not spilled to a file per group");
         conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
         let error = check_durable(&conn).unwrap_err().to_string();
         assert!(error.contains("synchronous=1"), "{error}");
