@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use mps_pki::TrustStore;
+use sha2::{Digest, Sha256};
 
 use crate::config::{AuthzConfig, MerchantTrustConfig, ServerConfig};
 use crate::decision::merchant::MerchantVerifier;
@@ -71,12 +72,15 @@ pub struct Revocation {
     metrics: Arc<Metrics>,
 }
 
-/// A file's length and modification time: a change of either triggers a reload.
+/// A file's content, by its SHA-256 (None: unreadable): a change triggers a reload. Not its
+/// length and modification time: a CRL issued anew has the same length as the one before, and
+/// two writes within one tick of the file system's clock leave the same time, so a check that
+/// fell between a publisher's two writes of one file loaded the first and never saw the second
+/// (CI saw it: fresh CRLs never loaded, and authz stayed not ready on the near-expiry ones).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Stamp {
     path: PathBuf,
-    modified: Option<SystemTime>,
-    len: Option<u64>,
+    sha256: Option<[u8; 32]>,
 }
 
 impl Revocation {
@@ -212,14 +216,31 @@ pub fn merchant_trust(merchants: &MerchantTrustConfig) -> Result<TrustStore, Str
 fn stamps(listener: &ServerConfig, merchants: &MerchantTrustConfig) -> Vec<Stamp> {
     let files =
         listener.client_ca.iter().chain(&listener.client_crls).chain(&merchants.scheme_ca).chain(&merchants.crls);
-    files
-        .map(|path| {
-            let metadata = std::fs::metadata(path).ok();
-            Stamp {
-                path: path.clone(),
-                modified: metadata.as_ref().and_then(|m| m.modified().ok()),
-                len: metadata.map(|m| m.len()),
-            }
-        })
-        .collect()
+    files.map(|path| stamp(path)).collect()
+}
+
+fn stamp(path: &std::path::Path) -> Stamp {
+    Stamp { path: path.to_owned(), sha256: std::fs::read(path).ok().map(|bytes| Sha256::digest(bytes).into()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rewrite of the same length that leaves the same modification time is still a change.
+    #[test]
+    fn a_same_size_rewrite_within_one_clock_tick_is_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("crls.pem");
+        std::fs::write(&path, b"first CRL").unwrap();
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let before = stamp(&path);
+        std::fs::write(&path, b"fresh CRL").unwrap();
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(modified).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), modified);
+        assert_ne!(stamp(&path), before, "same length and time, other content: must reload");
+        assert_eq!(stamp(&path), stamp(&path), "nothing changed: no reload");
+        std::fs::remove_file(&path).unwrap();
+        assert_ne!(stamp(&path), before, "a file gone is a change too");
+    }
 }
