@@ -47,7 +47,7 @@ pub enum PemError {
 }
 
 /// Reads a whole file, refusing files larger than [`PEM_FILE_BYTES_MAX`].
-pub(crate) fn read_limited(path: &Path) -> Result<Vec<u8>, PemError> {
+pub fn read_limited(path: &Path) -> Result<Vec<u8>, PemError> {
     let io_error = |source| PemError::Io { path: path.display().to_string(), source };
     let file = std::fs::File::open(path).map_err(io_error)?;
     let mut bytes = Vec::new();

@@ -219,8 +219,11 @@ fn stamps(listener: &ServerConfig, merchants: &MerchantTrustConfig) -> Vec<Stamp
     files.map(|path| stamp(path)).collect()
 }
 
+/// Read with the bound the reload itself reads with ([`mps_pki::pem::read_limited`]): a file
+/// too large to load is not read whole at every check either.
 fn stamp(path: &std::path::Path) -> Stamp {
-    Stamp { path: path.to_owned(), sha256: std::fs::read(path).ok().map(|bytes| Sha256::digest(bytes).into()) }
+    let sha256 = mps_pki::pem::read_limited(path).ok().map(|bytes| Sha256::digest(bytes).into());
+    Stamp { path: path.to_owned(), sha256 }
 }
 
 #[cfg(test)]
