@@ -36,7 +36,6 @@ use std::time::Instant;
 use mps_hsm::{AnswerContent, Hsm, OpenedSession, SessionError};
 use mps_protocol::wire::PayerPacket;
 use mps_protocol::{Amount, AuthCode, Currency, ResponseCode};
-use time::OffsetDateTime;
 
 use crate::ledger::{
     AccountRecord, DecisionState, DeclineCode, Ledger, LedgerError, PasswordEffect, SessionCommit, SessionOutcome,
@@ -377,7 +376,7 @@ impl Authorizer {
             Some(code) => SessionOutcome::Declined { code, password_effect: decision.password_effect },
         };
         let auth_code = outcome.stored().auth_code().unwrap_or(AuthCode::NONE);
-        let txn_id = approve::new_txn_id();
+        let txn_id = approve::new_txn_id(now);
         let (balance, currency) = Self::answer_balance(account.as_ref(), decision.code, request);
         let content = AnswerContent { response_code: decision.code, auth_code, balance, currency, txn_id };
         let sealed = self.timed(Stage::Hsm, self.hsm.seal_answer(opened.ticket, content)).await.map_err(|e| {
@@ -491,8 +490,9 @@ impl Authorizer {
         sim_id: &mps_protocol::SimId,
         code: ResponseCode,
     ) -> Early<Reply> {
-        let txn_id = approve::new_txn_id();
-        let body = response::body(request, code, AuthCode::NONE, txn_id, OffsetDateTime::now_utc(), None);
+        let now = self.settings.clock.now();
+        let txn_id = approve::new_txn_id(now);
+        let body = response::body(request, code, AuthCode::NONE, txn_id, now, None);
         let signature = self.sign(&body).await?;
         tracing::info!(txn_id = %txn_id.to_hex(), code = code.as_str(), "authorization refused before authentication");
         let about = About::order(request.merchant_id, request.amount, request.currency).with_sim(sim_id);

@@ -180,7 +180,7 @@ impl Authorizer {
             }
         };
         let now = self.settings.clock.now();
-        let reversal_id = approve::new_txn_id();
+        let reversal_id = approve::new_txn_id(now);
         let body = answer_body(&request, outcome, reversal_id, now);
         let signature = self.sign(&body).await?;
         let commit = ReversalCommit {
