@@ -2,6 +2,7 @@
 //! server exports them to Prometheus; this crate does not depend on a metrics library.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::error::{HsmError, SessionError};
 
@@ -30,6 +31,8 @@ pub struct PoolMetrics {
     pub reconnects_total: u64,
     /// Planned re-initialisations ([`crate::Hsm::recycle`], automatic or called).
     pub recycles_total: u64,
+    /// Time spent in them (drain, finalise, initialise and log in again), failed ones too.
+    pub recycle_time_total: Duration,
     /// Session objects created since start.
     pub objects_created_total: u64,
     /// Session objects created since the last (re-)initialisation: SoftHSM's memory grows
@@ -60,6 +63,8 @@ pub struct MemberMetrics {
     pub reconnects_total: u64,
     /// Its planned re-initialisations.
     pub recycles_total: u64,
+    /// Time it spent in them: it took no work meanwhile.
+    pub recycle_time_total: Duration,
 }
 
 impl PoolMetrics {
@@ -75,6 +80,7 @@ impl PoolMetrics {
             errors_total: HsmError::KINDS.iter().chain(SESSION_KINDS.iter()).map(|name| (*name, 0)).collect(),
             reconnects_total: 0,
             recycles_total: 0,
+            recycle_time_total: Duration::ZERO,
             objects_created_total: 0,
             objects_since_init: 0,
             destroy_failures_total: 0,
@@ -92,6 +98,7 @@ impl PoolMetrics {
             }
             total.reconnects_total += m.reconnects_total;
             total.recycles_total += m.recycles_total;
+            total.recycle_time_total += m.recycle_time_total;
             total.objects_created_total += m.objects_created_total;
             total.objects_since_init += m.objects_since_init;
             total.destroy_failures_total += m.destroy_failures_total;
@@ -104,6 +111,7 @@ impl PoolMetrics {
                 errors_total: m.errors_total.iter().map(|(_, count)| count).sum(),
                 reconnects_total: m.reconnects_total,
                 recycles_total: m.recycles_total,
+                recycle_time_total: m.recycle_time_total,
             });
         }
         total
@@ -118,6 +126,7 @@ pub(crate) struct Metrics {
     errors: [AtomicU64; KIND_COUNT],
     pub reconnects: AtomicU64,
     pub recycles: AtomicU64,
+    recycle_micros: AtomicU64,
     pub objects_created: AtomicU64,
     pub objects_since_init: AtomicU64,
     pub destroy_failures: AtomicU64,
@@ -153,6 +162,11 @@ impl Metrics {
         }
     }
 
+    pub fn add_recycle_time(&self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.recycle_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
     pub fn object_created(&self) {
         self.objects_created.fetch_add(1, Ordering::Relaxed);
         self.objects_since_init.fetch_add(1, Ordering::Relaxed);
@@ -171,6 +185,7 @@ impl Metrics {
             errors_total: names.zip(self.errors.iter()).map(|(name, count)| (*name, load(count))).collect(),
             reconnects_total: load(&self.reconnects),
             recycles_total: load(&self.recycles),
+            recycle_time_total: Duration::from_micros(load(&self.recycle_micros)),
             objects_created_total: load(&self.objects_created),
             objects_since_init: load(&self.objects_since_init),
             destroy_failures_total: load(&self.destroy_failures),

@@ -125,10 +125,25 @@ impl Supervisor {
         self.shared.set_state(PoolState::Recycling);
         let started = Instant::now();
         let drain_until = started + Duration::from_millis(self.shared.config.recycle_drain_ms);
-        match self.reconnect(Some(drain_until)) {
+        // Timed part by part: while it lasts this HSM takes no work, and the finalise's share
+        // grows with the session objects SoftHSM frees (recycle_after_objects).
+        self.detach_all(Some(drain_until));
+        let drained = Instant::now();
+        self.finalise();
+        let finalised = Instant::now();
+        let connected = self.connect();
+        let ended = Instant::now();
+        self.shared.metrics.add_recycle_time(ended.saturating_duration_since(started));
+        match connected {
             Ok(()) => {
-                let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                tracing::info!(elapsed_ms, "HSM connection recycled: drained, finalised, logged in again");
+                let ms = |from: Instant, to: Instant| u64::try_from((to - from).as_millis()).unwrap_or(u64::MAX);
+                tracing::info!(
+                    elapsed_ms = ms(started, ended),
+                    drain_ms = ms(started, drained),
+                    finalise_ms = ms(drained, finalised),
+                    connect_ms = ms(finalised, ended),
+                    "HSM connection recycled: drained, finalised, logged in again"
+                );
                 self.shared.metrics.recycles.fetch_add(1, Ordering::Relaxed);
                 self.shared.set_state(PoolState::Up);
                 answer(reply, Ok(()));
@@ -220,11 +235,16 @@ impl Supervisor {
     /// Detach, close the anchor, finalise, then connect again.
     fn reconnect(&mut self, drain_until: Option<Instant>) -> Result<(), HsmError> {
         self.detach_all(drain_until);
+        self.finalise();
+        self.connect()
+    }
+
+    /// Closes the anchor and finalises the module (once the workers gave up their sessions).
+    fn finalise(&mut self) {
         self.anchor = None;
         if let Some(old) = self.module.take() {
             module::finalise_if_current(&old.path, old.epoch);
         }
-        self.connect()
     }
 
     /// Initialise, find the token, log in on a new anchor session, find the keys, read the

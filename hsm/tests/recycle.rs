@@ -29,6 +29,7 @@ async fn recycle_drains_queues_and_frees() {
     // after the recycle instead of failing.
     let packet = sim.packet(100, [9; 16]);
     let opened = hsm.open_session(&wrapped, packet.fields.counter, sim.rsn, &packet).await.unwrap();
+    let began = std::time::Instant::now();
     let recycling = tokio::spawn({
         let hsm = hsm.clone();
         async move { hsm.recycle().await }
@@ -41,9 +42,15 @@ async fn recycle_drains_queues_and_frees() {
     let sealed = hsm.seal_answer(opened.ticket, approved(7)).await;
     assert!(sealed.is_ok(), "{sealed:?}");
     recycling.await.unwrap().unwrap();
+    let wall = began.elapsed();
     signing.await.unwrap().unwrap();
     let metrics = hsm.metrics();
     assert_eq!(metrics.recycles_total, 1);
+    // The time the HSM took no work: at least the drain's wait for the seal sent 100 ms in,
+    // at most the recycle call's wall time.
+    let took = metrics.recycle_time_total;
+    assert!(took >= Duration::from_millis(100) && took <= wall, "{took:?} of {wall:?}");
+    assert_eq!(metrics.members[0].recycle_time_total, took);
     assert_eq!(metrics.reconnects_total, 0);
     // Only the workers' fresh key copies (4 per worker) since re-initialisation, plus the
     // signature's none.

@@ -126,6 +126,15 @@ async fn a_minute_of_hsm_recycles_fails_no_request_and_keeps_memory_under_its_ce
     assert_eq!(summary["errors"], 0, "{summary:#}");
     let recycles = summary["hsm_recycles"].as_u64().unwrap();
     assert!(recycles >= 10, "the HSM was recycled many times while serving: {summary:#}");
+    // authz exports the time its HSM was out for them: more than nothing, less than the run.
+    let metrics = reqwest::get(format!("http://{admin}/metrics")).await.unwrap().text().await.unwrap();
+    let recycle_seconds: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("mps_authz_hsm_member_recycle_seconds_total{hsm=\"0\"} "))
+        .unwrap_or_else(|| panic!("no recycle time in /metrics:\n{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(recycle_seconds > 0.0 && recycle_seconds < DURATION_S as f64, "{recycle_seconds} s");
     let rss_max = summary["rss_bytes_max"].as_u64().unwrap();
     assert!(rss_max > 1024 * 1024 && rss_max <= RSS_MIB_MAX * 1024 * 1024, "{summary:#}");
     for check in summary["checks"].as_array().unwrap() {

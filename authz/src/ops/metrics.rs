@@ -303,7 +303,7 @@ const HSM_GAUGES: [(&str, &str); 10] = [
 /// Per-HSM figures of a pool over several HSMs, labelled `hsm="<index>"` (0 is the HSM of
 /// `[hsm]`'s own keys, 1 the first of `[[hsm.additional]]`): at most 8 label values.
 type MemberFigure = fn(&mps_hsm::MemberMetrics) -> f64;
-const HSM_MEMBER_GAUGES: [(&str, &str, MemberFigure); 7] = [
+const HSM_MEMBER_GAUGES: [(&str, &str, MemberFigure); 8] = [
     ("hsm_member_up", "1 when this HSM of the pool is logged in and takes work", |m| f64::from(u8::from(m.ready))),
     ("hsm_member_pool_size", "Sessions (worker threads) on this HSM", |m| m.pool_size as f64),
     ("hsm_member_in_flight", "Operations submitted to this HSM and not yet answered", |m| m.in_flight as f64),
@@ -311,6 +311,11 @@ const HSM_MEMBER_GAUGES: [(&str, &str, MemberFigure); 7] = [
     ("hsm_member_errors_total", "Failed operations on this HSM, every kind", |m| m.errors_total as f64),
     ("hsm_member_reconnects_total", "Re-initialisations of this HSM after it was lost", |m| m.reconnects_total as f64),
     ("hsm_member_recycles_total", "Planned re-initialisations of this HSM", |m| m.recycles_total as f64),
+    (
+        "hsm_member_recycle_seconds_total",
+        "Time this HSM spent in planned re-initialisations (drain, finalise, log in), taking no work",
+        |m| m.recycle_time_total.as_secs_f64(),
+    ),
 ];
 
 impl HsmCollector {
