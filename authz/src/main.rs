@@ -247,8 +247,9 @@ async fn run(command: Command, config: AuthzConfig) -> Result<(), CliError> {
             Ok(())
         }
         Command::Serve => {
-            let writer = std::io::stdout;
-            mps_authz::ops::logging::init(&config.log.level, &config.log.format, writer).map_err(CliError::new)?;
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            mps_authz::ops::logging::init(&config.log.level, &config.log.format, std::io::stdout, ansi)
+                .map_err(CliError::new)?;
             app::serve(config).await.map_err(CliError::new)
         }
         Command::Account(command) => account(&config, command).await,

@@ -50,7 +50,8 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: GatewayConfig) -> ExitCode {
-    if let Err(error) = mps_gateway::ops::logging::init(&config.log.level, &config.log.format, std::io::stdout) {
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    if let Err(error) = mps_gateway::ops::logging::init(&config.log.level, &config.log.format, std::io::stdout, ansi) {
         eprintln!("error: {error}");
         return ExitCode::FAILURE;
     }

@@ -142,7 +142,8 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), String> {
 }
 
 fn serve(config: &MerchantConfig) -> Result<(), String> {
-    mps_merchant::ops::logging::init(&config.log.level, &config.log.format, std::io::stderr)
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    mps_merchant::ops::logging::init(&config.log.level, &config.log.format, std::io::stderr, ansi)
         .map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -36,7 +36,7 @@ const ACCOUNT: &str = "4000125555666677";
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn logs_hold_no_password_no_account_number_and_no_key() {
     let capture = Capture::default();
-    mps_authz::ops::logging::init("debug", "json", capture.clone()).unwrap();
+    mps_authz::ops::logging::init("debug", "json", capture.clone(), false).unwrap();
 
     let mut bank = Bank::start().await;
     let account = bank.create_account(&AccountSpec::debit(ACCOUNT, PASSWORD, 5_000)).await;
