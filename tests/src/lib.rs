@@ -5,6 +5,7 @@
 
 pub mod booked;
 pub mod browser;
+pub mod logs;
 pub mod openapi;
 pub mod process;
 

@@ -3,31 +3,8 @@
 //! insufficient funds), a retransmission, a flipped bit and registration.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
+use mps_tests::logs::Capture;
 use mps_tests::{AccountSpec, Bank};
-use tracing_subscriber::fmt::MakeWriter;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 const PASSWORD: &str = "Pw!7319x";
 const WRONG_PASSWORD: &str = "Zq#5820y";
@@ -68,7 +45,7 @@ async fn logs_hold_no_password_no_account_number_and_no_key() {
     assert_eq!(answer.code(), "51");
     bank.shutdown().await;
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(logs.lines().count() > 10, "the run must have logged something: {logs}");
     assert!(logs.lines().all(|line| serde_json::from_str::<serde_json::Value>(line).is_ok()), "every line is JSON");
     assert!(logs.contains("400012******6677"), "accounts appear masked");

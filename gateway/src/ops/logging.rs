@@ -39,45 +39,10 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Capture {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().map_err(|_| std::io::ErrorKind::Other)?.extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl MakeWriter<'_> for Capture {
-        type Writer = Capture;
-        fn make_writer(&self) -> Capture {
-            self.clone()
-        }
-    }
-
-    fn written(format: &str, ansi: bool) -> String {
-        let capture = Capture::default();
-        let Ok(dispatch) = dispatch("info", format, capture.clone(), ansi) else { panic!("{format}") };
-        tracing::dispatcher::with_default(&dispatch, || tracing::info!(figure = 7, "a line"));
-        let bytes = capture.0.lock().map(|b| b.clone()).unwrap_or_default();
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
 
     #[test]
     fn colour_codes_only_when_asked_for() {
-        let plain = written("text", false);
-        assert!(plain.contains("a line") && plain.contains("figure=7"), "{plain:?}");
-        assert!(!plain.contains('\x1b'), "escape codes in a file's log: {plain:?}");
-        assert!(written("text", true).contains('\x1b'), "a terminal gets colour");
-        assert!(!written("json", false).contains('\x1b'));
+        mps_tests::logs::assert_colour_only_when_asked(|format, capture, ansi| dispatch("info", format, capture, ansi));
     }
 }
