@@ -11,7 +11,7 @@
 
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::Session;
 
 use crate::config::{HsmConfig, Pin};
 use crate::custody::{
@@ -19,7 +19,7 @@ use crate::custody::{
     token_secret_keys, unwrap_template_forcing_sensitive,
 };
 use crate::error::{HsmError, from_cryptoki};
-use crate::module::{self, Initialised, OwnedSession, find_slot, find_token_object, login};
+use crate::module::{self, Initialised, OwnedSession, find_token_object};
 use crate::templates::P256_OID_DER;
 
 /// Label prefix of SIM vendors' transport keys: `mps-tk-<vendor>`.
@@ -178,10 +178,7 @@ struct UserSession {
 
 impl UserSession {
     fn open(config: &HsmConfig, user_pin: &Pin) -> Result<Self, HsmError> {
-        let initialised = module::initialise(&config.module_path)?;
-        let slot = find_slot(&initialised.pkcs11, &config.token_label)?;
-        let owned = OwnedSession::open(&initialised, slot, true)?;
-        login(owned.get()?, UserType::User, user_pin)?;
+        let (initialised, owned) = module::user_session(&config.module_path, &config.token_label, true, user_pin)?;
         // Closing this session (not C_Logout) leaves any other session of the process logged in.
         Ok(Self { owned, _module: initialised })
     }
@@ -467,11 +464,8 @@ const LISTED_FLAGS: [(AttributeType, &str); 18] = [
 
 /// Lists every token object the user can see, sorted by label and class.
 pub fn list_keys(config: &HsmConfig, user_pin: &Pin) -> Result<Vec<KeyInfo>, HsmError> {
-    let initialised = module::initialise(&config.module_path)?;
-    let slot = find_slot(&initialised.pkcs11, &config.token_label)?;
-    let owned = OwnedSession::open(&initialised, slot, false)?;
+    let (_module, owned) = module::user_session(&config.module_path, &config.token_label, false, user_pin)?;
     let session = owned.get()?;
-    login(session, UserType::User, user_pin)?;
     let handles = {
         let _lookup = module::key_lookup_lock();
         session.find_objects(&[Attribute::Token(true)]).map_err(from_cryptoki)?

@@ -180,6 +180,24 @@ pub(crate) fn find_slot(pkcs11: &Pkcs11, label: &str) -> Result<Slot, HsmError> 
     Err(HsmError::TokenNotFound { label: label.to_owned() })
 }
 
+/// A session of its own on the token `label` of the module at `path`, logged in as the user,
+/// and the module it was opened in: for the ceremony and the tools, which connect once (a
+/// pool's members connect in the supervisor). The steps that touch the token's file run under
+/// [`token_file_lock`].
+pub(crate) fn user_session(
+    path: &Path,
+    label: &str,
+    read_write: bool,
+    pin: &Pin,
+) -> Result<(Initialised, OwnedSession), HsmError> {
+    let _token_file = token_file_lock();
+    let initialised = initialise(path)?;
+    let slot = find_slot(&initialised.pkcs11, label)?;
+    let owned = OwnedSession::open(&initialised, slot, read_write)?;
+    login(owned.get()?, UserType::User, pin)?;
+    Ok((initialised, owned))
+}
+
 /// C_Login; `CKR_USER_ALREADY_LOGGED_IN` is success (login state is per process).
 pub(crate) fn login(session: &Session, user: UserType, pin: &Pin) -> Result<(), HsmError> {
     match session.login(user, Some(pin.auth_pin())) {
@@ -187,6 +205,20 @@ pub(crate) fn login(session: &Session, user: UserType, pin: &Pin) -> Result<(), 
         Err(e) if rv_of(&e) == Some(RvError::UserAlreadyLoggedIn) => Ok(()),
         Err(e) => Err(from_cryptoki(e)),
     }
+}
+
+/// Serialises, inside the process, the steps that read or write a token's own file
+/// (`token.object` in SoftHSM): C_Initialize and C_GetTokenInfo read it, and every C_Login
+/// rewrites it (the PIN-count flags), even with the right PIN. SoftHSM guards the file with
+/// POSIX record locks, which never exclude two holders in one process, so two copies of the
+/// module on one token (a pool of "two HSMs" on SoftHSM, as the demo and the tests run it)
+/// would read it half rewritten: the token is missing from the slot list, or C_GetTokenInfo
+/// answers `CKR_GENERAL_ERROR`, and the connect fails. Taken before [`key_lookup_lock`],
+/// never inside it. Connections are rare (start, recycle, recovery), so one lock costs
+/// nothing.
+pub(crate) fn token_file_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Serialises token-object lookups with key copies inside the process. SoftHSM's

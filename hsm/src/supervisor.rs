@@ -152,7 +152,8 @@ impl Supervisor {
             Err(e) => {
                 tracing::warn!(error = %e, "HSM recycle failed; retrying with backoff");
                 self.shared.set_state(PoolState::Down);
-                answer(reply, Err(HsmError::Unavailable));
+                // The caller learns why; the pool reconnects by itself either way.
+                answer(reply, Err(e));
                 self.reconnect_loop()
             }
         }
@@ -248,8 +249,10 @@ impl Supervisor {
     }
 
     /// Initialise, find the token, log in on a new anchor session, find the keys, read the
-    /// public key, attach every worker.
+    /// public key, attach every worker. One connect at a time in the process (see
+    /// [`module::token_file_lock`]): another member's recycle waits for this one.
     pub fn connect(&mut self) -> Result<(), HsmError> {
+        let _token_file = module::token_file_lock();
         let config = &self.shared.config;
         let initialised = module::initialise(&config.module_path)?;
         // Keep it even if the rest fails, so the next attempt finalises it first.

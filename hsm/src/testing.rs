@@ -231,11 +231,8 @@ pub fn make_weak_kek(
     extractable: bool,
     with_unwrap_template: bool,
 ) -> Result<(), HsmError> {
-    let initialised = module::initialise(&config.module_path)?;
-    let slot = module::find_slot(&initialised.pkcs11, &config.token_label)?;
-    let owned = module::OwnedSession::open(&initialised, slot, true)?;
+    let (_module, owned) = module::user_session(&config.module_path, &config.token_label, true, &config.load_pin()?)?;
     let session = owned.get()?;
-    module::login(session, cryptoki::session::UserType::User, &config.load_pin()?)?;
     // The ceremony's own KEK template, weakened only where asked.
     let unwrap_template = crate::custody::unwrap_template_forcing_sensitive();
     let template: Vec<Attribute> = ceremony::kek_template(label)
@@ -393,8 +390,11 @@ pub async fn session_object_count(hsm: &Hsm) -> Result<usize, HsmError> {
 /// C_CloseAllSessions on the token's slot through a second handle of the module, as an
 /// outage that closes the pool's sessions (and logs the token out) under its feet.
 pub fn close_all_sessions(config: &HsmConfig) -> Result<(), HsmError> {
-    let initialised = module::initialise(&config.module_path)?;
-    let slot = module::find_slot(&initialised.pkcs11, &config.token_label)?;
+    let slot = {
+        let _token_file = module::token_file_lock();
+        let initialised = module::initialise(&config.module_path)?;
+        module::find_slot(&initialised.pkcs11, &config.token_label)?
+    };
     // SAFETY: loads the same shared library (dlopen returns the already-loaded instance) and
     // calls its exported C_CloseAllSessions with a valid slot id; the function takes no
     // pointers. Test support only.
@@ -419,11 +419,8 @@ pub fn finalize_module_behind_the_pool(config: &HsmConfig) -> Result<(), HsmErro
 /// from the token object `label` of `class`, in a session of its own, logged in as the user.
 /// `Ok` means the token allowed it (the derived key is destroyed); for key-policy tests.
 pub fn try_derive_from_token_key(config: &HsmConfig, label: &str, class: ObjectClass) -> Result<(), HsmError> {
-    let initialised = module::initialise(&config.module_path)?;
-    let slot = module::find_slot(&initialised.pkcs11, &config.token_label)?;
-    let owned = module::OwnedSession::open(&initialised, slot, false)?;
+    let (_module, owned) = module::user_session(&config.module_path, &config.token_label, false, &config.load_pin()?)?;
     let session = owned.get()?;
-    module::login(session, cryptoki::session::UserType::User, &config.load_pin()?)?;
     let key = module::find_token_object(session, class, label)?
         .ok_or_else(|| HsmError::KeyNotFound { label: label.to_owned() })?;
     let data = [0x5a; 32];
