@@ -35,7 +35,7 @@ const SAMPLE_EVERY_S: u64 = 2;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minute_of_hsm_recycles_fails_no_request_and_keeps_memory_under_its_ceiling() {
-    let program = build_binary("mps-authz", "authz");
+    let program = build_binary("authz");
     let token = TestToken::shared().unwrap();
     let files = Bank::builder().files().await;
     let dir = files.dir.path().to_owned();

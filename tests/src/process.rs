@@ -30,12 +30,18 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// Builds binary `name` of `package` into the running test's target directory and profile,
-/// then returns its path. `cargo test -p mps-tests` builds only this package's targets, so an
-/// `authz` left there by an earlier build could be stale; cargo (from `CARGO`, which it sets
-/// for the tests it runs) makes it current, and only relinks when nothing changed. A test
-/// binary started by hand (no `CARGO`) takes the binary that is there.
-pub fn build_binary(package: &str, name: &str) -> PathBuf {
+/// The binary `name` (authz, gateway, settlement, ...), built into the running test's target
+/// directory and profile exactly as the workspace's test run builds it, and its path.
+///
+/// `cargo test --workspace` (what `scripts/test` runs) already builds every binary the tests
+/// start, with the features the test build unifies (`mps-hsm/testing` among them). A `cargo
+/// build -p <package>` would resolve other features and compile a second copy of most of the
+/// tree into the same directory: about five minutes of a clean CI run. So this runs `cargo test
+/// --workspace --no-run`, which after such a run finds nothing to do, and after a narrower one
+/// (`cargo test -p mps-tests`, whose `authz` could be stale) builds what is missing. Cargo comes
+/// from `CARGO`, which it sets for the tests it runs; a test binary started by hand (no `CARGO`)
+/// takes the binary that is there.
+pub fn build_binary(name: &str) -> PathBuf {
     let Some(cargo) = std::env::var_os("CARGO") else {
         return binary(name);
     };
@@ -44,7 +50,7 @@ pub fn build_binary(package: &str, name: &str) -> PathBuf {
     let profile = profile_dir.file_name().and_then(|p| p.to_str()).unwrap();
     let mut command = Command::new(cargo);
     command
-        .args(["build", "--quiet", "-p", package, "--bin", name])
+        .args(["test", "--workspace", "--locked", "--no-run", "--quiet"])
         .env("CARGO_TARGET_DIR", target_dir)
         .current_dir(env!("CARGO_MANIFEST_DIR"));
     match profile {
@@ -57,7 +63,7 @@ pub fn build_binary(package: &str, name: &str) -> PathBuf {
         }
     }
     let status = command.status().unwrap();
-    assert!(status.success(), "`cargo build -p {package} --bin {name}` failed: {status}");
+    assert!(status.success(), "`cargo test --workspace --no-run` failed: {status}");
     binary(name)
 }
 

@@ -363,7 +363,7 @@ async fn sigkilled_authz_loses_no_approval_and_books_none_twice() {
     let kills = env_number("MPS_CRASH_KILLS").unwrap_or(KILLS_DEFAULT);
     let seed = env_number("MPS_CRASH_SEED").unwrap_or_else(rand::random);
     say(&format!("authz crash test: {kills} kills, seed {seed} (MPS_CRASH_SEED={seed} replays the schedule)"));
-    let program = build_binary("mps-authz", "authz");
+    let program = build_binary("authz");
 
     // The ledger gets its accounts and SIMs through the in-process server's parts; that server
     // stops (closing the ledger) before the `authz` process opens the same file.

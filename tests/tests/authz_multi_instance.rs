@@ -335,8 +335,8 @@ struct Processes {
 /// stopped); A and B are started on that database, B on a copy of the HSM token; then the
 /// gateway routing to A, then B.
 async fn start_network(cluster: &PgCluster) -> (Arc<Network>, Vec<Payer>, Processes) {
-    let authz = build_binary("mps-authz", "authz");
-    let gateway_program = build_binary("mps-gateway", "gateway");
+    let authz = build_binary("authz");
+    let gateway_program = build_binary("gateway");
     let dir = tempfile::tempdir().unwrap();
     let files = Bank::builder().with_postgres_ledger(cluster.connection_string(DATABASE)).files().await;
     let (listen_a, admin_a, listen_b, admin_b) = (free_port(), free_port(), free_port(), free_port());

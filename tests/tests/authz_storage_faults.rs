@@ -221,7 +221,7 @@ async fn a_full_disk_approves_nothing_and_service_resumes_when_space_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_read_only_ledger_approves_nothing_and_the_repair_loses_no_booking() {
     let Some(fs) = LoopExt4::mount() else { return };
-    let program = build_binary("mps-authz", "authz");
+    let program = build_binary("authz");
     let db = fs.path().join("authz.db");
 
     // Accounts and the SIM through the in-process server's parts; it stops, and its ledger is

@@ -196,7 +196,7 @@ async fn three_days_clear_to_what_the_ledger_booked_and_a_cleared_day_is_closed(
     // The same through the `authz` binary, on the same ledger: export writes the stored bytes
     // again, verify passes the directory, and a day that has not ended is refused with a
     // message that says when it may be exported.
-    let authz = mps_tests::process::build_binary("mps-authz", "authz");
+    let authz = mps_tests::process::build_binary("authz");
     let token = mps_hsm::testing::TestToken::shared().unwrap();
     let cli = |args: &[&str]| {
         std::process::Command::new(&authz)
@@ -340,7 +340,7 @@ async fn two_issuers_three_days_net_to_zero_and_settle_their_payables_to_zero() 
         }
         assert_eq!(cleared, payables(bank).await, "bank {}: the files hold what the ledger booked", bank.iin);
     }
-    let settlement = mps_tests::process::build_binary("mps-settlement", "settlement");
+    let settlement = mps_tests::process::build_binary("settlement");
     let out = dir.path().join("settled");
     let mut command = std::process::Command::new(&settlement);
     command.arg("run").arg("--out").arg(&out);
