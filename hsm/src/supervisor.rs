@@ -38,6 +38,19 @@ const WORKER_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often an idle supervisor checks whether an automatic recycle is due.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
+/// What a connect spent its time on, for the recycle's log line.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectTimes {
+    /// Waiting for another member's connect in this process ([`module::token_file_lock`]).
+    wait: Duration,
+    /// C_Initialize, the token's slot, the anchor session and C_Login.
+    login: Duration,
+    /// The long-lived keys found and checked against the key policy, the public keys read.
+    keys: Duration,
+    /// Every worker's new session and its session copies of the keys.
+    attach: Duration,
+}
+
 pub(crate) struct Supervisor {
     shared: Arc<Shared>,
     controls: Vec<Sender<Control>>,
@@ -135,13 +148,17 @@ impl Supervisor {
         let ended = Instant::now();
         self.shared.metrics.add_recycle_time(ended.saturating_duration_since(started));
         match connected {
-            Ok(()) => {
-                let ms = |from: Instant, to: Instant| u64::try_from((to - from).as_millis()).unwrap_or(u64::MAX);
+            Ok(parts) => {
+                let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
                 tracing::info!(
-                    elapsed_ms = ms(started, ended),
-                    drain_ms = ms(started, drained),
-                    finalise_ms = ms(drained, finalised),
-                    connect_ms = ms(finalised, ended),
+                    elapsed_ms = ms(ended - started),
+                    drain_ms = ms(drained - started),
+                    finalise_ms = ms(finalised - drained),
+                    connect_ms = ms(ended - finalised),
+                    connect_wait_ms = ms(parts.wait),
+                    login_ms = ms(parts.login),
+                    keys_ms = ms(parts.keys),
+                    attach_ms = ms(parts.attach),
                     "HSM connection recycled: drained, finalised, logged in again"
                 );
                 self.shared.metrics.recycles.fetch_add(1, Ordering::Relaxed);
@@ -237,7 +254,7 @@ impl Supervisor {
     fn reconnect(&mut self, drain_until: Option<Instant>) -> Result<(), HsmError> {
         self.detach_all(drain_until);
         self.finalise();
-        self.connect()
+        self.connect().map(|_| ())
     }
 
     /// Closes the anchor and finalises the module (once the workers gave up their sessions).
@@ -251,8 +268,10 @@ impl Supervisor {
     /// Initialise, find the token, log in on a new anchor session, find the keys, read the
     /// public key, attach every worker. One connect at a time in the process (see
     /// [`module::token_file_lock`]): another member's recycle waits for this one.
-    pub fn connect(&mut self) -> Result<(), HsmError> {
+    pub fn connect(&mut self) -> Result<ConnectTimes, HsmError> {
+        let asked = Instant::now();
         let _token_file = module::token_file_lock();
+        let began = Instant::now();
         let config = &self.shared.config;
         let initialised = module::initialise(&config.module_path)?;
         // Keep it even if the rest fails, so the next attempt finalises it first.
@@ -261,6 +280,7 @@ impl Supervisor {
         let anchor = OwnedSession::open(&initialised, slot, false)?;
         let session = anchor.get()?;
         login(session, UserType::User, &self.shared.pin)?;
+        let logged_in = Instant::now();
 
         self.shared.key_cache.invalidate_all();
         let labels = &config.keys;
@@ -307,6 +327,7 @@ impl Supervisor {
         *self.shared.public_key_next.lock().unwrap_or_else(|p| p.into_inner()) = public_key_next;
         self.anchor = Some(anchor);
         self.shared.metrics.objects_since_init.store(0, Ordering::Relaxed);
+        let keys_found = Instant::now();
 
         let generation = self.shared.next_generation();
         let mut acks = Vec::with_capacity(self.controls.len());
@@ -325,7 +346,12 @@ impl Supervisor {
             }
         }
         match failure {
-            None => Ok(()),
+            None => Ok(ConnectTimes {
+                wait: began - asked,
+                login: logged_in - began,
+                keys: keys_found - logged_in,
+                attach: keys_found.elapsed(),
+            }),
             Some(e) => {
                 self.detach_all(None);
                 Err(e)

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Sim, approved, authorize, eventually, token};
@@ -12,8 +13,41 @@ use mps_hsm::testing::wrap_known_chain_key;
 use mps_hsm::{Hsm, HsmError};
 use mps_protocol::Rsn;
 
+/// Everything the process logs, as JSON lines (the supervisor logs from its own thread, so
+/// the subscriber is the global one: this binary has one test).
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    /// The fields of the one event whose message is `message`.
+    fn event(&self, message: &str) -> serde_json::Map<String, serde_json::Value> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        let mut found = text
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .filter_map(|event| event.get("fields").and_then(|f| f.as_object()).cloned())
+            .filter(|fields| fields.get("message").and_then(|m| m.as_str()) == Some(message));
+        let event = found.next().unwrap_or_else(|| panic!("no {message:?} in the log:\n{text}"));
+        assert!(found.next().is_none(), "{message:?} twice in the log:\n{text}");
+        event
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recycle_drains_queues_and_frees() {
+    let log = Log::default();
+    let writer = log.clone();
+    tracing_subscriber::fmt().json().with_writer(move || writer.clone()).init();
     let mut config = token().config.clone();
     config.recycle_drain_ms = 5_000;
     config.reconnect_backoff_min_ms = 50;
@@ -52,6 +86,13 @@ async fn recycle_drains_queues_and_frees() {
     assert!(took >= Duration::from_millis(100) && took <= wall, "{took:?} of {wall:?}");
     assert_eq!(metrics.members[0].recycle_time_total, took);
     assert_eq!(metrics.reconnects_total, 0);
+    // The log line says where the time went, each part within the whole.
+    let line = log.event("HSM connection recycled: drained, finalised, logged in again");
+    let ms = |field: &str| line.get(field).and_then(|v| v.as_u64()).unwrap_or_else(|| panic!("{field} in {line:?}"));
+    assert!(ms("drain_ms") + ms("finalise_ms") + ms("connect_ms") <= ms("elapsed_ms"), "{line:?}");
+    assert!(ms("elapsed_ms") <= u64::try_from(wall.as_millis()).unwrap(), "{line:?}");
+    let parts = ms("connect_wait_ms") + ms("login_ms") + ms("keys_ms") + ms("attach_ms");
+    assert!(parts <= ms("connect_ms"), "{line:?}");
     // Only the workers' fresh key copies (4 per worker) since re-initialisation, plus the
     // signature's none.
     assert!(metrics.objects_since_init <= 8, "{metrics:?}");
