@@ -31,7 +31,8 @@ pub struct PoolMetrics {
     pub reconnects_total: u64,
     /// Planned re-initialisations ([`crate::Hsm::recycle`], automatic or called).
     pub recycles_total: u64,
-    /// Time spent in them (drain, finalise, initialise and log in again), failed ones too.
+    /// Time the HSMs were out for them (drain, finalise, initialise and log in again, until a
+    /// first worker served again), failed ones whole.
     pub recycle_time_total: Duration,
     /// Session objects created since start.
     pub objects_created_total: u64,
@@ -63,7 +64,8 @@ pub struct MemberMetrics {
     pub reconnects_total: u64,
     /// Its planned re-initialisations.
     pub recycles_total: u64,
-    /// Time it spent in them: it took no work meanwhile.
+    /// Time it was out for them, from the drain until its first worker served again: it
+    /// took no work meanwhile.
     pub recycle_time_total: Duration,
 }
 

@@ -47,7 +47,9 @@ pub(crate) struct ConnectTimes {
     login: Duration,
     /// The long-lived keys found and checked against the key policy, the public keys read.
     keys: Duration,
-    /// Every worker's new session and its session copies of the keys.
+    /// Until the first worker had its session and key copies, and served.
+    attach_first: Duration,
+    /// Until every worker had them.
     attach: Duration,
 }
 
@@ -146,7 +148,12 @@ impl Supervisor {
         let finalised = Instant::now();
         let connected = self.connect();
         let ended = Instant::now();
-        self.shared.metrics.add_recycle_time(ended.saturating_duration_since(started));
+        // The HSM was out until its first worker served again (the others attach meanwhile).
+        let out = match &connected {
+            Ok(parts) => (ended - started).saturating_sub(parts.attach - parts.attach_first),
+            Err(_) => ended - started,
+        };
+        self.shared.metrics.add_recycle_time(out);
         match connected {
             Ok(parts) => {
                 let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
@@ -158,6 +165,7 @@ impl Supervisor {
                     connect_wait_ms = ms(parts.wait),
                     login_ms = ms(parts.login),
                     keys_ms = ms(parts.keys),
+                    attach_first_ms = ms(parts.attach_first),
                     attach_ms = ms(parts.attach),
                     "HSM connection recycled: drained, finalised, logged in again"
                 );
@@ -338,9 +346,10 @@ impl Supervisor {
             acks.push(ack);
         }
         let mut failure = None;
+        let mut first_ready: Option<Instant> = None;
         for ack in acks {
             match ack.recv_timeout(WORKER_ACK_TIMEOUT) {
-                Ok(Ok(())) => {}
+                Ok(Ok(ready)) => first_ready = Some(first_ready.map_or(ready, |first| first.min(ready))),
                 Ok(Err(e)) => failure = failure.or(Some(e)),
                 Err(_) => failure = failure.or(Some(HsmError::Timeout)),
             }
@@ -350,6 +359,7 @@ impl Supervisor {
                 wait: began - asked,
                 login: logged_in - began,
                 keys: keys_found - logged_in,
+                attach_first: first_ready.map_or(Duration::ZERO, |first| first.saturating_duration_since(keys_found)),
                 attach: keys_found.elapsed(),
             }),
             Some(e) => {

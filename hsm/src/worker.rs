@@ -33,8 +33,9 @@ const TICK: Duration = Duration::from_millis(500);
 
 /// Messages from the supervisor.
 pub(crate) enum Control {
-    /// Open a session on `slot` and copy the long-lived keys into it.
-    Attach { module: Initialised, slot: Slot, generation: Generation, done: Sender<Result<(), HsmError>> },
+    /// Open a session on `slot` and copy the long-lived keys into it; `done` hears when the
+    /// worker was ready to serve.
+    Attach { module: Initialised, slot: Slot, generation: Generation, done: Sender<Result<Instant, HsmError>> },
     /// Give up the session; with `drain_until`, first wait (serving only seals and discards)
     /// until no authorization session is open or the instant passes.
     Detach { drain_until: Option<Instant>, done: Sender<()> },
@@ -224,7 +225,7 @@ fn on_control(inbox: &Inbox<'_>, mode: Mode, msg: Option<Control>) -> Option<Mod
             drop(call);
             match attached {
                 Ok(ctx) => {
-                    let _ = done.send(Ok(()));
+                    let _ = done.send(Ok(Instant::now()));
                     Some(Mode::Attached(Box::new(ctx)))
                 }
                 Err(e) => {

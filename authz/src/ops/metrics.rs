@@ -313,7 +313,7 @@ const HSM_MEMBER_GAUGES: [(&str, &str, MemberFigure); 8] = [
     ("hsm_member_recycles_total", "Planned re-initialisations of this HSM", |m| m.recycles_total as f64),
     (
         "hsm_member_recycle_seconds_total",
-        "Time this HSM spent in planned re-initialisations (drain, finalise, log in), taking no work",
+        "Time this HSM was out for planned re-initialisations (drain, finalise, log in, until a first worker served again)",
         |m| m.recycle_time_total.as_secs_f64(),
     ),
 ];
