@@ -23,6 +23,46 @@ const OTHER_ACQUIRER: &str = "500002";
 /// The variable that carries the HSM PIN to the `authz` binary (its config's `hsm.pin_env`).
 const PIN_ENV: &str = "MPS_HSM_PIN";
 
+/// Today's date, far enough from midnight for what the tests check about days. Yesterday may
+/// be exported only once the cut-off (midnight here) plus the grace (`request_timeout_ms`, 20 s)
+/// has passed, and "today has not ended" must still hold when the test exports: a run that
+/// begins from 23:55 to 00:02 UTC waits until 00:02. (One that began at 00:00:03 failed: its
+/// exports of yesterday were refused until 00:00:20.)
+async fn today_away_from_midnight() -> Date {
+    let now = OffsetDateTime::now_utc();
+    if let Some(resume) = resume_after_midnight(now) {
+        eprintln!("clearing test: {now} is near midnight UTC; waiting until {resume}");
+        tokio::time::sleep((resume - now).unsigned_abs()).await;
+    }
+    OffsetDateTime::now_utc().date()
+}
+
+/// When a run that begins at `now` may go on: `None` from 00:02 to 23:55 UTC, else 00:02 next.
+fn resume_after_midnight(now: OffsetDateTime) -> Option<OffsetDateTime> {
+    let hms = |h, m| time::Time::from_hms(h, m, 0).unwrap();
+    if now.time() >= hms(23, 55) {
+        Some((now.date() + Duration::days(1)).with_time(hms(0, 2)).assume_utc())
+    } else if now.time() < hms(0, 2) {
+        Some(now.date().with_time(hms(0, 2)).assume_utc())
+    } else {
+        None
+    }
+}
+
+#[test]
+fn a_run_near_midnight_waits_until_two_minutes_past() {
+    let at = |text: &str| {
+        let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+        time::PrimitiveDateTime::parse(text, format).unwrap().assume_utc()
+    };
+    assert_eq!(resume_after_midnight(at("2026-12-02 00:00:03")), Some(at("2026-12-02 00:02:00")));
+    assert_eq!(resume_after_midnight(at("2026-12-01 23:55:00")), Some(at("2026-12-02 00:02:00")));
+    assert_eq!(resume_after_midnight(at("2026-12-31 23:59:59")), Some(at("2027-01-01 00:02:00")));
+    assert_eq!(resume_after_midnight(at("2026-12-02 00:02:00")), None);
+    assert_eq!(resume_after_midnight(at("2026-12-01 23:54:59")), None);
+    assert_eq!(resume_after_midnight(at("2026-12-01 12:00:00")), None);
+}
+
 /// A clock the test moves.
 #[derive(Clone)]
 struct TestClock(Arc<Mutex<OffsetDateTime>>);
@@ -56,7 +96,7 @@ fn txn(answer: &Answer) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_days_clear_to_what_the_ledger_booked_and_a_cleared_day_is_closed() {
-    let today = OffsetDateTime::now_utc().date();
+    let today = today_away_from_midnight().await;
     let days = [today - Duration::days(3), today - Duration::days(2), today - Duration::days(1)];
     let clock = TestClock(Arc::new(Mutex::new(OffsetDateTime::now_utc())));
     let reading = clock.clone();
@@ -251,7 +291,7 @@ async fn payables(bank: &Bank) -> BTreeMap<String, i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_issuers_three_days_net_to_zero_and_settle_their_payables_to_zero() {
-    let today = OffsetDateTime::now_utc().date();
+    let today = today_away_from_midnight().await;
     let days = [today - Duration::days(3), today - Duration::days(2), today - Duration::days(1)];
     let clock = TestClock(Arc::new(Mutex::new(OffsetDateTime::now_utc())));
     let clock_of = |clock: &TestClock| {
