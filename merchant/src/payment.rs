@@ -2,7 +2,9 @@
 //! clear fields against the open order, sign the authorization request, mark the order
 //! submitted, deliver (with identical retries), verify the bank's signed answer, record the
 //! outcome durably, and only then hand back the SIM's answer. An outcome the merchant cannot
-//! establish queues a reversal. Knows nothing of HTTP: `front/` maps its results.
+//! establish queues a reversal. A new packet for an order already paid goes to the payment's
+//! issuer too, which declines it, so that the SIM that made it moves on. Knows nothing of HTTP:
+//! `front/` maps its results.
 
 use std::sync::Arc;
 
@@ -33,9 +35,32 @@ pub enum PaymentError {
     /// The packet's amount or currency differs from the order's.
     #[error("the packet's {0} differs from the order's; pay the order as the shop shows it")]
     Mismatch(&'static str),
-    /// The order is paid already (by another packet).
+    /// The order is paid already, by a packet of another issuer (or it was paid while this
+    /// packet was checked): nothing was sent to the bank.
     #[error("order {0} is paid already")]
     AlreadyPaid(OrderNo),
+    /// The order is paid already, and this packet's decline by the issuer (sent so that the SIM
+    /// can move on) did not come back verified. Nothing was booked; the identical packet may be
+    /// sent again.
+    #[error(
+        "order {order_no} is paid already; the bank's decline of this packet did not come back ({reason}); send it again later"
+    )]
+    DuplicateUnanswered {
+        /// The order.
+        order_no: OrderNo,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The issuer approved a second packet for an order it had approved already. Its ledger
+    /// refuses that (DESIGN.md section 7, step 11), so this is a fault to investigate: the
+    /// answer is not handed on, and the bank must reverse the transaction.
+    #[error("the bank approved a second payment of the paid order {order_no} (txn {txn_id}); it must be reversed")]
+    ApprovedTwice {
+        /// The order.
+        order_no: OrderNo,
+        /// The second approval's transaction id.
+        txn_id: String,
+    },
     /// The packet's payment was reversed by the issuer (00): the identical packet must not pay
     /// again, since the issuer may answer a retransmission with its stored approval.
     #[error("the payment of this packet for order {0} was reversed by the issuer; it cannot pay again")]
@@ -82,6 +107,10 @@ pub struct PhoneReply {
     pub order: Order,
     /// ISO 8583 code.
     pub response_code: String,
+    /// The answer's auth code (approvals).
+    pub auth_code: Option<String>,
+    /// The answer's transaction id, hex.
+    pub txn_id: Option<String>,
     /// The SIM's answer, when the issuer made one.
     pub payer_answer: Option<Vec<u8>>,
 }
@@ -133,8 +162,11 @@ impl Payments {
         if reversed_resend(&order, &packet_bytes) {
             return self.reversed_answer(&order, fields.iin).await;
         }
-        if let Some(reply) = self.replay(&order, &packet_bytes)? {
-            return Ok(reply);
+        if order.status == OrderStatus::Paid {
+            if order.payer_packet.as_deref() == Some(&packet_bytes[..]) {
+                return Ok(replay(&order));
+            }
+            return self.duplicate(&order, &packet_bytes, fields.iin).await;
         }
         let signed = self.bank.authorization(self.facts(), &packet_bytes, order_no, order.amount, order.currency)?;
         let submission = Submission {
@@ -190,26 +222,62 @@ impl Payments {
         tracing::info!(order_no = %order.order_no, "resend of a reversed payment: the SIM gets the bank's stored answer");
         Ok(PhoneReply {
             response_code: outcome.response_code,
+            auth_code: outcome.auth_code,
+            txn_id: Some(outcome.txn_id),
             payer_answer: outcome.payer_answer,
             order: order.clone(),
         })
     }
 
-    /// The stored reply to a byte-identical packet of a paid order (the SIM lost the answer).
-    fn replay(&self, order: &Order, packet_bytes: &[u8]) -> Result<Option<PhoneReply>, PaymentError> {
-        let same_packet = order.payer_packet.as_deref() == Some(packet_bytes);
-        if order.status != OrderStatus::Paid {
-            return Ok(None);
+    /// A new packet for an order that another packet paid. A SIM keeps a packet pending until
+    /// it reads an answer (docs/SIM.md), so a plain refusal would leave it unable to pay at that
+    /// issuer again. At the issuer of the payment, the packet goes to the bank like any other:
+    /// the issuer declines it (94, DESIGN.md section 7, step 11; or an earlier step's decline)
+    /// and seals an answer, so the SIM's keys move on; the order is not touched. A packet of
+    /// another issuer is refused without being sent: that issuer knows nothing of the payment
+    /// and would approve the order a second time.
+    async fn duplicate(&self, order: &Order, packet_bytes: &[u8], issuer_iin: Iin) -> Result<PhoneReply, PaymentError> {
+        let order_no = order.order_no;
+        if order.issuer_iin != Some(issuer_iin) {
+            return Err(PaymentError::AlreadyPaid(order_no));
         }
-        if !same_packet {
-            return Err(PaymentError::AlreadyPaid(order.order_no));
+        let unanswered = |reason: String| {
+            tracing::warn!(order_no = %order_no, reason = %reason, "packet for a paid order: no verified decline");
+            PaymentError::DuplicateUnanswered { order_no, reason }
+        };
+        let signed = self.bank.authorization(self.facts(), packet_bytes, order_no, order.amount, order.currency)?;
+        let answer = match self.bank.deliver(AUTHORIZATIONS_PATH, &signed, "authorization", &self.metrics).await {
+            Delivery::Answered { answer, .. } if answer.status == 200 => answer,
+            Delivery::Answered { answer, .. } => return Err(unanswered(format!("HTTP {}", answer.status))),
+            Delivery::GaveUp { attempts, last_error } => {
+                return Err(unanswered(format!("no answer after {attempts} attempts: {last_error}")));
+            }
+        };
+        let expected = Expected {
+            merchant_id: self.merchant_id,
+            order_no,
+            amount: order.amount,
+            currency: order.currency,
+            issuer_iin,
+        };
+        let outcome = answer::verify_authorization(&answer, &self.bank.trust, &expected, UnixTime::now())
+            .map_err(|error| unanswered(format!("answer not verified: {error}")))?;
+        if outcome.response_code == "00" {
+            self.metrics.payments.with_label_values(&["approved_twice"]).inc();
+            tracing::error!(order_no = %order_no, txn_id = %outcome.txn_id,
+                "the bank approved a second payment of a paid order: ask the bank to reverse this transaction");
+            return Err(PaymentError::ApprovedTwice { order_no, txn_id: outcome.txn_id });
         }
-        tracing::info!(order_no = %order.order_no, "identical packet for a paid order: stored answer");
-        Ok(Some(PhoneReply {
-            response_code: order.response_code.clone().unwrap_or_default(),
-            payer_answer: order.payer_answer.clone(),
+        self.metrics.payments.with_label_values(&["declined"]).inc();
+        tracing::info!(order_no = %order_no, response_code = %outcome.response_code,
+            "packet for a paid order: declined by its issuer, the SIM's keys move on");
+        Ok(PhoneReply {
+            response_code: outcome.response_code,
+            auth_code: None,
+            txn_id: Some(outcome.txn_id),
+            payer_answer: outcome.payer_answer,
             order: order.clone(),
-        }))
+        })
     }
 
     async fn conclude(
@@ -246,12 +314,13 @@ impl Payments {
         match verified {
             Ok(outcome) => {
                 let code = outcome.response_code.clone();
+                let (auth_code, txn_id) = (outcome.auth_code.clone(), Some(outcome.txn_id.clone()));
                 let payer_answer = outcome.payer_answer.clone();
                 let order = self.book.call(move |book| book.record_answer(&order_no, &outcome)).await?;
                 let label = if code == "00" { "approved" } else { "declined" };
                 self.metrics.payments.with_label_values(&[label]).inc();
                 tracing::info!(order_no = %order_no, response_code = %code, status = %order.status, "bank answer verified and recorded");
-                Ok(PhoneReply { order, response_code: code, payer_answer })
+                Ok(PhoneReply { order, response_code: code, auth_code, txn_id, payer_answer })
             }
             Err(error) => {
                 let reason = format!("bank answer not trusted (HTTP {}): {error}", answer.status);
@@ -322,6 +391,18 @@ fn check_order(order: &Order, amount: Amount, currency: Currency) -> Result<(), 
         return Err(PaymentError::Mismatch("currency"));
     }
     Ok(())
+}
+
+/// The stored reply to a byte-identical packet of a paid order (the SIM lost the answer).
+fn replay(order: &Order) -> PhoneReply {
+    tracing::info!(order_no = %order.order_no, "identical packet for a paid order: stored answer");
+    PhoneReply {
+        response_code: order.response_code.clone().unwrap_or_default(),
+        auth_code: order.auth_code.clone(),
+        txn_id: order.txn_id.clone(),
+        payer_answer: order.payer_answer.clone(),
+        order: order.clone(),
+    }
 }
 
 /// A byte-identical resend of the packet whose payment the bank reversed (00).

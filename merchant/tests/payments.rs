@@ -112,7 +112,7 @@ async fn packets_that_do_not_fit_the_order_never_reach_the_bank() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_paid_order_is_refused_with_409() {
+async fn a_new_packet_for_a_paid_order_is_declined_94_by_its_issuer_and_the_sim_moves_on() {
     let scheme = Scheme::start().await;
     let (account, mut sim) = scheme.payer("4000120000001234", "8949012345678901234").await;
     let (account_2, mut sim_2) = scheme.payer("4000120000005678", "8949012345678901235").await;
@@ -124,12 +124,40 @@ async fn a_paid_order_is_refused_with_409() {
     assert_eq!(first.json["response_code"], "00");
     first.open_on(&mut sim);
 
+    // Another payer of the same issuer: the packet goes to the bank, which declines it (94) and
+    // seals an answer for the SIM; nothing moves, and the order stays paid by the first packet.
     let attempts = shop.bank_attempts();
-    let second = shop.pay(&sim_2.pay(&account_2, "ORD-2", 500, PASSWORD)).await;
-    assert_eq!(second.status, 409, "{:?}", second.json);
-    assert_eq!(second.json["title"], "Already paid");
-    assert_eq!(shop.bank_attempts(), attempts, "nothing was sent to the bank");
+    let duplicate = sim_2.pay(&account_2, "ORD-2", 500, PASSWORD);
+    let second = shop.pay(&duplicate).await;
+    assert_eq!((second.status, &second.json["response_code"]), (200, &serde_json::json!("94")), "{:?}", second.json);
+    assert_eq!(second.json["status"], "paid");
+    assert!(second.json["auth_code"].is_null(), "{:?}", second.json);
+    assert_ne!(second.json["txn_id"], first.json["txn_id"], "the decline's own transaction");
+    assert_eq!(shop.bank_attempts(), attempts + 1);
+    let outcome = second.open_on(&mut sim_2);
+    assert_eq!(outcome.answer.response_code, mps_protocol::ResponseCode::Duplicate);
     assert_eq!(scheme.bank.available(&account_2).await, 100_000);
+    let order = shop.order("ORD-2").await.json;
+    assert_eq!((&order["status"], &order["txn_id"]), (&first.json["status"], &first.json["txn_id"]));
+    // The identical packet again (the phone lost the reply): the bank's stored decline.
+    let again = shop.pay(&duplicate).await;
+    assert_eq!((again.status, &again.json["payer_answer"]), (200, &second.json["payer_answer"]));
+
+    // The SIM's keys moved on: its next payment is approved.
+    shop.create_order("ORD-3", 200).await;
+    let next = shop.pay(&sim_2.pay(&account_2, "ORD-3", 200, PASSWORD)).await;
+    assert_eq!(next.json["response_code"], "00", "{:?}", next.json);
+    next.open_on(&mut sim_2);
+
+    // A packet of another issuer would be approved there a second time: refused, never sent.
+    let mut foreign = mps_protocol::wire::PayerPacket::decode(&sim_2.pay(&account_2, "ORD-2", 500, PASSWORD)).unwrap();
+    foreign.fields.iin = mps_protocol::Iin::new("510050").unwrap();
+    let attempts = shop.bank_attempts();
+    let refused = shop.pay(&foreign.encode()).await;
+    assert_eq!(refused.status, 409, "{:?}", refused.json);
+    assert_eq!(refused.json["title"], "Already paid");
+    assert_eq!(shop.bank_attempts(), attempts, "nothing was sent to the bank");
+    assert!(shop.metrics().await.contains("mps_merchant_payments_total{outcome=\"declined\"} 2"));
     shop.server.shutdown().await;
     scheme.finish().await;
 }
@@ -323,12 +351,20 @@ async fn two_packets_at_once_for_one_order_pay_it_once() {
     let first = sim.pay(&account, "ORD-8", 400, PASSWORD);
     let second = sim_2.pay(&account_2, "ORD-8", 400, PASSWORD);
     let (a, b) = tokio::join!(shop.pay(&first), shop.pay(&second));
-    let mut statuses = [a.status, b.status];
-    statuses.sort_unstable();
-    assert_eq!(statuses, [200, 409], "{:?} {:?}", a.json, b.json);
+    // One pays; the other finds the order in flight (409, nothing sent), or, if it came after the
+    // first was recorded, paid: then the bank declines it (94).
+    let mut outcomes =
+        [a, b].map(|reply| (reply.status, reply.json["response_code"].as_str().unwrap_or("-").to_owned()));
+    outcomes.sort_unstable();
+    let approved = (200, "00".to_owned());
+    assert!(
+        outcomes == [approved.clone(), (200, "94".to_owned())] || outcomes == [approved, (409, "-".to_owned())],
+        "{outcomes:?}"
+    );
     let debited = 200_000 - scheme.bank.available(&account).await - scheme.bank.available(&account_2).await;
     assert_eq!(debited, 400, "exactly one payer paid");
-    assert_eq!(shop.bank_attempts(), 1, "only one request left for the bank");
+    let sent = if outcomes[1].0 == 409 { 1 } else { 2 };
+    assert_eq!(shop.bank_attempts(), sent, "an order in flight sends nothing more");
     shop.server.shutdown().await;
     scheme.finish().await;
 }

@@ -22,7 +22,7 @@ const EXPECTED: &[(&str, &str, &str, &str)] = &[
     ("T-0001", "75 password tries exceeded", "250.00", "3rd wrong password: payments locked"),
     ("T-0001", "75 password tries exceeded", "250.00", "right password, but locked"),
     ("B-0002", "51 insufficient funds", "40.00", "insufficient funds"),
-    ("C-0002", "HTTP 409 order paid", "250.00", "duplicate order: refused by the merchant"),
+    ("C-0002", "94 duplicate order", "115.80", "duplicate order: declined by the bank, nothing moved"),
     ("T-0002", "00 approved", "238.00", "answer lost on the way to the phone"),
     ("T-0002", "00 approved", "238.00", "resend: the stored answer, booked once"),
     ("T-0003", "91 no answer in time", "120.00", "merchant timeout: payment failed, reversal queued"),

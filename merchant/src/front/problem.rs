@@ -43,6 +43,14 @@ pub fn payment(error: &PaymentError) -> Response {
         PaymentError::UnknownOrder(_) => response(StatusCode::NOT_FOUND, "Unknown order", &detail, None),
         PaymentError::Mismatch(_) => response(StatusCode::UNPROCESSABLE_ENTITY, "Order mismatch", &detail, None),
         PaymentError::AlreadyPaid(_) => response(StatusCode::CONFLICT, "Already paid", &detail, None),
+        PaymentError::DuplicateUnanswered { .. } => response(StatusCode::CONFLICT, "Already paid", &detail, None),
+        PaymentError::ApprovedTwice { .. } => response(
+            StatusCode::BAD_GATEWAY,
+            "Bank approved twice",
+            "the bank approved a second payment of an order it had approved already; the merchant does not accept \
+             it and the bank must reverse it",
+            None,
+        ),
         PaymentError::Reversed(_) => response(StatusCode::CONFLICT, "Payment reversed", &detail, None),
         PaymentError::Busy { .. } => response(StatusCode::CONFLICT, "Order busy", &detail, None),
         PaymentError::Refused { response_code, .. } => response(
