@@ -121,32 +121,10 @@ pub async fn serve(config: GatewayConfig) -> Result<(), AppError> {
     let running = start(&config).await?;
     let stop = running.stopper();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        mps_pki::listener::shutdown_signal().await;
         tracing::info!("shutdown requested");
         let _ = stop.send(true);
     });
     running.wait().await;
     Ok(())
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = terminate.recv() => {},
-                    _ = tokio::signal::ctrl_c() => {},
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
