@@ -2,8 +2,9 @@
 //! clear fields against the open order, sign the authorization request, mark the order
 //! submitted, deliver (with identical retries), verify the bank's signed answer, record the
 //! outcome durably, and only then hand back the SIM's answer. An outcome the merchant cannot
-//! establish queues a reversal. A new packet for an order already paid goes to the payment's
-//! issuer too, which declines it, so that the SIM that made it moves on. Knows nothing of HTTP:
+//! establish queues a reversal. A new packet for an order already paid goes to its issuer too,
+//! so that the SIM that made it reads an answer and moves on: the payment's issuer declines it,
+//! and what another issuer approves the merchant reverses at once. Knows nothing of HTTP:
 //! `front/` maps its results.
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use crate::bank::answer::{self, AnswerError, Expected, Problem};
 use crate::bank::request::{MerchantFacts, RequestError, ReversalFacts, SignedBody};
 use crate::bank::submit::{AUTHORIZATIONS_PATH, Delivery};
 use crate::ops::metrics::Metrics;
-use crate::orders::{BookError, NewReversal, Order, OrderBook, OrderStatus, Submission};
+use crate::orders::{self, BankOutcome, BookError, NewReversal, Order, OrderBook, OrderStatus, Submission};
 
 /// Why a payment did not end in a verified answer.
 #[derive(Debug, thiserror::Error)]
@@ -35,16 +36,13 @@ pub enum PaymentError {
     /// The packet's amount or currency differs from the order's.
     #[error("the packet's {0} differs from the order's; pay the order as the shop shows it")]
     Mismatch(&'static str),
-    /// The order is paid already, by a packet of another issuer (or it was paid while this
-    /// packet was checked): nothing was sent to the bank.
+    /// The order was paid while this packet was checked: nothing was sent to the bank.
     #[error("order {0} is paid already")]
     AlreadyPaid(OrderNo),
-    /// The order is paid already, and this packet's decline by the issuer (sent so that the SIM
-    /// can move on) did not come back verified. Nothing was booked; the identical packet may be
-    /// sent again.
-    #[error(
-        "order {order_no} is paid already; the bank's decline of this packet did not come back ({reason}); send it again later"
-    )]
+    /// The order is paid already, and this new packet for it got no verified answer from its
+    /// issuer (sent so that the SIM can move on), or waits for another packet's reversal. The
+    /// identical packet may be sent again.
+    #[error("order {order_no} is paid already, and this packet got no verified answer: {reason}; send it again later")]
     DuplicateUnanswered {
         /// The order.
         order_no: OrderNo,
@@ -113,6 +111,9 @@ pub struct PhoneReply {
     pub txn_id: Option<String>,
     /// The SIM's answer, when the issuer made one.
     pub payer_answer: Option<Vec<u8>>,
+    /// What the phone is told of the payment: the order's status, or `Reversed` for an
+    /// approval of a second packet that the merchant is reversing.
+    pub status: OrderStatus,
 }
 
 /// The shop's identity and its parts, shared by the phone routes and the reversal task.
@@ -225,43 +226,25 @@ impl Payments {
             auth_code: outcome.auth_code,
             txn_id: Some(outcome.txn_id),
             payer_answer: outcome.payer_answer,
+            status: order.status,
             order: order.clone(),
         })
     }
 
     /// A new packet for an order that another packet paid. A SIM keeps a packet pending until
     /// it reads an answer (docs/SIM.md), so a plain refusal would leave it unable to pay at that
-    /// issuer again. At the issuer of the payment, the packet goes to the bank like any other:
-    /// the issuer declines it (94, DESIGN.md section 7, step 11; or an earlier step's decline)
-    /// and seals an answer, so the SIM's keys move on; the order is not touched. A packet of
-    /// another issuer is refused without being sent: that issuer knows nothing of the payment
-    /// and would approve the order a second time.
+    /// issuer again: the packet goes to its issuer like any other, and the order is not touched.
+    /// The issuer of the payment declines it (94, DESIGN.md section 7, step 11; or an earlier
+    /// step's decline) and seals an answer, so the SIM's keys move on. Another issuer knows
+    /// nothing of the payment and approves it if it can: see [`Self::void_elsewhere`].
     async fn duplicate(&self, order: &Order, packet_bytes: &[u8], issuer_iin: Iin) -> Result<PhoneReply, PaymentError> {
         let order_no = order.order_no;
         if order.issuer_iin != Some(issuer_iin) {
-            return Err(PaymentError::AlreadyPaid(order_no));
+            return self.void_elsewhere(order, packet_bytes, issuer_iin).await;
         }
-        let unanswered = |reason: String| {
-            tracing::warn!(order_no = %order_no, reason = %reason, "packet for a paid order: no verified decline");
-            PaymentError::DuplicateUnanswered { order_no, reason }
-        };
         let signed = self.bank.authorization(self.facts(), packet_bytes, order_no, order.amount, order.currency)?;
-        let answer = match self.bank.deliver(AUTHORIZATIONS_PATH, &signed, "authorization", &self.metrics).await {
-            Delivery::Answered { answer, .. } if answer.status == 200 => answer,
-            Delivery::Answered { answer, .. } => return Err(unanswered(format!("HTTP {}", answer.status))),
-            Delivery::GaveUp { attempts, last_error } => {
-                return Err(unanswered(format!("no answer after {attempts} attempts: {last_error}")));
-            }
-        };
-        let expected = Expected {
-            merchant_id: self.merchant_id,
-            order_no,
-            amount: order.amount,
-            currency: order.currency,
-            issuer_iin,
-        };
-        let outcome = answer::verify_authorization(&answer, &self.bank.trust, &expected, UnixTime::now())
-            .map_err(|error| unanswered(format!("answer not verified: {error}")))?;
+        let delivery = self.bank.deliver(AUTHORIZATIONS_PATH, &signed, "authorization", &self.metrics).await;
+        let outcome = self.verified_duplicate(order, issuer_iin, delivery).map_err(|(_, error)| error)?;
         if outcome.response_code == "00" {
             self.metrics.payments.with_label_values(&["approved_twice"]).inc();
             tracing::error!(order_no = %order_no, txn_id = %outcome.txn_id,
@@ -271,13 +254,109 @@ impl Payments {
         self.metrics.payments.with_label_values(&["declined"]).inc();
         tracing::info!(order_no = %order_no, response_code = %outcome.response_code,
             "packet for a paid order: declined by its issuer, the SIM's keys move on");
-        Ok(PhoneReply {
-            response_code: outcome.response_code,
-            auth_code: None,
-            txn_id: Some(outcome.txn_id),
-            payer_answer: outcome.payer_answer,
-            order: order.clone(),
-        })
+        Ok(duplicate_reply(order, outcome, order.status))
+    }
+
+    /// A packet of another issuer than the one that paid the order: that issuer knows nothing
+    /// of the payment, so the merchant undoes whatever it approves. The reversal is queued
+    /// before the packet leaves, due once the delivery has ended in any case (so a crash in
+    /// between still sends it); after a verified approval it goes at once, and the phone is
+    /// told the payment was reversed (`sim` says so); after a verified decline, or a refusal
+    /// that decided nothing, it is dropped unsent. Without a verified answer it goes at once
+    /// too, and the identical packet may be sent again once it is answered: the issuer then
+    /// returns its stored answer.
+    async fn void_elsewhere(
+        &self,
+        order: &Order,
+        packet_bytes: &[u8],
+        issuer_iin: Iin,
+    ) -> Result<PhoneReply, PaymentError> {
+        let order_no = order.order_no;
+        let signed = self.bank.authorization(self.facts(), packet_bytes, order_no, order.amount, order.currency)?;
+        let reversal = self.reversal_for(order_no, order.amount, order.currency, issuer_iin)?;
+        let wait = self.bank.limits.deadline.saturating_add(VOID_MARGIN);
+        let due = orders::now_ms().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+        let id =
+            self.book.call(move |book| book.queue_void(&order_no, &reversal, due)).await.map_err(
+                |error| match error {
+                    BookError::Conflict { order_no, status: OrderStatus::ReversalPending } => {
+                        let reason = "the reversal of another packet for it is still pending, so this one was not sent";
+                        PaymentError::DuplicateUnanswered { order_no, reason: reason.to_owned() }
+                    }
+                    BookError::Conflict { order_no, status } => PaymentError::Busy { order_no, status },
+                    other => PaymentError::Book(other),
+                },
+            )?;
+        self.metrics.pending_reversals.inc();
+        tracing::info!(order_no = %order_no, issuer = %issuer_iin,
+            "packet of another issuer for a paid order: reversal queued, packet sent");
+        let delivery = self.bank.deliver(AUTHORIZATIONS_PATH, &signed, "authorization", &self.metrics).await;
+        let outcome = match self.verified_duplicate(order, issuer_iin, delivery) {
+            Ok(outcome) => outcome,
+            Err((may_have_decided, error)) => {
+                if may_have_decided {
+                    self.book.call(move |book| book.reversal_due_now(id)).await?;
+                } else {
+                    self.drop_void(id).await?;
+                }
+                return Err(error);
+            }
+        };
+        if outcome.response_code != "00" {
+            self.drop_void(id).await?;
+            self.metrics.payments.with_label_values(&["declined"]).inc();
+            tracing::info!(order_no = %order_no, response_code = %outcome.response_code,
+                "packet of another issuer for a paid order: declined, nothing to reverse");
+            return Ok(duplicate_reply(order, outcome, order.status));
+        }
+        self.book.call(move |book| book.reversal_due_now(id)).await?;
+        self.metrics.payments.with_label_values(&["approved_reversed"]).inc();
+        tracing::warn!(order_no = %order_no, issuer = %issuer_iin, txn_id = %outcome.txn_id,
+            "packet of another issuer for a paid order: approved there; its reversal goes now");
+        Ok(duplicate_reply(order, outcome, OrderStatus::Reversed))
+    }
+
+    /// Drops a void whose packet moved nothing, unless it went out already.
+    async fn drop_void(&self, id: i64) -> Result<(), PaymentError> {
+        if self.book.call(move |book| book.drop_unsent_reversal(id)).await? {
+            self.metrics.pending_reversals.dec();
+        }
+        Ok(())
+    }
+
+    /// The verified answer to a second packet for a paid order. An error says whether the
+    /// issuer may have decided the packet (no answer, or one that does not verify) or surely
+    /// did not (it refused the request).
+    fn verified_duplicate(
+        &self,
+        order: &Order,
+        issuer_iin: Iin,
+        delivery: Delivery,
+    ) -> Result<BankOutcome, (bool, PaymentError)> {
+        let order_no = order.order_no;
+        let unanswered = |may_have_decided: bool, reason: String| {
+            tracing::warn!(order_no = %order_no, reason = %reason, "packet for a paid order: no verified answer");
+            (may_have_decided, PaymentError::DuplicateUnanswered { order_no, reason })
+        };
+        let answer = match delivery {
+            Delivery::Answered { answer, .. } if answer.status == 200 => answer,
+            Delivery::Answered { answer, .. } if (400..500).contains(&answer.status) => {
+                return Err(unanswered(false, format!("refused with HTTP {}", answer.status)));
+            }
+            Delivery::Answered { answer, .. } => return Err(unanswered(true, format!("HTTP {}", answer.status))),
+            Delivery::GaveUp { attempts, last_error } => {
+                return Err(unanswered(true, format!("no answer after {attempts} attempts: {last_error}")));
+            }
+        };
+        let expected = Expected {
+            merchant_id: self.merchant_id,
+            order_no,
+            amount: order.amount,
+            currency: order.currency,
+            issuer_iin,
+        };
+        answer::verify_authorization(&answer, &self.bank.trust, &expected, UnixTime::now())
+            .map_err(|error| unanswered(true, format!("answer not verified: {error}")))
     }
 
     async fn conclude(
@@ -320,7 +399,7 @@ impl Payments {
                 let label = if code == "00" { "approved" } else { "declined" };
                 self.metrics.payments.with_label_values(&[label]).inc();
                 tracing::info!(order_no = %order_no, response_code = %code, status = %order.status, "bank answer verified and recorded");
-                Ok(PhoneReply { order, response_code: code, auth_code, txn_id, payer_answer })
+                Ok(PhoneReply { status: order.status, order, response_code: code, auth_code, txn_id, payer_answer })
             }
             Err(error) => {
                 let reason = format!("bank answer not trusted (HTTP {}): {error}", answer.status);
@@ -393,6 +472,22 @@ fn check_order(order: &Order, amount: Amount, currency: Currency) -> Result<(), 
     Ok(())
 }
 
+/// How long after a void's packet could have had its last answer the void is due anyway.
+const VOID_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The phone's reply to a second packet for a paid order: the issuer's answer to it, with the
+/// order as it stands.
+fn duplicate_reply(order: &Order, outcome: BankOutcome, status: OrderStatus) -> PhoneReply {
+    PhoneReply {
+        response_code: outcome.response_code,
+        auth_code: outcome.auth_code,
+        txn_id: Some(outcome.txn_id),
+        payer_answer: outcome.payer_answer,
+        status,
+        order: order.clone(),
+    }
+}
+
 /// The stored reply to a byte-identical packet of a paid order (the SIM lost the answer).
 fn replay(order: &Order) -> PhoneReply {
     tracing::info!(order_no = %order.order_no, "identical packet for a paid order: stored answer");
@@ -401,6 +496,7 @@ fn replay(order: &Order) -> PhoneReply {
         auth_code: order.auth_code.clone(),
         txn_id: order.txn_id.clone(),
         payer_answer: order.payer_answer.clone(),
+        status: order.status,
         order: order.clone(),
     }
 }

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Behaviour, PASSWORD, Scheme, Shop};
-use mps_merchant::orders::{OrderBook, OrderStatus};
+use mps_merchant::orders::{BankOutcome, OrderBook, OrderStatus, Submission};
 use mps_pki::Role;
 use mps_protocol::OrderNo;
 
@@ -149,15 +149,95 @@ async fn a_new_packet_for_a_paid_order_is_declined_94_by_its_issuer_and_the_sim_
     assert_eq!(next.json["response_code"], "00", "{:?}", next.json);
     next.open_on(&mut sim_2);
 
-    // A packet of another issuer would be approved there a second time: refused, never sent.
+    // A packet of another issuer: a reversal is queued, then the packet goes to its issuer (which
+    // this bank is not: it refuses the request undecided), so the reversal is dropped unsent.
     let mut foreign = mps_protocol::wire::PayerPacket::decode(&sim_2.pay(&account_2, "ORD-2", 500, PASSWORD)).unwrap();
     foreign.fields.iin = mps_protocol::Iin::new("510050").unwrap();
     let attempts = shop.bank_attempts();
     let refused = shop.pay(&foreign.encode()).await;
-    assert_eq!(refused.status, 409, "{:?}", refused.json);
-    assert_eq!(refused.json["title"], "Already paid");
-    assert_eq!(shop.bank_attempts(), attempts, "nothing was sent to the bank");
+    assert_eq!(
+        (refused.status, &refused.json["title"]),
+        (409, &serde_json::json!("Already paid")),
+        "{:?}",
+        refused.json
+    );
+    assert!(refused.json["detail"].as_str().unwrap().contains("refused with HTTP 400"), "{:?}", refused.json);
+    assert_eq!(shop.bank_attempts(), attempts + 1);
+    assert_eq!(shop.server.payments.book.pending_reversal_count().unwrap(), 0, "nothing to undo");
+    assert_eq!(shop.order("ORD-2").await.json["txn_id"], first.json["txn_id"]);
     assert!(shop.metrics().await.contains("mps_merchant_payments_total{outcome=\"declined\"} 2"));
+    shop.server.shutdown().await;
+    scheme.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_packet_of_another_issuer_for_a_paid_order_is_approved_there_and_reversed_at_once() {
+    let scheme = Scheme::start().await;
+    let (account, mut sim) = scheme.payer("4000120000001234", "8949012345678901234").await;
+    let dir = tempfile::tempdir().unwrap();
+    let shop = Shop::start(&scheme.config(dir.path(), &scheme.bank.url)).await;
+    shop.create_order("ORD-9", 500).await;
+    // ORD-9 was paid at another issuer, as the order book records such a payment.
+    let order_no = OrderNo::new("ORD-9").unwrap();
+    let book = &shop.server.payments.book;
+    let elsewhere = Submission {
+        order_no,
+        amount: mps_protocol::Amount::from_minor(500),
+        currency: mps_protocol::Currency::EUR,
+        issuer_iin: mps_protocol::Iin::new("510050").unwrap(),
+        packet: vec![7; 113],
+        body: b"{}".to_vec(),
+        signature: "s".to_owned(),
+    };
+    book.begin_payment(&elsewhere).unwrap();
+    let paid = BankOutcome {
+        response_code: "00".to_owned(),
+        auth_code: Some("ELSE01".to_owned()),
+        txn_id: "ab".repeat(16),
+        body: b"{}".to_vec(),
+        signature: "s".to_owned(),
+        payer_answer: Some(vec![0; 79]),
+    };
+    book.record_answer(&order_no, &paid).unwrap();
+
+    // This bank knows nothing of that payment and approves the packet; the SIM reads the
+    // approval and is told it was reversed, and the reversal goes at once: the money is back.
+    let packet = sim.pay(&account, "ORD-9", 500, PASSWORD);
+    let reply = shop.pay(&packet).await;
+    assert_eq!((reply.status, &reply.json["response_code"]), (200, &serde_json::json!("00")), "{:?}", reply.json);
+    assert_eq!(reply.json["status"], "reversed");
+    assert_ne!(reply.json["txn_id"], "ab".repeat(16));
+    assert!(reply.open_on(&mut sim).approved());
+    let back = common::eventually(Duration::from_secs(20), || async {
+        scheme.bank.available(&account).await == 100_000 && book.pending_reversal_count().unwrap() == 0
+    })
+    .await;
+    assert!(back, "the approval of the second packet was not reversed");
+    let metrics = shop.metrics().await;
+    assert!(metrics.contains("mps_merchant_payments_total{outcome=\"approved_reversed\"} 1"), "{metrics}");
+    assert!(metrics.contains("mps_merchant_reversals_total{result=\"00\"} 1"), "{metrics}");
+    let order = shop.order("ORD-9").await.json;
+    assert_eq!((&order["status"], &order["txn_id"]), (&serde_json::json!("paid"), &serde_json::json!("ab".repeat(16))));
+
+    // The identical packet again (the phone lost the reply): the bank's stored approval, told
+    // as reversed again; its second reversal finds nothing left to undo (25).
+    let again = shop.pay(&packet).await;
+    assert_eq!((again.status, &again.json["payer_answer"]), (200, &reply.json["payer_answer"]), "{:?}", again.json);
+    assert_eq!(again.json["status"], "reversed");
+    let settled = common::eventually(Duration::from_secs(20), || async {
+        book.pending_reversal_count().unwrap() == 0
+            && shop.metrics().await.contains("mps_merchant_reversals_total{result=\"25\"} 1")
+    })
+    .await;
+    assert!(settled, "{}", shop.metrics().await);
+    assert_eq!(scheme.bank.available(&account).await, 100_000);
+
+    // The SIM's keys moved on: its next payment is approved and kept.
+    shop.create_order("ORD-10", 300).await;
+    let next = shop.pay(&sim.pay(&account, "ORD-10", 300, PASSWORD)).await;
+    assert_eq!((next.json["response_code"].as_str(), next.json["status"].as_str()), (Some("00"), Some("paid")));
+    assert_eq!(scheme.bank.available(&account).await, 99_700);
+    scheme.bank.ledger.audit().await.unwrap();
     shop.server.shutdown().await;
     scheme.finish().await;
 }

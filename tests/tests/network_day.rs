@@ -23,6 +23,7 @@ const EXPECTED: &[(&str, &str, &str, &str)] = &[
     ("T-0001", "75 password tries exceeded", "250.00", "right password, but locked"),
     ("B-0002", "51 insufficient funds", "40.00", "insufficient funds"),
     ("C-0002", "94 duplicate order", "115.80", "duplicate order: declined by the bank, nothing moved"),
+    ("C-0002", "00 approved", "250.00", "duplicate order, other bank: approved, reversed by the merchant"),
     ("T-0002", "00 approved", "238.00", "answer lost on the way to the phone"),
     ("T-0002", "00 approved", "238.00", "resend: the stored answer, booked once"),
     ("T-0003", "91 no answer in time", "120.00", "merchant timeout: payment failed, reversal queued"),
@@ -183,7 +184,7 @@ fn approvals_of_the_table(rows: &[&str]) -> BTreeMap<(String, String), i64> {
         };
         if what.starts_with("reversal: the late approval undone") {
             reversed.push(order);
-        } else if code == "00 approved" && !what.starts_with("reversal") {
+        } else if code == "00 approved" && !what.starts_with("reversal") && !what.contains("reversed by the merchant") {
             let issuer = bank.split(' ').next().unwrap().to_owned();
             let acquirer = ACQUIRER_OF.iter().find(|(name, _)| *name == merchant).unwrap().1.to_owned();
             let (units, cents) = amount.split_once('.').unwrap();

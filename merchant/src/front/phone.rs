@@ -101,7 +101,7 @@ fn reply_json(reply: &PhoneReply) -> Response {
         order_no: order.order_no.as_str(),
         amount: order.amount.minor(),
         currency: order.currency.code(),
-        status: order.status.as_str(),
+        status: reply.status.as_str(),
     };
     (StatusCode::OK, Json(body)).into_response()
 }

@@ -435,6 +435,58 @@ impl OrderBook {
         self.after_transition(order_no, changed, status)
     }
 
+    /// Queues the reversal of a packet of another issuer sent for an order already paid (the
+    /// payment flow's "void"), due at `due_ms`, by when the packet's delivery has ended whatever
+    /// becomes of this process. The order itself is not touched. Refused, with the order's
+    /// status, unless the order is paid and has no reversal pending: a second such packet waits
+    /// until the first one's reversal is answered. Returns the reversal's id.
+    pub fn queue_void(&self, order_no: &OrderNo, reversal: &NewReversal, due_ms: i64) -> Result<i64, BookError> {
+        let mut connection = self.lock()?;
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let status: Option<String> = tx
+            .query_row("SELECT status FROM orders WHERE order_no = ?1", [order_no.as_str()], |row| row.get(0))
+            .optional()?;
+        let status = status.ok_or(BookError::NotFound(*order_no))?;
+        let status = OrderStatus::parse(&status).ok_or(BookError::Damaged("order status"))?;
+        let pending: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM reversals WHERE order_no = ?1 AND status = 'pending')",
+            [order_no.as_str()],
+            |row| row.get(0),
+        )?;
+        if status != OrderStatus::Paid || pending {
+            let status = if pending { OrderStatus::ReversalPending } else { status };
+            return Err(BookError::Conflict { order_no: *order_no, status });
+        }
+        let now = now_text();
+        tx.execute(
+            "INSERT INTO reversals (order_no, issuer_iin, body, signature, status, next_attempt_ms, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?6)",
+            params![order_no.as_str(), reversal.issuer_iin.as_str(), reversal.body, reversal.signature, due_ms, now],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Makes a pending reversal due now.
+    pub fn reversal_due_now(&self, id: i64) -> Result<(), BookError> {
+        self.lock()?.execute(
+            "UPDATE reversals SET next_attempt_ms = ?1, updated_at = ?2 WHERE id = ?3 AND status = 'pending'",
+            params![now_ms(), now_text(), id],
+        )?;
+        Ok(())
+    }
+
+    /// Drops a queued reversal that was never sent, once the verified answer to its packet
+    /// showed nothing to undo (declined) or the bank refused the packet undecided. Returns
+    /// whether it was dropped; one already sent stays, and its answer is recorded as usual.
+    pub fn drop_unsent_reversal(&self, id: i64) -> Result<bool, BookError> {
+        let dropped = self
+            .lock()?
+            .execute("DELETE FROM reversals WHERE id = ?1 AND status = 'pending' AND attempts = 0", [id])?;
+        Ok(dropped == 1)
+    }
+
     /// Orders left submitted (a crash while a request was out): the caller queues their reversals.
     pub fn submitted(&self) -> Result<Vec<Order>, BookError> {
         let connection = self.lock()?;
@@ -730,5 +782,51 @@ mod tests {
         assert_eq!(order.status, OrderStatus::Reversed);
         assert_eq!(book.pending_reversal_count().unwrap(), 0);
         book.begin_payment(&submission("ORD-3")).unwrap();
+    }
+
+    #[test]
+    fn a_void_of_a_paid_order_waits_its_time_one_at_a_time_and_leaves_the_order_paid() {
+        let (_dir, book) = book();
+        let order_no = OrderNo::new("ORD-4").unwrap();
+        book.create(order_no, Amount::from_minor(1250), Currency::EUR).unwrap();
+        let reversal =
+            NewReversal { issuer_iin: Iin::new("510050").unwrap(), body: b"{\"r\":4}".to_vec(), signature: "j".into() };
+        let refused = book.queue_void(&order_no, &reversal, now_ms());
+        assert!(matches!(refused, Err(BookError::Conflict { status: OrderStatus::Open, .. })), "{refused:?}");
+        book.begin_payment(&submission("ORD-4")).unwrap();
+        let outcome = BankOutcome {
+            response_code: "00".to_owned(),
+            auth_code: Some("A1B2C3".to_owned()),
+            txn_id: "00".repeat(16),
+            body: b"{}".to_vec(),
+            signature: "s".to_owned(),
+            payer_answer: Some(vec![0; 79]),
+        };
+        book.record_answer(&order_no, &outcome).unwrap();
+
+        // Queued for later: not due yet; a second one waits; dropped before any attempt.
+        let id = book.queue_void(&order_no, &reversal, now_ms() + 60_000).unwrap();
+        assert!(book.due_reversals(now_ms(), 10).unwrap().is_empty());
+        let second = book.queue_void(&order_no, &reversal, now_ms());
+        assert!(matches!(second, Err(BookError::Conflict { status: OrderStatus::ReversalPending, .. })), "{second:?}");
+        assert!(book.drop_unsent_reversal(id).unwrap());
+        assert_eq!(book.pending_reversal_count().unwrap(), 0);
+
+        // Made due at once, sent, answered: dropping it is too late; the order stays paid.
+        let id = book.queue_void(&order_no, &reversal, now_ms() + 60_000).unwrap();
+        book.reversal_due_now(id).unwrap();
+        let due = book.due_reversals(now_ms(), 10).unwrap();
+        assert_eq!((due.len(), due[0].id, due[0].issuer_iin.as_str()), (1, id, "510050"));
+        book.reversal_retry_later(id, now_ms(), "connection refused").unwrap();
+        assert!(!book.drop_unsent_reversal(id).unwrap(), "an attempt was made");
+        let answered = ReversalOutcome {
+            response_code: "00".into(),
+            reversal_id: Some("11".repeat(16)),
+            body: b"{}".to_vec(),
+            signature: "s".into(),
+        };
+        let order = book.reversal_answered(&due[0], &answered).unwrap();
+        assert_eq!((order.status, order.reversal_code), (OrderStatus::Paid, None));
+        assert_eq!(book.pending_reversal_count().unwrap(), 0);
     }
 }

@@ -293,8 +293,12 @@ fn deliver(
                     profile.save(&context.profile_path)?;
                     let code = print_outcome(&outcome);
                     if reply.order_status.as_deref() == Some("reversed") {
-                        eprintln!("The merchant REVERSED this payment after it went unanswered: whatever the");
-                        eprintln!("answer above says, the bank undid it; the account statement shows both.");
+                        eprintln!(
+                            "The merchant REVERSED this payment (unanswered in time, or the order was paid already)."
+                        );
+                        eprintln!(
+                            "Whatever the answer above says, the bank undoes it; the account statement shows both."
+                        );
                     }
                     Ok(code)
                 }
