@@ -725,6 +725,18 @@ mod tests {
         }
     }
 
+    /// A verified approval as the payment flow records it.
+    fn approval() -> BankOutcome {
+        BankOutcome {
+            response_code: "00".to_owned(),
+            auth_code: Some("A1B2C3".to_owned()),
+            txn_id: "00".repeat(16),
+            body: b"{}".to_vec(),
+            signature: "s".to_owned(),
+            payer_answer: Some(vec![0; 79]),
+        }
+    }
+
     #[test]
     fn an_order_goes_open_submitted_paid_and_no_further() {
         let (_dir, book) = book();
@@ -734,14 +746,7 @@ mod tests {
         book.begin_payment(&submission("ORD-1")).unwrap();
         let again = book.begin_payment(&submission("ORD-1"));
         assert!(matches!(again, Err(BookError::Conflict { status: OrderStatus::Submitted, .. })), "{again:?}");
-        let outcome = BankOutcome {
-            response_code: "00".to_owned(),
-            auth_code: Some("A1B2C3".to_owned()),
-            txn_id: "00".repeat(16),
-            body: b"{}".to_vec(),
-            signature: "s".to_owned(),
-            payer_answer: Some(vec![0; 79]),
-        };
+        let outcome = approval();
         let paid = book.record_answer(&order_no, &outcome).unwrap();
         assert_eq!(paid.status, OrderStatus::Paid);
         assert_eq!(book.paid(None, 10).unwrap().len(), 1);
@@ -794,14 +799,7 @@ mod tests {
         let refused = book.queue_void(&order_no, &reversal, now_ms());
         assert!(matches!(refused, Err(BookError::Conflict { status: OrderStatus::Open, .. })), "{refused:?}");
         book.begin_payment(&submission("ORD-4")).unwrap();
-        let outcome = BankOutcome {
-            response_code: "00".to_owned(),
-            auth_code: Some("A1B2C3".to_owned()),
-            txn_id: "00".repeat(16),
-            body: b"{}".to_vec(),
-            signature: "s".to_owned(),
-            payer_answer: Some(vec![0; 79]),
-        };
+        let outcome = approval();
         book.record_answer(&order_no, &outcome).unwrap();
 
         // Queued for later: not due yet; a second one waits; dropped before any attempt.
