@@ -253,7 +253,6 @@ pub async fn start(config: &AuthzConfig, parts: Parts) -> Result<RunningServer, 
 
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn serve(config: AuthzConfig) -> Result<(), AppError> {
-    crate::ops::allocator::check_at_start(config.hsm.recycle_after_objects);
     let parts = open_parts(&config).await?;
     check_kek_coverage(&parts, &config.hsm.keys).await?;
     let running = start(&config, parts).await?;

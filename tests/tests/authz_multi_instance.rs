@@ -351,20 +351,16 @@ async fn start_network(cluster: &PgCluster) -> (Arc<Network>, Vec<Payer>, Proces
 
     let hsm_b = dir.path().join("hsm-b");
     let softhsm_conf_b = copy_test_token(&hsm_b);
-    // A runs with glibc's fastbins off, as docs/HSM.md ("Recycling") advises; B without, and
-    // says so at start (checked at the end).
-    let env = |softhsm_conf: &Path, tunables: &str| -> Vec<(OsString, OsString)> {
+    let env = |softhsm_conf: &Path| -> Vec<(OsString, OsString)> {
         vec![
             (PIN_ENV.into(), USER_PIN.into()),
             ("SOFTHSM2_CONF".into(), softhsm_conf.into()),
             ("MPS_AUTHZ__LOG__LEVEL".into(), "info".into()),
-            ("GLIBC_TUNABLES".into(), tunables.into()),
         ]
     };
     let softhsm_conf_a = TestToken::shared().unwrap().softhsm_conf.clone();
-    let env_a = env(&softhsm_conf_a, mps_authz::ops::allocator::FASTBINS_OFF);
-    let mut authz_a = Service::start_with_env("authz-a", authz.clone(), config_a, dir.path(), env_a);
-    let mut authz_b = Service::start_with_env("authz-b", authz, config_b, dir.path(), env(&softhsm_conf_b, ""));
+    let mut authz_a = Service::start_with_env("authz-a", authz.clone(), config_a, dir.path(), env(&softhsm_conf_a));
+    let mut authz_b = Service::start_with_env("authz-b", authz, config_b, dir.path(), env(&softhsm_conf_b));
     authz_a.wait_ready(admin_a, "authz A").await;
     authz_b.wait_ready(admin_b, "authz B").await;
 
@@ -672,10 +668,6 @@ fn check_the_run_was_meaningful(payers: &[Payer]) {
 fn check_no_invariant_was_broken(processes: &Processes) {
     for (name, log) in [("A", &processes.authz_a.log), ("B", &processes.authz_b.log)] {
         let text = std::fs::read_to_string(log).unwrap();
-        // Only B, started without GLIBC_TUNABLES=glibc.malloc.mxfast=0, gives the advice.
-        let advice = text.lines().filter(|line| line.contains("fastbins are on")).count();
-        let expected = usize::from(name == "B" && cfg!(target_env = "gnu"));
-        assert_eq!(advice, expected, "instance {name}: the allocator advice, given at start:\n{text}");
         let broken: Vec<&str> = text
             .lines()
             .filter(|line| line.contains("ledger invariant violated") || line.contains("ledger data corrupt"))

@@ -1,7 +1,6 @@
 //! Operations: Prometheus metrics, logs, health and readiness (DESIGN.md section 10), and the
 //! recent decisions the operator's console shows.
 
-pub mod allocator;
 pub mod clearing;
 pub mod kek_rotation;
 pub mod logging;
