@@ -148,6 +148,17 @@ impl Payments {
         }
     }
 
+    /// What the bank's answer to a packet of `issuer_iin` for `order` must echo.
+    fn expected(&self, order: &Order, issuer_iin: Iin) -> Expected {
+        Expected {
+            merchant_id: self.merchant_id,
+            order_no: order.order_no,
+            amount: order.amount,
+            currency: order.currency,
+            issuer_iin,
+        }
+    }
+
     /// Pays an order with the SIM's packet. The caller runs it in its own task, so that a phone
     /// that hangs up does not cut a payment in half.
     pub async fn pay(&self, packet_bytes: Vec<u8>) -> Result<PhoneReply, PaymentError> {
@@ -187,14 +198,7 @@ impl Payments {
         })?;
         tracing::info!(order_no = %order_no, issuer = %fields.iin, "authorization submitted");
         let delivery = self.bank.deliver(AUTHORIZATIONS_PATH, &signed, "authorization", &self.metrics).await;
-        let expected = Expected {
-            merchant_id: self.merchant_id,
-            order_no,
-            amount: order.amount,
-            currency: order.currency,
-            issuer_iin: fields.iin,
-        };
-        self.conclude(&submission, &expected, delivery).await
+        self.conclude(&submission, &self.expected(&order, fields.iin), delivery).await
     }
 
     /// The SIM's answer for a packet whose payment was reversed (DESIGN.md section 6.1): the
@@ -211,13 +215,7 @@ impl Payments {
         let Delivery::Answered { answer, .. } = delivery else {
             return Err(PaymentError::Reversed(order.order_no));
         };
-        let expected = Expected {
-            merchant_id: self.merchant_id,
-            order_no: order.order_no,
-            amount: order.amount,
-            currency: order.currency,
-            issuer_iin,
-        };
+        let expected = self.expected(order, issuer_iin);
         let outcome = answer::verify_authorization(&answer, &self.bank.trust, &expected, UnixTime::now())
             .map_err(PaymentError::Unverified)?;
         tracing::info!(order_no = %order.order_no, "resend of a reversed payment: the SIM gets the bank's stored answer");
@@ -348,14 +346,7 @@ impl Payments {
                 return Err(unanswered(true, format!("no answer after {attempts} attempts: {last_error}")));
             }
         };
-        let expected = Expected {
-            merchant_id: self.merchant_id,
-            order_no,
-            amount: order.amount,
-            currency: order.currency,
-            issuer_iin,
-        };
-        answer::verify_authorization(&answer, &self.bank.trust, &expected, UnixTime::now())
+        answer::verify_authorization(&answer, &self.bank.trust, &self.expected(order, issuer_iin), UnixTime::now())
             .map_err(|error| unanswered(true, format!("answer not verified: {error}")))
     }
 
